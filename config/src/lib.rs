@@ -1,0 +1,306 @@
+//! Reading `chatmail.ini`, the one configuration file of a chatmail relay,
+//! and the address rules that several components share.
+//!
+//! The file format and key names are chatmail relay's, so an operator can
+//! bring an existing `chatmail.ini`: settings live in a `[params]` section;
+//! sizes may be written `100M` or `1G`. Keys chatmail knows but this relay
+//! does not use are accepted silently; unknown keys produce a warning naming
+//! them; an invalid value is an error naming file, line, key and problem.
+//! Every key, its default and meaning is listed in [`KEYS`] (and in the
+//! README's config reference, which a test keeps in sync).
+
+mod address;
+mod ini;
+mod value;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use address::{check_domain, split_address, AccountAddressRules, AddressProblem, MAX_ADDRESS_LEN};
+pub use value::{parse_bool, parse_decimal, parse_list, parse_size, parse_uint};
+
+/// Where a key comes from, which decides what an operator may expect of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A chatmail relay key with the same meaning here.
+    Chatmail,
+    /// A chatmail relay key for parts this relay does differently; accepted
+    /// (so existing files load) and ignored.
+    ChatmailIgnored,
+    /// A key this relay adds.
+    New,
+}
+
+/// One documented key of `[params]`.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyDoc {
+    pub name: &'static str,
+    /// Default as written in the file; `None` if the key is required.
+    pub default: Option<&'static str>,
+    pub origin: Origin,
+    pub meaning: &'static str,
+}
+
+/// Every `[params]` key this relay reads or accepts, with default and meaning.
+pub const KEYS: &[KeyDoc] = &[
+    KeyDoc { name: "mail_domain", default: None, origin: Origin::Chatmail,
+        meaning: "Domain of the relay's addresses (required), e.g. chat.example.org." },
+    KeyDoc { name: "max_user_send_per_minute", default: Some("60"), origin: Origin::Chatmail,
+        meaning: "Messages an account may send per minute, on average." },
+    KeyDoc { name: "max_user_send_burst_size", default: Some("10"), origin: Origin::Chatmail,
+        meaning: "Messages an account may send in a quick burst before the per-minute rate applies." },
+    KeyDoc { name: "max_mailbox_size", default: Some("100M"), origin: Origin::Chatmail,
+        meaning: "Storage quota per account (chatmail's default is larger; 100M keeps a relay cheap)." },
+    KeyDoc { name: "max_message_size", default: Some("31457280"), origin: Origin::Chatmail,
+        meaning: "Largest message accepted, in bytes or with a unit." },
+    KeyDoc { name: "delete_mails_after", default: Some("40"), origin: Origin::Chatmail,
+        meaning: "Days after which messages are deleted from the server (chatmail's default is shorter)." },
+    KeyDoc { name: "delete_large_after", default: Some("7"), origin: Origin::Chatmail,
+        meaning: "Days after which messages larger than 200 kB are deleted." },
+    KeyDoc { name: "delete_inactive_users_after", default: Some("90"), origin: Origin::Chatmail,
+        meaning: "Days without login after which an account and its mail are removed." },
+    KeyDoc { name: "username_min_length", default: Some("9"), origin: Origin::Chatmail,
+        meaning: "Shortest local part (name before '@') of a new account." },
+    KeyDoc { name: "username_max_length", default: Some("9"), origin: Origin::Chatmail,
+        meaning: "Longest local part of a new account." },
+    KeyDoc { name: "password_min_length", default: Some("9"), origin: Origin::Chatmail,
+        meaning: "Shortest password accepted when an account is created." },
+    KeyDoc { name: "passthrough_senders", default: Some(""), origin: Origin::Chatmail,
+        meaning: "Space-separated addresses whose outgoing mail may be unencrypted." },
+    KeyDoc { name: "passthrough_recipients", default: Some(""), origin: Origin::Chatmail,
+        meaning: "Space-separated addresses (or @domain) that may receive unencrypted mail." },
+    KeyDoc { name: "mailboxes_dir", default: Some("/home/vmail/mail/{mail_domain}"), origin: Origin::Chatmail,
+        meaning: "Directory holding one directory per account ({mailboxes_dir}/{address})." },
+    KeyDoc { name: "max_load_1m", default: Some("5"), origin: Origin::New,
+        meaning: "No new accounts while the one-minute load average is above this." },
+    KeyDoc { name: "min_available_memory", default: Some("200M"), origin: Origin::New,
+        meaning: "No new accounts while less memory than this is available." },
+    KeyDoc { name: "min_free_disk_space", default: Some("1G"), origin: Origin::New,
+        meaning: "No new accounts while the mailboxes_dir file system has less free space than this." },
+];
+
+/// chatmail relay keys for things this relay does differently (its
+/// filtermail and reinjection ports, metrics, web and TLS setup, privacy
+/// page texts). Accepted so that an existing file loads, and otherwise ignored.
+pub const CHATMAIL_IGNORED_KEYS: &[&str] = &[
+    "filtermail_smtp_port",
+    "filtermail_smtp_port_incoming",
+    "postfix_reinject_port",
+    "postfix_reinject_port_incoming",
+    "mtail_address",
+    "disable_ipv6",
+    "imap_rawlog",
+    "iroh_relay",
+    "acme_email",
+    "www_folder",
+    "privacy_postal",
+    "privacy_mail",
+    "privacy_pdo",
+    "privacy_supervisor",
+];
+
+/// The relay's configuration, with every value checked and converted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub mail_domain: String,
+    pub max_user_send_per_minute: u32,
+    pub max_user_send_burst_size: u32,
+    /// Bytes.
+    pub max_mailbox_size: u64,
+    /// Bytes.
+    pub max_message_size: u64,
+    /// Days.
+    pub delete_mails_after: u32,
+    /// Days.
+    pub delete_large_after: u32,
+    /// Days.
+    pub delete_inactive_users_after: u32,
+    pub username_min_length: usize,
+    pub username_max_length: usize,
+    pub password_min_length: usize,
+    pub passthrough_senders: Vec<String>,
+    pub passthrough_recipients: Vec<String>,
+    pub mailboxes_dir: PathBuf,
+    pub max_load_1m: f64,
+    /// Bytes.
+    pub min_available_memory: u64,
+    /// Bytes.
+    pub min_free_disk_space: u64,
+}
+
+/// A configuration and the warnings found while reading it.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<ConfigWarning>,
+}
+
+/// A value or file problem that stops the program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub key: Option<String>,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": {key}")?;
+        }
+        write!(f, ": {}", self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Something worth telling the operator that does not stop the program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    pub path: PathBuf,
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.path.display(), self.line, self.message)
+    }
+}
+
+impl Config {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            line: None,
+            key: None,
+            problem: format!("cannot read the file: {e}"),
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Checks `text`, naming `path` in errors and warnings.
+    pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
+        let error = |line: Option<usize>, key: Option<&str>, problem: String| ConfigError {
+            path: path.to_path_buf(),
+            line,
+            key: key.map(str::to_owned),
+            problem,
+        };
+        let entries = ini::parse(text).map_err(|e| error(Some(e.line), None, e.problem))?;
+        let mut warnings = Vec::new();
+        let mut params = Vec::new();
+        for entry in &entries {
+            if entry.section != "params" {
+                // chatmail has only [params]; other sections are someone
+                // else's business (or a typo), so mention them once per key.
+                warnings.push(ConfigWarning {
+                    path: path.to_path_buf(),
+                    line: entry.line,
+                    message: format!("key {:?} in section [{}] is ignored: settings belong in [params]", entry.key, entry.section),
+                });
+                continue;
+            }
+            if KEYS.iter().any(|k| k.name == entry.key) {
+                params.push(entry);
+            } else if !CHATMAIL_IGNORED_KEYS.contains(&entry.key.as_str()) {
+                warnings.push(ConfigWarning {
+                    path: path.to_path_buf(),
+                    line: entry.line,
+                    message: format!("unknown key {:?} in [params] is ignored", entry.key),
+                });
+            }
+        }
+
+        // Look up a key's text: from the file, else its documented default.
+        let lookup = |name: &str| -> Result<(String, Option<usize>), ConfigError> {
+            if let Some(entry) = params.iter().find(|e| e.key == name) {
+                return Ok((entry.value.clone(), Some(entry.line)));
+            }
+            match KEYS.iter().find(|k| k.name == name).and_then(|k| k.default) {
+                Some(default) => Ok((default.to_owned(), None)),
+                None => Err(error(None, Some(name), "is required but missing from [params]".into())),
+            }
+        };
+        let field = |name: &str, parse: &dyn Fn(&str) -> Result<u64, String>| -> Result<u64, ConfigError> {
+            let (text, line) = lookup(name)?;
+            parse(&text).map_err(|problem| error(line, Some(name), problem))
+        };
+        let uint = |name: &str, min: u64, max: u64| field(name, &|t| parse_uint(t, min, max));
+        let size = |name: &str| field(name, &parse_size);
+        let narrow = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+
+        let (mail_domain, domain_line) = lookup("mail_domain")?;
+        check_domain(&mail_domain).map_err(|p| error(domain_line, Some("mail_domain"), p.to_string()))?;
+
+        let (mailboxes_text, mailboxes_line) = lookup("mailboxes_dir")?;
+        let mailboxes_dir = PathBuf::from(mailboxes_text.replace("{mail_domain}", &mail_domain));
+        if !mailboxes_dir.is_absolute() {
+            return Err(error(mailboxes_line, Some("mailboxes_dir"), format!("{:?} is not an absolute path", mailboxes_dir.display().to_string())));
+        }
+
+        let (load_text, load_line) = lookup("max_load_1m")?;
+        let max_load_1m = parse_decimal(&load_text).map_err(|p| error(load_line, Some("max_load_1m"), p))?;
+
+        let list = |name: &str| -> Result<Vec<String>, ConfigError> {
+            Ok(parse_list(&lookup(name)?.0).into_iter().map(|a| a.replace("{mail_domain}", &mail_domain)).collect())
+        };
+
+        let config = Config {
+            max_user_send_per_minute: narrow(uint("max_user_send_per_minute", 1, 1_000_000)?),
+            max_user_send_burst_size: narrow(uint("max_user_send_burst_size", 1, 1_000_000)?),
+            max_mailbox_size: size("max_mailbox_size")?,
+            max_message_size: size("max_message_size")?,
+            delete_mails_after: narrow(uint("delete_mails_after", 1, 36_500)?),
+            delete_large_after: narrow(uint("delete_large_after", 1, 36_500)?),
+            delete_inactive_users_after: narrow(uint("delete_inactive_users_after", 1, 36_500)?),
+            username_min_length: uint("username_min_length", 1, 64)? as usize,
+            username_max_length: uint("username_max_length", 1, 64)? as usize,
+            password_min_length: uint("password_min_length", 1, 1024)? as usize,
+            passthrough_senders: list("passthrough_senders")?,
+            passthrough_recipients: list("passthrough_recipients")?,
+            mailboxes_dir,
+            max_load_1m,
+            min_available_memory: size("min_available_memory")?,
+            min_free_disk_space: size("min_free_disk_space")?,
+            mail_domain,
+        };
+        if config.username_min_length > config.username_max_length {
+            let line = lookup("username_min_length")?.1;
+            return Err(error(
+                line,
+                Some("username_min_length"),
+                format!("{} is larger than username_max_length ({})", config.username_min_length, config.username_max_length),
+            ));
+        }
+        if config.max_message_size == 0 {
+            return Err(error(lookup("max_message_size")?.1, Some("max_message_size"), "must be larger than 0".into()));
+        }
+        if config.max_mailbox_size < config.max_message_size {
+            return Err(error(
+                lookup("max_mailbox_size")?.1,
+                Some("max_mailbox_size"),
+                format!("{} bytes is smaller than max_message_size ({} bytes)", config.max_mailbox_size, config.max_message_size),
+            ));
+        }
+        Ok(Loaded { config, warnings })
+    }
+
+    /// The rules for new account addresses this configuration implies.
+    pub fn account_address_rules(&self) -> AccountAddressRules {
+        AccountAddressRules {
+            mail_domain: self.mail_domain.clone(),
+            min_local_len: self.username_min_length,
+            max_local_len: self.username_max_length,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

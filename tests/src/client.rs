@@ -1,0 +1,406 @@
+//! Minimal SMTP and IMAP clients for tests: enough to log in over STARTTLS
+//! or implicit TLS, submit mail, and read a mailbox, with every server reply
+//! visible to the test (codes and texts are what the tests check).
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
+
+use crate::error::{Context, Error, Result};
+use crate::tls::pinned_client_config;
+
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How a connection starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// Plain TCP (upgrade later with STARTTLS).
+    Plain,
+    /// TLS from the first byte.
+    Implicit,
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    /// Only while switching from plain to TLS.
+    Switching,
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+            Stream::Switching => Err(io::Error::other("connection is switching to TLS")),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+            Stream::Switching => Err(io::Error::other("connection is switching to TLS")),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+            Stream::Switching => Ok(()),
+        }
+    }
+}
+
+/// A line-oriented connection that can switch to TLS.
+struct Connection {
+    reader: BufReader<Stream>,
+    tls: Arc<ClientConfig>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.reader.get_ref() {
+            Stream::Plain(_) => "plain",
+            Stream::Tls(_) => "tls",
+            Stream::Switching => "switching",
+        };
+        write!(f, "Connection({kind})")
+    }
+}
+
+impl Connection {
+    fn open(port: u16, security: Security, cert_der: &[u8]) -> Result<Connection> {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).context(|| format!("connecting to 127.0.0.1:{port}"))?;
+        tcp.set_read_timeout(Some(IO_TIMEOUT)).context(|| "setting a read timeout".into())?;
+        tcp.set_write_timeout(Some(IO_TIMEOUT)).context(|| "setting a write timeout".into())?;
+        let tls = pinned_client_config(cert_der);
+        let mut conn = Connection { reader: BufReader::new(Stream::Plain(tcp)), tls };
+        if security == Security::Implicit {
+            conn.upgrade()?;
+        }
+        Ok(conn)
+    }
+
+    fn upgrade(&mut self) -> Result<()> {
+        if !self.reader.buffer().is_empty() {
+            return Err(Error::new("server sent data before the TLS handshake"));
+        }
+        let old = std::mem::replace(self.reader.get_mut(), Stream::Switching);
+        let Stream::Plain(tcp) = old else {
+            return Err(Error::new("connection is already encrypted"));
+        };
+        let name = ServerName::try_from("relay.invalid").map_err(|e| Error::new(e.to_string()))?;
+        let client = ClientConnection::new(self.tls.clone(), name).context(|| "starting TLS".into())?;
+        let mut tls = StreamOwned::new(client, tcp);
+        // Complete the handshake now so certificate problems show up here.
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock).context(|| "TLS handshake".into())?;
+        }
+        *self.reader.get_mut() = Stream::Tls(Box::new(tls));
+        Ok(())
+    }
+
+    fn is_tls(&self) -> bool {
+        matches!(self.reader.get_ref(), Stream::Tls(_))
+    }
+
+    fn send(&mut self, line: &str) -> Result<()> {
+        let stream = self.reader.get_mut();
+        stream.write_all(line.as_bytes()).context(|| "sending".into())?;
+        stream.write_all(b"\r\n").context(|| "sending".into())?;
+        stream.flush().context(|| "sending".into())
+    }
+
+    fn send_raw(&mut self, data: &[u8]) -> Result<()> {
+        let stream = self.reader.get_mut();
+        stream.write_all(data).context(|| "sending".into())?;
+        stream.flush().context(|| "sending".into())
+    }
+
+    fn read_line(&mut self) -> Result<String> {
+        let mut line = String::new();
+        let n = self.reader.read_line(&mut line).context(|| "reading from the server".into())?;
+        if n == 0 {
+            return Err(Error::new("server closed the connection"));
+        }
+        Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    }
+
+    fn read_exact(&mut self, len: usize) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        self.reader.read_exact(&mut buf).context(|| "reading a literal".into())?;
+        Ok(buf)
+    }
+}
+
+/// An SMTP reply: the code and the text of every line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpReply {
+    pub code: u16,
+    pub lines: Vec<String>,
+}
+
+impl SmtpReply {
+    /// The whole reply as the server sent it, lines joined with newlines.
+    pub fn text(&self) -> String {
+        self.lines.iter().map(|l| format!("{} {l}", self.code)).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Fails unless the code is `code`.
+    pub fn expect(self, code: u16) -> Result<SmtpReply> {
+        if self.code == code {
+            Ok(self)
+        } else {
+            Err(Error::new(format!("expected SMTP {code}, got: {}", self.text())))
+        }
+    }
+}
+
+/// An SMTP session.
+#[derive(Debug)]
+pub struct SmtpClient {
+    conn: Connection,
+    pub greeting: SmtpReply,
+}
+
+impl SmtpClient {
+    pub fn connect(port: u16, security: Security, cert_der: &[u8]) -> Result<SmtpClient> {
+        let mut conn = Connection::open(port, security, cert_der)?;
+        let greeting = read_smtp_reply(&mut conn)?;
+        Ok(SmtpClient { conn, greeting })
+    }
+
+    /// Sends one command line and reads the reply.
+    pub fn command(&mut self, line: &str) -> Result<SmtpReply> {
+        self.conn.send(line)?;
+        read_smtp_reply(&mut self.conn)
+    }
+
+    pub fn ehlo(&mut self, name: &str) -> Result<SmtpReply> {
+        self.command(&format!("EHLO {name}"))
+    }
+
+    pub fn starttls(&mut self) -> Result<()> {
+        self.command("STARTTLS")?.expect(220)?;
+        self.conn.upgrade()
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.conn.is_tls()
+    }
+
+    pub fn auth_plain(&mut self, user: &str, password: &str) -> Result<SmtpReply> {
+        let token = base64(format!("\0{user}\0{password}").as_bytes());
+        self.command(&format!("AUTH PLAIN {token}"))
+    }
+
+    /// Sends the message body after DATA (dot-stuffed, CRLF line ends) and
+    /// returns the final reply.
+    pub fn data(&mut self, message: &str) -> Result<SmtpReply> {
+        let reply = self.command("DATA")?;
+        if reply.code != 354 {
+            return Ok(reply);
+        }
+        let mut body = String::with_capacity(message.len() + 64);
+        for line in message.lines() {
+            if line.starts_with('.') {
+                body.push('.');
+            }
+            body.push_str(line);
+            body.push_str("\r\n");
+        }
+        body.push_str(".\r\n");
+        self.conn.send_raw(body.as_bytes())?;
+        read_smtp_reply(&mut self.conn)
+    }
+
+    /// MAIL FROM, RCPT TO for each recipient, DATA. Fails with the first
+    /// reply that is not a success.
+    pub fn send_mail(&mut self, from: &str, to: &[&str], message: &str) -> Result<SmtpReply> {
+        self.command(&format!("MAIL FROM:<{from}>"))?.expect(250)?;
+        for rcpt in to {
+            self.command(&format!("RCPT TO:<{rcpt}>"))?.expect(250)?;
+        }
+        self.data(message)?.expect(250)
+    }
+
+    pub fn quit(mut self) {
+        let _ = self.command("QUIT");
+    }
+}
+
+fn read_smtp_reply(conn: &mut Connection) -> Result<SmtpReply> {
+    let mut lines = Vec::new();
+    loop {
+        let line = conn.read_line()?;
+        let (code, rest) = line.split_at_checked(3).ok_or_else(|| Error::new(format!("bad SMTP reply line {line:?}")))?;
+        let code: u16 = code.parse().map_err(|_| Error::new(format!("bad SMTP reply line {line:?}")))?;
+        let more = rest.starts_with('-');
+        lines.push(rest.get(1..).unwrap_or("").to_owned());
+        if !more {
+            return Ok(SmtpReply { code, lines });
+        }
+    }
+}
+
+/// The end of an IMAP command: its status and every untagged response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImapResponse {
+    /// `OK`, `NO` or `BAD`.
+    pub status: String,
+    /// Text after the status in the tagged line.
+    pub text: String,
+    /// Untagged responses; literals are inlined.
+    pub untagged: Vec<String>,
+}
+
+impl ImapResponse {
+    pub fn ok(self) -> Result<ImapResponse> {
+        if self.status == "OK" {
+            Ok(self)
+        } else {
+            Err(Error::new(format!("IMAP command failed: {} {}", self.status, self.text)))
+        }
+    }
+}
+
+/// An IMAP session.
+#[derive(Debug)]
+pub struct ImapClient {
+    conn: Connection,
+    next_tag: u32,
+    pub greeting: String,
+}
+
+impl ImapClient {
+    pub fn connect(port: u16, security: Security, cert_der: &[u8]) -> Result<ImapClient> {
+        let mut conn = Connection::open(port, security, cert_der)?;
+        let greeting = conn.read_line()?;
+        if !greeting.starts_with("* OK") {
+            return Err(Error::new(format!("unexpected IMAP greeting {greeting:?}")));
+        }
+        Ok(ImapClient { conn, next_tag: 1, greeting })
+    }
+
+    /// Sends one command and reads up to its tagged completion.
+    pub fn command(&mut self, command: &str) -> Result<ImapResponse> {
+        let tag = format!("t{}", self.next_tag);
+        self.next_tag += 1;
+        self.conn.send(&format!("{tag} {command}"))?;
+        let mut untagged = Vec::new();
+        loop {
+            let mut line = self.conn.read_line()?;
+            // A line ending in {N} is followed by N bytes of literal data.
+            while let Some(len) = literal_length(&line) {
+                let data = self.conn.read_exact(len)?;
+                line.push_str("\r\n");
+                line.push_str(&String::from_utf8_lossy(&data));
+                line.push_str(&self.conn.read_line()?);
+            }
+            if let Some(rest) = line.strip_prefix(&format!("{tag} ")) {
+                let (status, text) = rest.split_once(' ').unwrap_or((rest, ""));
+                return Ok(ImapResponse { status: status.to_owned(), text: text.to_owned(), untagged });
+            }
+            untagged.push(line);
+        }
+    }
+
+    pub fn starttls(&mut self) -> Result<()> {
+        self.command("STARTTLS")?.ok()?;
+        self.conn.upgrade()
+    }
+
+    pub fn login(&mut self, user: &str, password: &str) -> Result<ImapResponse> {
+        self.command(&format!("LOGIN {} {}", quote(user), quote(password)))
+    }
+
+    /// The capabilities the server announces now.
+    pub fn capabilities(&mut self) -> Result<Vec<String>> {
+        let response = self.command("CAPABILITY")?.ok()?;
+        Ok(response
+            .untagged
+            .iter()
+            .filter_map(|l| l.strip_prefix("* CAPABILITY "))
+            .flat_map(|l| l.split(' ').map(str::to_owned))
+            .collect())
+    }
+
+    /// Full text of every message in the selected mailbox.
+    pub fn fetch_all(&mut self) -> Result<Vec<String>> {
+        let response = self.command("FETCH 1:* BODY.PEEK[]")?;
+        if response.status == "BAD" || response.status == "NO" {
+            // An empty mailbox answers "1:*" with an error on some servers.
+            return Ok(Vec::new());
+        }
+        Ok(response
+            .untagged
+            .into_iter()
+            .filter(|l| l.contains(" FETCH "))
+            .filter_map(|l| l.split_once("\r\n").map(|(_, body)| body.to_owned()))
+            .collect())
+    }
+
+    pub fn logout(mut self) {
+        let _ = self.command("LOGOUT");
+    }
+}
+
+fn literal_length(line: &str) -> Option<usize> {
+    let open = line.rfind('{')?;
+    let inner = line.get(open + 1..)?.strip_suffix('}')?;
+    inner.trim_end_matches('+').parse().ok()
+}
+
+fn quote(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn base64(data: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        let cases = [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("foobar", "Zm9vYmFy")];
+        for (input, want) in cases {
+            assert_eq!(base64(input.as_bytes()), want);
+        }
+    }
+
+    #[test]
+    fn literal_lengths() {
+        assert_eq!(literal_length("* 1 FETCH (BODY[] {123}"), Some(123));
+        assert_eq!(literal_length("* 1 FETCH (BODY[] {12+}"), Some(12));
+        assert_eq!(literal_length("* OK done"), None);
+        assert_eq!(literal_length("* OK {x}"), None);
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote(r#"a"b\c"#), r#""a\"b\\c""#);
+    }
+}

@@ -1,0 +1,23 @@
+//! Test harness for the chatmail relay: starts isolated local relays (a real
+//! Postfix and a real Dovecot with their own config directories, loopback
+//! ports and scratch directory) and tears them down, so tests run in
+//! parallel and leave nothing running even when they fail. `make run` uses
+//! the same code through the `chatmail-local-relay` binary.
+//!
+//! Needs root and the Debian packages installed by `scripts/setup-host.sh`.
+
+mod client;
+mod dovecot;
+mod error;
+mod ports;
+mod postfix;
+mod process;
+mod random;
+mod relay;
+mod tls;
+
+pub use client::{ImapClient, ImapResponse, Security, SmtpClient, SmtpReply};
+pub use error::{Context, Error, Result};
+pub use ports::{free_port, PortChoice, Ports};
+pub use random::token;
+pub use relay::{Account, Relay, RelayOptions, MAIL_USER};

@@ -1,0 +1,120 @@
+//! `chatmail-local-relay`: a complete chatmail relay on 127.0.0.1 for
+//! development (`make run`). Starts real Postfix and Dovecot in a scratch
+//! directory, prints how to connect, writes relay.json, and stops everything
+//! on Ctrl-C or SIGTERM.
+//!
+//! Environment:
+//!   CHATMAIL_RUN_DIR          scratch directory (default /tmp/chatmail-dev)
+//!   CHATMAIL_INI              chatmail.ini to use (default: generated in the run dir)
+//!   CHATMAIL_DOMAIN           mail domain of a generated chatmail.ini (default chatmail.test)
+//!   CHATMAIL_SMTP_PORT        incoming SMTP (default 2025)
+//!   CHATMAIL_SUBMISSION_PORT  submission, STARTTLS (default 2587)
+//!   CHATMAIL_SMTPS_PORT       submission, implicit TLS (default 2465)
+//!   CHATMAIL_IMAP_PORT        IMAP, STARTTLS (default 2143)
+//!   CHATMAIL_IMAPS_PORT       IMAP, implicit TLS (default 2993)
+//! A port of 0 means "any free port" (relay.json tells which).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chatmail_testrelay::{Account, PortChoice, Relay, RelayOptions};
+
+const DEFAULT_RUN_DIR: &str = "/tmp/chatmail-dev";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("chatmail-local-relay: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn port_from_env(name: &str, default: Option<u16>) -> Result<Option<u16>, String> {
+    match std::env::var(name) {
+        Err(_) => Ok(default),
+        Ok(value) => match value.trim().parse::<u16>() {
+            Ok(0) => Ok(None),
+            Ok(port) => Ok(Some(port)),
+            Err(_) => Err(format!("{name}={value:?} is not a port number (0..65535)")),
+        },
+    }
+}
+
+fn run() -> Result<(), String> {
+    if std::env::args().len() > 1 {
+        return Err("takes no arguments; configure it with CHATMAIL_* environment variables (see README)".into());
+    }
+    let defaults = PortChoice::LOCAL_DEFAULTS;
+    let ports = PortChoice {
+        smtp: port_from_env("CHATMAIL_SMTP_PORT", defaults.smtp)?,
+        submission: port_from_env("CHATMAIL_SUBMISSION_PORT", defaults.submission)?,
+        smtps: port_from_env("CHATMAIL_SMTPS_PORT", defaults.smtps)?,
+        imap: port_from_env("CHATMAIL_IMAP_PORT", defaults.imap)?,
+        imaps: port_from_env("CHATMAIL_IMAPS_PORT", defaults.imaps)?,
+    };
+    let run_dir = PathBuf::from(std::env::var("CHATMAIL_RUN_DIR").unwrap_or_else(|_| DEFAULT_RUN_DIR.into()));
+    let options = RelayOptions {
+        run_dir: Some(run_dir.clone()),
+        config_file: std::env::var_os("CHATMAIL_INI").map(PathBuf::from),
+        mail_domain: std::env::var("CHATMAIL_DOMAIN").unwrap_or_else(|_| "chatmail.test".into()),
+        params: Vec::new(),
+        ports,
+    };
+
+    // Install the handlers before starting, so a Ctrl-C during startup
+    // still tears down whatever was started.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|e| format!("installing a signal handler: {e}"))?;
+    }
+    // A stale relay.json would tell scripts an old relay is ready.
+    let json_path = run_dir.join("relay.json");
+    let _ = std::fs::remove_file(&json_path);
+
+    let mut relay = Relay::start(options).map_err(|e| e.to_string())?;
+    let accounts: Vec<Account> = (0..2).map(|_| relay.new_account()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+
+    let json = serde_json::to_string_pretty(&relay.connection_json(&accounts)).map_err(|e| e.to_string())?;
+    let temp = json_path.with_extension("json.new");
+    std::fs::write(&temp, json + "\n").map_err(|e| format!("writing {}: {e}", temp.display()))?;
+    std::fs::rename(&temp, &json_path).map_err(|e| format!("writing {}: {e}", json_path.display()))?;
+
+    print_banner(&relay, &accounts, &json_path);
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("\nstopping the relay …");
+    let _ = std::fs::remove_file(&json_path);
+    relay.stop();
+    eprintln!("stopped; state is kept in {}", relay.run_dir.display());
+    Ok(())
+}
+
+fn print_banner(relay: &Relay, accounts: &[Account], json_path: &std::path::Path) {
+    let p = relay.ports;
+    println!("chatmail relay for {} is running on 127.0.0.1", relay.domain);
+    println!();
+    println!("  incoming SMTP        {}", p.smtp);
+    println!("  submission STARTTLS  {}", p.submission);
+    println!("  submission TLS       {}", p.smtps);
+    println!("  IMAP STARTTLS        {}", p.imap);
+    println!("  IMAP TLS             {}", p.imaps);
+    println!();
+    println!("  config     {}", relay.config_path.display());
+    println!("  logs       {}", relay.log_dir.display());
+    println!("  certificate {} (self-signed)", relay.cert_pem.display());
+    println!("  details    {}", json_path.display());
+    println!();
+    println!("Test accounts (log in with Delta Chat: \"Add account\" > \"Log into your e-mail account\" > paste the link, or scan it as a QR code):");
+    for account in accounts {
+        println!("  {}  password {}", account.addr, account.password);
+        println!("    {}", relay.dclogin(account));
+    }
+    println!();
+    println!("Press Ctrl-C to stop.");
+}

@@ -1,0 +1,484 @@
+//! One isolated local relay: a real Postfix and a real Dovecot with their own
+//! config directories, ports and scratch directory, torn down on drop.
+
+use std::fs;
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use chatmail_config::Config;
+use nix::unistd::{Group, User};
+
+use crate::client::{ImapClient, Security, SmtpClient};
+use crate::dovecot::{self, DovecotSettings};
+use crate::error::{Context, Error, Result};
+use crate::ports::{PortChoice, Ports};
+use crate::postfix::{self, PostfixSettings};
+use crate::process::{wait_for_greeting, wait_for_path, Daemon};
+use crate::tls;
+
+/// The system user that owns the mail store (created by scripts/setup-host.sh).
+pub const MAIL_USER: &str = "vmail";
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How to start a relay. `RelayOptions::default()` gives a relay for
+/// `chatmail.test` on free ports in a fresh temporary directory.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// Scratch directory for all state; `None` makes a temporary one that is
+    /// removed when the relay stops.
+    pub run_dir: Option<PathBuf>,
+    /// An existing chatmail.ini to use as is; `None` writes one into the run
+    /// directory from `mail_domain` and `params`.
+    pub config_file: Option<PathBuf>,
+    /// Mail domain of a generated chatmail.ini.
+    pub mail_domain: String,
+    /// Extra `[params]` lines for a generated chatmail.ini.
+    pub params: Vec<(String, String)>,
+    pub ports: PortChoice,
+}
+
+impl Default for RelayOptions {
+    fn default() -> Self {
+        RelayOptions {
+            run_dir: None,
+            config_file: None,
+            mail_domain: "chatmail.test".into(),
+            params: Vec::new(),
+            ports: PortChoice::default(),
+        }
+    }
+}
+
+/// Login of a test account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub addr: String,
+    pub password: String,
+}
+
+/// A running relay. Dropping it stops both servers; when the drop happens
+/// while a test panics, the servers' logs are printed first.
+#[derive(Debug)]
+pub struct Relay {
+    pub domain: String,
+    pub ports: Ports,
+    pub run_dir: PathBuf,
+    pub config_path: PathBuf,
+    pub config: Config,
+    pub log_dir: PathBuf,
+    pub cert_der: Vec<u8>,
+    pub cert_pem: PathBuf,
+    passwd_file: PathBuf,
+    postfix_conf: PathBuf,
+    // Field order is drop order: Postfix stops before Dovecot, and the
+    // temporary directory goes last.
+    postfix: Option<Daemon>,
+    dovecot: Option<Daemon>,
+    _temp_dir: Option<tempfile::TempDir>,
+}
+
+struct SystemUsers {
+    mail_uid: u32,
+    mail_gid: u32,
+    postfix_uid: u32,
+    postfix_gid: u32,
+    dovecot_gid: u32,
+}
+
+fn system_users() -> Result<SystemUsers> {
+    let user = |name: &str| -> Result<User> {
+        User::from_name(name)
+            .context(|| format!("looking up user {name}"))?
+            .ok_or_else(|| Error::new(format!("system user {name} is missing; run scripts/setup-host.sh as root")))
+    };
+    let group = |name: &str| -> Result<Group> {
+        Group::from_name(name)
+            .context(|| format!("looking up group {name}"))?
+            .ok_or_else(|| Error::new(format!("system group {name} is missing; run scripts/setup-host.sh as root")))
+    };
+    let mail = user(MAIL_USER)?;
+    let postfix = user("postfix")?;
+    let dovecot = group("dovecot")?;
+    user("dovenull")?;
+    Ok(SystemUsers {
+        mail_uid: mail.uid.as_raw(),
+        mail_gid: mail.gid.as_raw(),
+        postfix_uid: postfix.uid.as_raw(),
+        postfix_gid: postfix.gid.as_raw(),
+        dovecot_gid: dovecot.gid.as_raw(),
+    })
+}
+
+fn make_dir(path: &Path, mode: u32) -> Result<()> {
+    fs::create_dir_all(path).context(|| format!("creating {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).context(|| format!("chmod {}", path.display()))
+}
+
+fn write_file(path: &Path, contents: &str, mode: u32) -> Result<()> {
+    fs::write(path, contents).context(|| format!("writing {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).context(|| format!("chmod {}", path.display()))
+}
+
+fn set_owner(path: &Path, uid: u32, gid: u32) -> Result<()> {
+    chown(path, Some(uid), Some(gid)).context(|| format!("chown {}", path.display()))
+}
+
+/// Every directory above `path` must be searchable by the servers'
+/// unprivileged users, or Dovecot and Postfix fail with confusing errors.
+fn check_reachable(path: &Path) -> Result<()> {
+    for ancestor in path.ancestors().skip(1) {
+        let Ok(meta) = fs::metadata(ancestor) else { continue };
+        if meta.permissions().mode() & 0o001 == 0 {
+            return Err(Error::new(format!(
+                "{} is not searchable by other users (mode {:o}), so Dovecot and Postfix could not reach {}; \
+                 choose a run directory elsewhere, e.g. CHATMAIL_RUN_DIR=/tmp/chatmail-dev",
+                ancestor.display(),
+                meta.permissions().mode() & 0o7777,
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Unix socket paths are limited to 107 bytes.
+fn check_socket_path(path: &Path) -> Result<()> {
+    if path.as_os_str().len() > 100 {
+        return Err(Error::new(format!(
+            "socket path {} is too long for a unix socket; choose a shorter run directory",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+impl Relay {
+    /// Starts Dovecot and Postfix and returns once both accept connections.
+    pub fn start(options: RelayOptions) -> Result<Relay> {
+        if !nix::unistd::Uid::effective().is_root() {
+            return Err(Error::new("a local relay needs root: Postfix and Dovecot start as root and drop privileges"));
+        }
+        let users = system_users()?;
+
+        let (run_dir, temp_dir) = match &options.run_dir {
+            Some(dir) => {
+                make_dir(dir, 0o755)?;
+                (dir.canonicalize().context(|| format!("resolving {}", dir.display()))?, None)
+            }
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("chatmail-")
+                    .tempdir_in("/tmp")
+                    .context(|| "creating a temporary run directory".into())?;
+                (temp.path().to_path_buf(), Some(temp))
+            }
+        };
+        make_dir(&run_dir, 0o755)?;
+        check_reachable(&run_dir)?;
+
+        let config_path = match &options.config_file {
+            Some(path) => path.clone(),
+            None => {
+                let path = run_dir.join("chatmail.ini");
+                let mut ini = format!(
+                    "# Generated by chatmail-testrelay for a local test relay.\n[params]\nmail_domain = {}\nmailboxes_dir = {}\n",
+                    options.mail_domain,
+                    run_dir.join("mailboxes").display()
+                );
+                for (key, value) in &options.params {
+                    ini.push_str(&format!("{key} = {value}\n"));
+                }
+                write_file(&path, &ini, 0o644)?;
+                path
+            }
+        };
+        let loaded = Config::load(&config_path).map_err(|e| Error::new(e.to_string()))?;
+        for warning in &loaded.warnings {
+            eprintln!("chatmail-testrelay: warning: {warning}");
+        }
+        let config = loaded.config;
+        let domain = config.mail_domain.clone();
+        let ports = options.ports.resolve().context(|| "choosing free ports".into())?;
+
+        let log_dir = run_dir.join("log");
+        let tls_dir = run_dir.join("tls");
+        let dovecot_dir = run_dir.join("dovecot");
+        let dovecot_base = dovecot_dir.join("run");
+        let postfix_dir = run_dir.join("postfix");
+        // Postfix wants everything under its config directory owned by root,
+        // so the config lives apart from the queue and data directories.
+        let postfix_conf = postfix_dir.join("conf");
+        let queue_dir = postfix_dir.join("queue");
+        let data_dir = postfix_dir.join("data");
+        for dir in [&log_dir, &tls_dir, &dovecot_dir, &postfix_dir, &postfix_conf, &queue_dir] {
+            make_dir(dir, 0o755)?;
+        }
+        make_dir(&data_dir, 0o700)?;
+        set_owner(&data_dir, users.postfix_uid, users.postfix_gid)?;
+        make_dir(&config.mailboxes_dir, 0o700)?;
+        set_owner(&config.mailboxes_dir, users.mail_uid, users.mail_gid)?;
+        check_reachable(&config.mailboxes_dir)?;
+        let lmtp_socket = dovecot_base.join(dovecot::LMTP_SOCKET);
+        let auth_socket = dovecot_base.join(dovecot::AUTH_SOCKET);
+        check_socket_path(&lmtp_socket)?;
+        check_socket_path(&auth_socket)?;
+        // Sockets of an earlier run would make the readiness checks pass early.
+        let _ = fs::remove_file(&lmtp_socket);
+        let _ = fs::remove_file(&auth_socket);
+
+        let cert = tls::generate(&tls_dir, &domain)?;
+        fs::set_permissions(&cert.key_pem, fs::Permissions::from_mode(0o600))
+            .context(|| format!("chmod {}", cert.key_pem.display()))?;
+
+        let passwd_file = dovecot_dir.join("users");
+        if !passwd_file.exists() {
+            write_file(&passwd_file, "", 0o640)?;
+        }
+        set_owner(&passwd_file, 0, users.dovecot_gid)?;
+
+        let instance_name = format!("chatmail-{}", ports.imap);
+        let dovecot_conf = dovecot_dir.join("dovecot.conf");
+        let dovecot_log = log_dir.join("dovecot.log");
+        write_file(
+            &dovecot_conf,
+            &dovecot::render(&DovecotSettings {
+                instance_name: &instance_name,
+                domain: &domain,
+                base_dir: &dovecot_base,
+                state_dir: &dovecot_dir.join("state"),
+                log_file: &dovecot_log,
+                cert_pem: &cert.cert_pem,
+                key_pem: &cert.key_pem,
+                mailboxes_dir: &config.mailboxes_dir,
+                passwd_file: &passwd_file,
+                imap_port: ports.imap,
+                imaps_port: ports.imaps,
+                mail_user: MAIL_USER,
+                mail_uid: users.mail_uid,
+                postfix_user: "postfix",
+                max_mailbox_size: config.max_mailbox_size,
+            }),
+            0o644,
+        )?;
+
+        let postfix_settings = PostfixSettings {
+            domain: &domain,
+            queue_dir: &queue_dir,
+            data_dir: &data_dir,
+            log_file: &log_dir.join("postfix.log"),
+            cert_pem: &cert.cert_pem,
+            key_pem: &cert.key_pem,
+            lmtp_socket: &lmtp_socket,
+            auth_socket: &auth_socket,
+            smtp_port: ports.smtp,
+            submission_port: ports.submission,
+            smtps_port: ports.smtps,
+            max_message_size: config.max_message_size,
+        };
+        write_file(&postfix_conf.join("main.cf"), &postfix::render_main_cf(&postfix_settings), 0o644)?;
+        write_file(&postfix_conf.join("master.cf"), &postfix::render_master_cf(&postfix_settings), 0o644)?;
+
+        let mut relay = Relay {
+            domain,
+            ports,
+            run_dir,
+            config_path,
+            config,
+            log_dir: log_dir.clone(),
+            cert_der: cert.cert_der,
+            cert_pem: cert.cert_pem.clone(),
+            passwd_file,
+            postfix_conf,
+            postfix: None,
+            dovecot: None,
+            _temp_dir: temp_dir,
+        };
+        relay.start_servers(&dovecot_conf).map_err(|e| Error::new(format!("{e}\n{}", relay.logs())))?;
+        Ok(relay)
+    }
+
+    fn start_servers(&mut self, dovecot_conf: &Path) -> Result<()> {
+        let mut command = Command::new("dovecot");
+        command.arg("-F").arg("-c").arg(dovecot_conf);
+        let dovecot = self.dovecot.insert(Daemon::spawn("dovecot", command, &self.log_dir.join("dovecot.out"), true)?);
+        let base = dovecot_conf.with_file_name("run");
+        wait_for_greeting(self.ports.imap, "* OK", STARTUP_TIMEOUT, || dovecot.check_running())?;
+        wait_for_path(&base.join(dovecot::LMTP_SOCKET), STARTUP_TIMEOUT, || dovecot.check_running())?;
+        wait_for_path(&base.join(dovecot::AUTH_SOCKET), STARTUP_TIMEOUT, || dovecot.check_running())?;
+
+        // `postfix check` creates the queue directories with the right owners;
+        // the master then runs in the foreground (-s) so the harness owns it.
+        let check = Command::new("postfix")
+            .arg("-c")
+            .arg(&self.postfix_conf)
+            .arg("check")
+            .output()
+            .context(|| "running postfix check".into())?;
+        if !check.status.success() {
+            return Err(Error::new(format!(
+                "postfix check failed: {}{}",
+                String::from_utf8_lossy(&check.stdout),
+                String::from_utf8_lossy(&check.stderr)
+            )));
+        }
+        let mut command = Command::new("/usr/lib/postfix/sbin/master");
+        command.arg("-c").arg(&self.postfix_conf).arg("-s");
+        let postfix = self.postfix.insert(Daemon::spawn("postfix", command, &self.log_dir.join("postfix.out"), false)?);
+        for port in [self.ports.smtp, self.ports.submission] {
+            wait_for_greeting(port, "220", STARTUP_TIMEOUT, || postfix.check_running())?;
+        }
+        Ok(())
+    }
+
+    /// Adds a login to the static test passdb (until accounts are created on
+    /// first login by the account issue's auth daemon).
+    pub fn add_account(&self, local_part: &str, password: &str) -> Result<Account> {
+        let addr = format!("{local_part}@{}", self.domain);
+        if addr.contains([':', '\n', '\r']) || password.contains([':', '\n', '\r']) {
+            return Err(Error::new(format!("test account {addr:?} or its password contains ':' or a newline")));
+        }
+        let mut users = fs::read_to_string(&self.passwd_file).context(|| format!("reading {}", self.passwd_file.display()))?;
+        users.push_str(&format!("{addr}:{{PLAIN}}{password}::::::\n"));
+        // Dovecot rereads the passwd-file when its mtime changes; write via a
+        // rename so it never sees a half-written file.
+        let temp = self.passwd_file.with_extension("new");
+        fs::write(&temp, users).context(|| format!("writing {}", temp.display()))?;
+        let group = fs::metadata(&self.passwd_file).map(|m| std::os::unix::fs::MetadataExt::gid(&m)).unwrap_or(0);
+        fs::set_permissions(&temp, fs::Permissions::from_mode(0o640)).context(|| format!("chmod {}", temp.display()))?;
+        set_owner(&temp, 0, group)?;
+        fs::rename(&temp, &self.passwd_file).context(|| format!("replacing {}", self.passwd_file.display()))?;
+        Ok(Account { addr, password: password.to_owned() })
+    }
+
+    /// Adds a test account with a random 9-character name and password.
+    pub fn new_account(&self) -> Result<Account> {
+        self.add_account(&crate::random::token(9), &crate::random::token(12))
+    }
+
+    /// A `dclogin:` link with which Delta Chat configures `account` against
+    /// this relay (implicit TLS for IMAP and SMTP, self-signed certificate accepted).
+    pub fn dclogin(&self, account: &Account) -> String {
+        format!(
+            "dclogin:{addr}?p={password}&v=1&ih=127.0.0.1&ip={imaps}&is=ssl&ic=3&sh=127.0.0.1&sp={smtps}&ss=ssl&sc=3",
+            addr = account.addr,
+            password = percent_encode(&account.password),
+            imaps = self.ports.imaps,
+            smtps = self.ports.smtps,
+        )
+    }
+
+    /// Connects to the given SMTP port (plain TCP; call `starttls` for STARTTLS).
+    pub fn smtp(&self, port: u16) -> Result<SmtpClient> {
+        let security = if port == self.ports.smtps { Security::Implicit } else { Security::Plain };
+        SmtpClient::connect(port, security, &self.cert_der)
+    }
+
+    /// Connects to IMAP with STARTTLS and logs in.
+    pub fn imap_login(&self, account: &Account) -> Result<ImapClient> {
+        let mut imap = ImapClient::connect(self.ports.imap, Security::Plain, &self.cert_der)?;
+        imap.starttls()?;
+        imap.login(&account.addr, &account.password)?.ok()?;
+        Ok(imap)
+    }
+
+    /// Submits a message as `from` over authenticated submission (STARTTLS).
+    pub fn submit(&self, from: &Account, to: &[&str], message: &str) -> Result<()> {
+        let mut smtp = self.smtp(self.ports.submission)?;
+        smtp.ehlo("client.test")?.expect(250)?;
+        smtp.starttls()?;
+        smtp.ehlo("client.test")?.expect(250)?;
+        smtp.auth_plain(&from.addr, &from.password)?.expect(235)?;
+        smtp.send_mail(&from.addr, to, message)?;
+        smtp.quit();
+        Ok(())
+    }
+
+    /// Polls `account`'s INBOX over IMAP until a message containing `needle`
+    /// is there, and returns that message.
+    pub fn wait_for_message(&self, account: &Account, needle: &str, timeout: Duration) -> Result<String> {
+        let mut imap = self.imap_login(account)?;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            imap.command("SELECT INBOX")?.ok()?;
+            for message in imap.fetch_all()? {
+                if message.contains(needle) {
+                    imap.logout();
+                    return Ok(message);
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::new(format!(
+                    "no message containing {needle:?} reached {}'s INBOX within {timeout:?}",
+                    account.addr
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The servers' logs, for failure output.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for name in ["dovecot.log", "dovecot.out", "postfix.log", "postfix.out"] {
+            let path = self.log_dir.join(name);
+            let text = fs::read_to_string(&path).unwrap_or_default();
+            out.push_str(&format!("===== {} =====\n{text}", path.display()));
+            if !text.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// Connection details for scripts and other tools, as written to relay.json.
+    pub fn connection_json(&self, accounts: &[Account]) -> serde_json::Value {
+        let accounts: Vec<serde_json::Value> = accounts
+            .iter()
+            .map(|a| serde_json::json!({"addr": a.addr, "password": a.password, "dclogin": self.dclogin(a)}))
+            .collect();
+        serde_json::json!({
+            "domain": self.domain,
+            "host": "127.0.0.1",
+            "smtp_port": self.ports.smtp,
+            "submission_port": self.ports.submission,
+            "smtps_port": self.ports.smtps,
+            "imap_port": self.ports.imap,
+            "imaps_port": self.ports.imaps,
+            "config": self.config_path,
+            "log_dir": self.log_dir,
+            "run_dir": self.run_dir,
+            "cert_pem": self.cert_pem,
+            "accounts": accounts,
+        })
+    }
+
+    /// Stops both servers. Also done on drop.
+    pub fn stop(&mut self) {
+        if let Some(mut postfix) = self.postfix.take() {
+            postfix.stop(Duration::from_secs(5));
+        }
+        if let Some(mut dovecot) = self.dovecot.take() {
+            dovecot.stop(Duration::from_secs(5));
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test failed; logs of the relay in {}:\n{}", self.run_dir.display(), self.logs());
+        }
+        self.stop();
+    }
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
