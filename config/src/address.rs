@@ -62,6 +62,9 @@ pub fn check_domain(domain: &str) -> Result<(), AddressProblem> {
     if !domain.contains('.') {
         return bad("has no dot (use a full name such as chat.example.org)");
     }
+    if domain.rsplit('.').next().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit())) {
+        return bad("looks like an IP address; IP-address relays are not supported yet");
+    }
     for label in domain.split('.') {
         if label.is_empty() {
             return bad("has an empty label");
@@ -133,7 +136,7 @@ mod tests {
         }
         let long_label = format!("{}.org", "a".repeat(64));
         let long_domain = format!("{}.org", ["a"; 130].join("."));
-        for bad in ["", "localhost", "Example.org", "a..b", ".a.b", "a.b.", "-a.b", "a-.b", "a_b.c", "a b.c", "ä.org", &long_label, &long_domain] {
+        for bad in ["", "localhost", "Example.org", "a..b", ".a.b", "a.b.", "-a.b", "a-.b", "a_b.c", "a b.c", "1.2.3.4", "ä.org", &long_label, &long_domain] {
             assert!(check_domain(bad).is_err(), "{bad:?} should be refused");
         }
     }

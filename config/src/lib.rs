@@ -17,7 +17,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use address::{check_domain, split_address, AccountAddressRules, AddressProblem, MAX_ADDRESS_LEN};
-pub use value::{parse_bool, parse_decimal, parse_list, parse_size, parse_uint};
+pub use value::{parse_bool, parse_decimal, parse_list, parse_size, parse_uint, BareNumber};
 
 /// Where a key comes from, which decides what an operator may expect of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,9 +50,9 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { name: "max_user_send_burst_size", default: Some("10"), origin: Origin::Chatmail,
         meaning: "Messages an account may send in a quick burst before the per-minute rate applies." },
     KeyDoc { name: "max_mailbox_size", default: Some("100M"), origin: Origin::Chatmail,
-        meaning: "Storage quota per account (chatmail's default is larger; 100M keeps a relay cheap)." },
+        meaning: "Storage quota per account; a plain number means megabytes (chatmail's default is larger; 100M keeps a relay cheap)." },
     KeyDoc { name: "max_message_size", default: Some("31457280"), origin: Origin::Chatmail,
-        meaning: "Largest message accepted, in bytes or with a unit." },
+        meaning: "Largest message accepted; a plain number means bytes." },
     KeyDoc { name: "delete_mails_after", default: Some("40"), origin: Origin::Chatmail,
         meaning: "Days after which messages are deleted from the server (chatmail's default is shorter)." },
     KeyDoc { name: "delete_large_after", default: Some("7"), origin: Origin::Chatmail,
@@ -66,17 +66,17 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { name: "password_min_length", default: Some("9"), origin: Origin::Chatmail,
         meaning: "Shortest password accepted when an account is created." },
     KeyDoc { name: "passthrough_senders", default: Some(""), origin: Origin::Chatmail,
-        meaning: "Space-separated addresses whose outgoing mail may be unencrypted." },
+        meaning: "Space-separated addresses whose outgoing mail may be unencrypted (chatmail up to 1.11)." },
     KeyDoc { name: "passthrough_recipients", default: Some(""), origin: Origin::Chatmail,
-        meaning: "Space-separated addresses (or @domain) that may receive unencrypted mail." },
+        meaning: "Space-separated addresses (or @domain) that may receive unencrypted mail (chatmail up to 1.11)." },
     KeyDoc { name: "mailboxes_dir", default: Some("/home/vmail/mail/{mail_domain}"), origin: Origin::Chatmail,
         meaning: "Directory holding one directory per account ({mailboxes_dir}/{address})." },
-    KeyDoc { name: "max_load_1m", default: Some("5"), origin: Origin::New,
+    KeyDoc { name: "max_load_1m", default: Some("5"), origin: Origin::Chatmail,
         meaning: "No new accounts while the one-minute load average is above this." },
-    KeyDoc { name: "min_available_memory", default: Some("200M"), origin: Origin::New,
-        meaning: "No new accounts while less memory than this is available." },
-    KeyDoc { name: "min_free_disk_space", default: Some("1G"), origin: Origin::New,
-        meaning: "No new accounts while the mailboxes_dir file system has less free space than this." },
+    KeyDoc { name: "min_available_memory", default: Some("200M"), origin: Origin::Chatmail,
+        meaning: "No new accounts while less memory than this is available; a plain number means megabytes." },
+    KeyDoc { name: "min_free_disk_space", default: Some("1G"), origin: Origin::Chatmail,
+        meaning: "No new accounts while the mailboxes_dir file system has less free space than this; a plain number means megabytes." },
 ];
 
 /// chatmail relay keys for things this relay does differently (its
@@ -85,13 +85,21 @@ pub const KEYS: &[KeyDoc] = &[
 pub const CHATMAIL_IGNORED_KEYS: &[&str] = &[
     "filtermail_smtp_port",
     "filtermail_smtp_port_incoming",
+    "filtermail_http_port_incoming",
+    "filtermail_lmtp_port_transport",
     "postfix_reinject_port",
     "postfix_reinject_port_incoming",
+    "turn_socket_path",
+    "passdb_path",
+    "max_imap_connections",
+    "max_smtp_connections",
     "mtail_address",
     "disable_ipv6",
     "imap_rawlog",
+    "imap_compress",
     "iroh_relay",
     "acme_email",
+    "tls_external_cert_and_key",
     "www_folder",
     "privacy_postal",
     "privacy_mail",
@@ -233,7 +241,7 @@ impl Config {
             parse(&text).map_err(|problem| error(line, Some(name), problem))
         };
         let uint = |name: &str, min: u64, max: u64| field(name, &|t| parse_uint(t, min, max));
-        let size = |name: &str| field(name, &parse_size);
+        let size = |name: &str, bare: BareNumber| field(name, &|t| parse_size(t, bare));
         let narrow = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
 
         let (mail_domain, domain_line) = lookup("mail_domain")?;
@@ -255,8 +263,8 @@ impl Config {
         let config = Config {
             max_user_send_per_minute: narrow(uint("max_user_send_per_minute", 1, 1_000_000)?),
             max_user_send_burst_size: narrow(uint("max_user_send_burst_size", 1, 1_000_000)?),
-            max_mailbox_size: size("max_mailbox_size")?,
-            max_message_size: size("max_message_size")?,
+            max_mailbox_size: size("max_mailbox_size", BareNumber::Megabytes)?,
+            max_message_size: size("max_message_size", BareNumber::Bytes)?,
             delete_mails_after: narrow(uint("delete_mails_after", 1, 36_500)?),
             delete_large_after: narrow(uint("delete_large_after", 1, 36_500)?),
             delete_inactive_users_after: narrow(uint("delete_inactive_users_after", 1, 36_500)?),
@@ -267,8 +275,8 @@ impl Config {
             passthrough_recipients: list("passthrough_recipients")?,
             mailboxes_dir,
             max_load_1m,
-            min_available_memory: size("min_available_memory")?,
-            min_free_disk_space: size("min_free_disk_space")?,
+            min_available_memory: size("min_available_memory", BareNumber::Megabytes)?,
+            min_free_disk_space: size("min_free_disk_space", BareNumber::Megabytes)?,
             mail_domain,
         };
         if config.username_min_length > config.username_max_length {

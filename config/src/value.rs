@@ -1,11 +1,21 @@
 //! Parsers for the value forms chatmail.ini uses. Each returns a problem
 //! description (without key or file; the caller adds those).
 
-/// Parses a byte size: a plain number of bytes, or a number with a binary
-/// unit suffix `K`, `M`, `G` or `T` (case-insensitive, optionally followed by
-/// `B`, e.g. `100M`, `1G`, `512k`, `10MB`). Units are powers of 1024, as in
-/// Dovecot, which reads the same `max_mailbox_size` string for its quota.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+/// How a size without a unit is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BareNumber {
+    /// A plain number is bytes (`max_message_size = 31457280`).
+    Bytes,
+    /// A plain number is megabytes, as chatmail reads `max_mailbox_size`,
+    /// `min_available_memory` and `min_free_disk_space`.
+    Megabytes,
+}
+
+/// Parses a byte size: a number with a binary unit suffix `K`, `M`, `G` or
+/// `T` (case-insensitive, optionally followed by `B`, e.g. `100M`, `1G`,
+/// `512k`, `10MB`), or a plain number read as `bare` says. Units are powers
+/// of 1024, as in chatmail and Dovecot.
+pub fn parse_size(text: &str, bare: BareNumber) -> Result<u64, String> {
     let value = text.trim();
     let problem = || format!("{value:?} is not a size (expected bytes or a number with K, M, G or T, e.g. 100M)");
     if value.is_empty() {
@@ -18,7 +28,10 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         Some('M') => (&without_b[..without_b.len() - 1], 1 << 20),
         Some('G') => (&without_b[..without_b.len() - 1], 1 << 30),
         Some('T') => (&without_b[..without_b.len() - 1], 1 << 40),
-        Some(c) if c.is_ascii_digit() && without_b.len() == upper.len() => (without_b, 1),
+        Some(c) if c.is_ascii_digit() && without_b.len() == upper.len() => match bare {
+            BareNumber::Bytes => (without_b, 1),
+            BareNumber::Megabytes => (without_b, 1 << 20),
+        },
         _ => return Err(problem()),
     };
     let digits = digits.trim();
@@ -58,12 +71,14 @@ pub fn parse_decimal(text: &str) -> Result<f64, String> {
     value.parse::<f64>().map_err(|_| format!("{value:?} is not a non-negative number"))
 }
 
-/// Parses a boolean the way chatmail's Python reader does: `true`/`false`,
-/// plus `yes`/`no`, `on`/`off` and `1`/`0`, case-insensitive.
+/// Parses a boolean: `true` or `false`, case-insensitive. chatmail treats
+/// anything but `true` as false (so `yes` would silently mean false there);
+/// refusing other words keeps a file from meaning different things on the
+/// two relays.
 pub fn parse_bool(text: &str) -> Result<bool, String> {
     match text.trim().to_ascii_lowercase().as_str() {
-        "true" | "yes" | "on" | "1" => Ok(true),
-        "false" | "no" | "off" | "0" => Ok(false),
+        "true" => Ok(true),
+        "false" => Ok(false),
         other => Err(format!("{other:?} is not a boolean (expected true or false)")),
     }
 }
@@ -93,10 +108,14 @@ mod tests {
             ("10 M", 10 << 20),
         ];
         for &(text, want) in good {
-            assert_eq!(parse_size(text), Ok(want), "{text:?}");
+            assert_eq!(parse_size(text, BareNumber::Bytes), Ok(want), "{text:?}");
         }
+        // chatmail reads a plain mailbox size as megabytes.
+        assert_eq!(parse_size("256", BareNumber::Megabytes), Ok(256 << 20));
+        assert_eq!(parse_size("2G", BareNumber::Megabytes), Ok(2 << 30));
         for bad in ["", "M", "1.5G", "-1", "10X", "ten", "1GG", "B", "99999999999999999999", "20000000T"] {
-            assert!(parse_size(bad).is_err(), "{bad:?} should fail");
+            assert!(parse_size(bad, BareNumber::Bytes).is_err(), "{bad:?} should fail");
+            assert!(parse_size(bad, BareNumber::Megabytes).is_err(), "{bad:?} should fail");
         }
     }
 
@@ -121,11 +140,12 @@ mod tests {
 
     #[test]
     fn bools() {
-        for (text, want) in [("true", true), ("True", true), ("yes", true), ("1", true), ("false", false), ("OFF", false), ("0", false)] {
+        for (text, want) in [("true", true), ("True", true), ("false", false), ("FALSE", false), (" false ", false)] {
             assert_eq!(parse_bool(text), Ok(want), "{text:?}");
         }
-        assert!(parse_bool("maybe").is_err());
-        assert!(parse_bool("").is_err());
+        for bad in ["maybe", "", "yes", "1", "on"] {
+            assert!(parse_bool(bad).is_err(), "{bad:?} should fail");
+        }
     }
 
     #[test]
