@@ -12,6 +12,7 @@
 //!   CHATMAIL_SMTPS_PORT       submission, implicit TLS (default 2465)
 //!   CHATMAIL_IMAP_PORT        IMAP, STARTTLS (default 2143)
 //!   CHATMAIL_IMAPS_PORT       IMAP, implicit TLS (default 2993)
+//!   CHATMAIL_TEST_ACCOUNTS    how many test accounts to create (default 2)
 //! A port of 0 means "any free port" (relay.json tells which).
 
 use std::path::PathBuf;
@@ -76,8 +77,13 @@ fn run() -> Result<(), String> {
     let json_path = run_dir.join("relay.json");
     let _ = std::fs::remove_file(&json_path);
 
+    let account_count: usize = match std::env::var("CHATMAIL_TEST_ACCOUNTS") {
+        Err(_) => 2,
+        Ok(value) => value.trim().parse().map_err(|_| format!("CHATMAIL_TEST_ACCOUNTS={value:?} is not a number"))?,
+    };
+
     let mut relay = Relay::start(options).map_err(|e| e.to_string())?;
-    let accounts: Vec<Account> = (0..2).map(|_| relay.new_account()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    let accounts: Vec<Account> = (0..account_count).map(|_| relay.new_account()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
 
     let json = serde_json::to_string_pretty(&relay.connection_json(&accounts)).map_err(|e| e.to_string())?;
     let temp = json_path.with_extension("json.new");

@@ -4,7 +4,8 @@
 //! process group, with a parent-death signal: if the harness dies without
 //! cleaning up (killed, or a test binary aborting), the kernel sends the
 //! master SIGTERM and the master stops its own children. Normal teardown
-//! sends SIGTERM, waits, and then kills whatever is left of the group.
+//! sends the master SIGTERM, waits, and then kills whatever is left of its
+//! process group.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
@@ -14,7 +15,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
 use crate::error::{Context, Error, Result};
@@ -74,7 +75,10 @@ impl Daemon {
         self.stopped = true;
         let Ok(raw) = i32::try_from(self.child.id()) else { return };
         let group = Pid::from_raw(raw);
-        let _ = killpg(group, Signal::SIGTERM);
+        // Only the master gets SIGTERM: it stops its children in order
+        // (signalling the whole group makes them log spurious errors about
+        // each other vanishing).
+        let _ = kill(group, Signal::SIGTERM);
         let deadline = Instant::now() + grace;
         loop {
             match self.child.try_wait() {
