@@ -107,6 +107,25 @@ pub const CHATMAIL_IGNORED_KEYS: &[&str] = &[
     "privacy_supervisor",
 ];
 
+/// The `[params]` reference as a Markdown table, as the README shows it.
+pub fn reference_table() -> String {
+    let mut table = String::from("| key | default | from | meaning |\n|---|---|---|---|\n");
+    for key in KEYS {
+        let default = match key.default {
+            None => "(required)".to_owned(),
+            Some("") => "(empty)".to_owned(),
+            Some(value) => format!("`{value}`"),
+        };
+        let origin = match key.origin {
+            Origin::Chatmail => "chatmail",
+            Origin::ChatmailIgnored => "chatmail, ignored",
+            Origin::New => "new",
+        };
+        table.push_str(&format!("| `{}` | {default} | {origin} | {} |\n", key.name, key.meaning));
+    }
+    table
+}
+
 /// The relay's configuration, with every value checked and converted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {

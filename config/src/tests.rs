@@ -142,3 +142,18 @@ fn fixture_files() {
     }
     assert!(seen >= 4, "fixtures missing");
 }
+
+/// The README's config reference is this crate's KEYS table; keep them equal.
+#[test]
+fn readme_lists_every_key() {
+    let readme_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let readme = std::fs::read_to_string(&readme_path).expect("README.md");
+    let table = reference_table();
+    assert!(
+        readme.contains(&table),
+        "README.md's config reference is out of date; replace its table with:\n\n{table}"
+    );
+    for ignored in CHATMAIL_IGNORED_KEYS {
+        assert!(readme.contains(&format!("`{ignored}`")), "README.md does not mention ignored key {ignored}");
+    }
+}

@@ -1,0 +1,35 @@
+# Quick start (Debian 12, as root):
+#   make run    a complete local chatmail relay on 127.0.0.1 (Ctrl-C stops it)
+#   make test   every test: unit, end-to-end through Postfix and Dovecot, Delta Chat core
+
+CARGO ?= cargo
+VENV ?= .venv
+PYTHON ?= python3
+LOCAL_RELAY := target/debug/chatmail-local-relay
+
+.PHONY: run test setup build venv unit-test e2e-test clean
+
+run: setup build
+	$(LOCAL_RELAY)
+
+test: setup build venv
+	$(CARGO) test --workspace --locked
+	CHATMAIL_LOCAL_RELAY=$(CURDIR)/$(LOCAL_RELAY) $(VENV)/bin/pytest tests/e2e
+
+setup:
+	@./scripts/setup-host.sh
+
+build:
+	$(CARGO) build --workspace --locked
+
+# Python side of the end-to-end tests: Delta Chat core and its client, pinned.
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: tests/e2e/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
+	touch $@
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV)
