@@ -57,6 +57,23 @@ impl Daemon {
         Ok(Daemon { name: name.to_owned(), child, stopped: false })
     }
 
+    /// Kills the process group at once, without a grace period.
+    pub fn kill_now(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        if let Ok(raw) = i32::try_from(self.child.id()) {
+            let _ = killpg(Pid::from_raw(raw), Signal::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Fails if the process has already exited.
     pub fn check_running(&mut self) -> Result<()> {
         match self.child.try_wait() {
@@ -152,4 +169,19 @@ pub fn wait_for_path(path: &Path, timeout: Duration, mut alive: impl FnMut() -> 
         std::thread::sleep(Duration::from_millis(10));
     }
     Err(Error::new(format!("{} did not appear within {timeout:?}", path.display())))
+}
+
+/// Starts a watchdog for a server master that cannot keep a parent-death
+/// signal: Postfix's master changes its credentials at startup, which makes
+/// the kernel clear the signal. The watchdog is a small shell that keeps the
+/// signal (it gets SIGTERM when the harness dies) and then terminates the
+/// master. Stop it with `kill_now` during an orderly shutdown.
+pub fn spawn_watchdog(name: &str, master_pid: u32, output_log: &Path) -> Result<Daemon> {
+    let mut command = Command::new("/bin/sh");
+    command.arg("-c").arg(
+        "trap 'kill -TERM \"$0\" 2>/dev/null; kill \"$sleeper\" 2>/dev/null; exit 0' TERM; \
+         while :; do sleep 3600 & sleeper=$!; wait \"$sleeper\"; done",
+    );
+    command.arg(master_pid.to_string());
+    Daemon::spawn(&format!("{name} watchdog"), command, output_log, true)
 }

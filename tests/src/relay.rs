@@ -15,7 +15,7 @@ use crate::dovecot::{self, DovecotSettings};
 use crate::error::{Context, Error, Result};
 use crate::ports::{PortChoice, Ports};
 use crate::postfix::{self, PostfixSettings};
-use crate::process::{wait_for_greeting, wait_for_path, Daemon};
+use crate::process::{spawn_watchdog, wait_for_greeting, wait_for_path, Daemon};
 use crate::tls;
 
 /// The system user that owns the mail store (created by scripts/setup-host.sh).
@@ -74,6 +74,7 @@ pub struct Relay {
     postfix_conf: PathBuf,
     // Field order is drop order: Postfix stops before Dovecot, and the
     // temporary directory goes last.
+    postfix_watchdog: Option<Daemon>,
     postfix: Option<Daemon>,
     dovecot: Option<Daemon>,
     _temp_dir: Option<tempfile::TempDir>,
@@ -291,6 +292,7 @@ impl Relay {
             cert_pem: cert.cert_pem.clone(),
             passwd_file,
             postfix_conf,
+            postfix_watchdog: None,
             postfix: None,
             dovecot: None,
             _temp_dir: temp_dir,
@@ -326,6 +328,7 @@ impl Relay {
         let mut command = Command::new("/usr/lib/postfix/sbin/master");
         command.arg("-c").arg(&self.postfix_conf).arg("-s");
         let postfix = self.postfix.insert(Daemon::spawn("postfix", command, &self.log_dir.join("postfix.out"), false)?);
+        self.postfix_watchdog = Some(spawn_watchdog("postfix", postfix.pid(), &self.log_dir.join("postfix.out"))?);
         for port in [self.ports.smtp, self.ports.submission] {
             wait_for_greeting(port, "220", STARTUP_TIMEOUT, || postfix.check_running())?;
         }
@@ -456,6 +459,9 @@ impl Relay {
 
     /// Stops both servers. Also done on drop.
     pub fn stop(&mut self) {
+        if let Some(mut watchdog) = self.postfix_watchdog.take() {
+            watchdog.kill_now();
+        }
         if let Some(mut postfix) = self.postfix.take() {
             postfix.stop(Duration::from_secs(5));
         }

@@ -193,3 +193,39 @@ fn relays_run_side_by_side() {
     one.imap_login(&a).expect("login one").logout();
     two.imap_login(&b).expect("login two").logout();
 }
+
+#[test]
+fn killed_harness_leaves_no_process_behind() {
+    // The harness binary (as `make run` starts it), killed with SIGKILL so it
+    // cannot clean up: the servers must still go away.
+    let run_dir = tempfile::Builder::new().prefix("chatmail-kill-").tempdir_in("/tmp").expect("temp dir");
+    std::fs::set_permissions(run_dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let mut harness = std::process::Command::new(env!("CARGO_BIN_EXE_chatmail-local-relay"))
+        .env("CHATMAIL_RUN_DIR", run_dir.path())
+        .env("CHATMAIL_TEST_ACCOUNTS", "0")
+        .envs(["SMTP", "SUBMISSION", "SMTPS", "IMAP", "IMAPS"].map(|p| (format!("CHATMAIL_{p}_PORT"), "0")))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start harness");
+    let ready = run_dir.path().join("relay.json");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !ready.exists() {
+        assert!(harness.try_wait().expect("wait").is_none(), "harness exited early");
+        assert!(std::time::Instant::now() < deadline, "harness not ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let needle = run_dir.path().display().to_string();
+    assert!(processes_mentioning(&needle).len() >= 2, "servers not found: {:?}", processes_mentioning(&needle));
+    harness.kill().expect("SIGKILL");
+    harness.wait().expect("reap");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = processes_mentioning(&needle);
+        if left.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still running after the harness died: {left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
