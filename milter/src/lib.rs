@@ -1,5 +1,9 @@
 //! Postfix milter for a chatmail relay.
 //!
-//! Not implemented yet: the encryption policy, sender checks, send-rate
-//! limits and DKIM arrive with their own issues. The crate exists so the
-//! workspace layout is settled from the start.
+//! In progress: the OpenPGP packet check (`openpgp`) is the first piece of
+//! the encryption policy. The MIME structure check, sender checks, send-rate
+//! limits, the milter glue and DKIM arrive with their issues.
+
+mod openpgp;
+
+pub use openpgp::{check_packets, PacketChecker, PacketProblem};
