@@ -4,6 +4,8 @@
 //! the encryption policy. The MIME structure check, sender checks, send-rate
 //! limits, the milter glue and DKIM arrive with their issues.
 
+mod armor;
 mod openpgp;
 
+pub use armor::{ArmorChecker, ArmorProblem, ArmorSummary};
 pub use openpgp::{check_packets, PacketChecker, PacketProblem};

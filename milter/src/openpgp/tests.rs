@@ -152,5 +152,5 @@ fn memory_does_not_grow_with_the_message() {
         checker.feed(&chunk).expect("body");
     }
     assert_eq!(checker.finish(), Ok(()));
-    assert!(std::mem::size_of::<PacketChecker>() < 64);
+    assert!(size_of::<PacketChecker>() < 64);
 }
