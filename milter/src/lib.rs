@@ -5,7 +5,9 @@
 //! limits, the milter glue and DKIM arrive with their issues.
 
 mod armor;
+mod mime;
 mod openpgp;
 
 pub use armor::{ArmorChecker, ArmorProblem, ArmorSummary};
+pub use mime::{parse_content_type, ContentType, EncryptedBodyChecker, MimeProblem};
 pub use openpgp::{check_packets, PacketChecker, PacketProblem};
