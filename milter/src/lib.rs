@@ -7,7 +7,12 @@
 mod armor;
 mod mime;
 mod openpgp;
+mod policy;
 
 pub use armor::{ArmorChecker, ArmorProblem, ArmorSummary};
 pub use mime::{parse_content_type, ContentType, EncryptedBodyChecker, MimeProblem};
+pub use policy::{
+    decide, encryption_needed, from_address, is_secure_join, AcceptReason, Body, Decision, Direction, Envelope, MessageFacts,
+    Passthrough, Reply, CLEARTEXT_KEEP_LIMIT,
+};
 pub use openpgp::{check_packets, PacketChecker, PacketProblem};
