@@ -8,6 +8,7 @@ mod armor;
 mod mime;
 mod openpgp;
 mod policy;
+mod rate;
 
 pub use armor::{ArmorChecker, ArmorProblem, ArmorSummary};
 pub use mime::{parse_content_type, ContentType, EncryptedBodyChecker, MimeProblem};
@@ -15,4 +16,5 @@ pub use policy::{
     decide, encryption_needed, from_address, is_secure_join, AcceptReason, Body, Decision, Direction, Envelope, MessageFacts,
     Passthrough, Reply, CLEARTEXT_KEEP_LIMIT,
 };
+pub use rate::{AccountFacts, Limited, Rate, RatingRules, SendRateLimiter};
 pub use openpgp::{check_packets, PacketChecker, PacketProblem};
