@@ -77,6 +77,16 @@ pub const KEYS: &[KeyDoc] = &[
         meaning: "No new accounts while less memory than this is available; a plain number means megabytes." },
     KeyDoc { name: "min_free_disk_space", default: Some("1G"), origin: Origin::Chatmail,
         meaning: "No new accounts while the mailboxes_dir file system has less free space than this; a plain number means megabytes." },
+    KeyDoc { name: "max_recipients_per_message", default: Some("1000"), origin: Origin::New,
+        meaning: "Most recipients one message may have (further RCPT TO get 452)." },
+    KeyDoc { name: "reduced_send_per_minute", default: Some("20"), origin: Origin::New,
+        meaning: "Send rate for new accounts and accounts that recently tried to send unencrypted mail." },
+    KeyDoc { name: "reduced_send_burst_size", default: Some("5"), origin: Origin::New,
+        meaning: "Burst size that goes with reduced_send_per_minute." },
+    KeyDoc { name: "reduced_rate_new_account_hours", default: Some("24"), origin: Origin::New,
+        meaning: "Accounts younger than this many hours get the reduced send rate." },
+    KeyDoc { name: "reduced_rate_after_cleartext_minutes", default: Some("60"), origin: Origin::New,
+        meaning: "After a refused unencrypted message, the account gets the reduced send rate for this many minutes." },
 ];
 
 /// chatmail relay keys for things this relay does differently (its
@@ -153,6 +163,11 @@ pub struct Config {
     pub min_available_memory: u64,
     /// Bytes.
     pub min_free_disk_space: u64,
+    pub max_recipients_per_message: u32,
+    pub reduced_send_per_minute: u32,
+    pub reduced_send_burst_size: u32,
+    pub reduced_rate_new_account_hours: u32,
+    pub reduced_rate_after_cleartext_minutes: u32,
 }
 
 /// A configuration and the warnings found while reading it.
@@ -296,6 +311,11 @@ impl Config {
             max_load_1m,
             min_available_memory: size("min_available_memory", BareNumber::Megabytes)?,
             min_free_disk_space: size("min_free_disk_space", BareNumber::Megabytes)?,
+            max_recipients_per_message: narrow(uint("max_recipients_per_message", 1, 1_000_000)?),
+            reduced_send_per_minute: narrow(uint("reduced_send_per_minute", 1, 1_000_000)?),
+            reduced_send_burst_size: narrow(uint("reduced_send_burst_size", 1, 1_000_000)?),
+            reduced_rate_new_account_hours: narrow(uint("reduced_rate_new_account_hours", 0, 100_000)?),
+            reduced_rate_after_cleartext_minutes: narrow(uint("reduced_rate_after_cleartext_minutes", 0, 1_000_000)?),
             mail_domain,
         };
         if config.username_min_length > config.username_max_length {

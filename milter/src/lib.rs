@@ -1,16 +1,21 @@
 //! Postfix milter for a chatmail relay.
 //!
-//! In progress: the OpenPGP packet check (`openpgp`) is the first piece of
-//! the encryption policy. The MIME structure check, sender checks, send-rate
-//! limits, the milter glue and DKIM arrive with their issues.
+//! Inline in Postfix's `smtpd_milters`, it lets through only OpenPGP-encrypted
+//! mail (and chatmail's few cleartext exceptions), checks that senders are
+//! who they log in as, and limits send rates. Pure checks and policy live in
+//! their own modules (`openpgp`, `armor`, `mime`, `policy`, `rate`); the
+//! milter glue (`milter`) does the I/O. DKIM arrives with its own issue.
 
 mod armor;
+mod lines;
+mod milter;
 mod mime;
 mod openpgp;
 mod policy;
 mod rate;
 
 pub use armor::{ArmorChecker, ArmorProblem, ArmorSummary};
+pub use milter::{run, MilterSettings};
 pub use mime::{parse_content_type, ContentType, EncryptedBodyChecker, MimeProblem};
 pub use policy::{
     decide, encryption_needed, from_address, is_secure_join, AcceptReason, Body, Decision, Direction, Envelope, MessageFacts,

@@ -9,6 +9,7 @@
 mod client;
 mod dovecot;
 mod error;
+pub mod mail;
 mod ports;
 mod postfix;
 mod process;

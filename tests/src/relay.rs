@@ -76,7 +76,10 @@ pub struct Relay {
     // temporary directory goes last.
     postfix_watchdog: Option<Daemon>,
     postfix: Option<Daemon>,
+    milter: Option<Daemon>,
     dovecot: Option<Daemon>,
+    milter_socket: PathBuf,
+    mailboxes_dir: PathBuf,
     _temp_dir: Option<tempfile::TempDir>,
 }
 
@@ -188,6 +191,11 @@ impl Relay {
                     options.mail_domain,
                     run_dir.join("mailboxes").display()
                 );
+                // Test accounts are minutes old; unless a test asks for it,
+                // they get the established accounts' send rate.
+                if !options.params.iter().any(|(k, _)| k == "reduced_rate_new_account_hours") {
+                    ini.push_str("reduced_rate_new_account_hours = 0\n");
+                }
                 for (key, value) in &options.params {
                     ini.push_str(&format!("{key} = {value}\n"));
                 }
@@ -221,6 +229,10 @@ impl Relay {
         make_dir(&config.mailboxes_dir, 0o700)?;
         set_owner(&config.mailboxes_dir, users.mail_uid, users.mail_gid)?;
         check_reachable(&config.mailboxes_dir)?;
+        let milter_dir = run_dir.join("milter");
+        make_dir(&milter_dir, 0o755)?;
+        let milter_socket = milter_dir.join("milter.sock");
+        check_socket_path(&milter_socket)?;
         let lmtp_socket = dovecot_base.join(dovecot::LMTP_SOCKET);
         let auth_socket = dovecot_base.join(dovecot::AUTH_SOCKET);
         check_socket_path(&lmtp_socket)?;
@@ -277,10 +289,12 @@ impl Relay {
             submission_port: ports.submission,
             smtps_port: ports.smtps,
             max_message_size: config.max_message_size,
+            milter_socket: &milter_socket,
         };
         write_file(&postfix_conf.join("main.cf"), &postfix::render_main_cf(&postfix_settings), 0o644)?;
         write_file(&postfix_conf.join("master.cf"), &postfix::render_master_cf(&postfix_settings), 0o644)?;
 
+        let config_mailboxes_dir = config.mailboxes_dir.clone();
         let mut relay = Relay {
             domain,
             ports,
@@ -294,7 +308,10 @@ impl Relay {
             postfix_conf,
             postfix_watchdog: None,
             postfix: None,
+            milter: None,
             dovecot: None,
+            milter_socket,
+            mailboxes_dir: config_mailboxes_dir,
             _temp_dir: temp_dir,
         };
         relay.start_servers(&dovecot_conf).map_err(|e| Error::new(format!("{e}\n{}", relay.logs())))?;
@@ -309,6 +326,8 @@ impl Relay {
         wait_for_greeting(self.ports.imap, "* OK", STARTUP_TIMEOUT, || dovecot.check_running())?;
         wait_for_path(&base.join(dovecot::LMTP_SOCKET), STARTUP_TIMEOUT, || dovecot.check_running())?;
         wait_for_path(&base.join(dovecot::AUTH_SOCKET), STARTUP_TIMEOUT, || dovecot.check_running())?;
+
+        self.start_milter()?;
 
         // `postfix check` creates the queue directories with the right owners;
         // the master then runs in the foreground (-s) so the harness owns it.
@@ -335,6 +354,27 @@ impl Relay {
         Ok(())
     }
 
+    /// Starts the chatmail milter that Postfix consults for every message.
+    fn start_milter(&mut self) -> Result<()> {
+        let binary = milter_binary()?;
+        let _ = fs::remove_file(&self.milter_socket);
+        let mut command = Command::new(&binary);
+        command
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--socket")
+            .arg(format!("unix:{}", self.milter_socket.display()));
+        let milter = self.milter.insert(Daemon::spawn("chatmail-milter", command, &self.log_dir.join("milter.log"), true)?);
+        wait_for_path(&self.milter_socket, STARTUP_TIMEOUT, || milter.check_running())
+    }
+
+    /// Stops the milter (to test that Postfix then tempfails).
+    pub fn kill_milter(&mut self) {
+        if let Some(mut milter) = self.milter.take() {
+            milter.kill_now();
+        }
+    }
+
     /// Adds a login to the static test passdb (until accounts are created on
     /// first login by the account issue's auth daemon).
     pub fn add_account(&self, local_part: &str, password: &str) -> Result<Account> {
@@ -344,6 +384,7 @@ impl Relay {
         }
         let mut users = fs::read_to_string(&self.passwd_file).context(|| format!("reading {}", self.passwd_file.display()))?;
         users.push_str(&format!("{addr}:{{PLAIN}}{password}::::::\n"));
+        self.create_mailbox(&addr)?;
         // Dovecot rereads the passwd-file when its mtime changes; write via a
         // rename so it never sees a half-written file.
         let temp = self.passwd_file.with_extension("new");
@@ -353,6 +394,25 @@ impl Relay {
         set_owner(&temp, 0, group)?;
         fs::rename(&temp, &self.passwd_file).context(|| format!("replacing {}", self.passwd_file.display()))?;
         Ok(Account { addr, password: password.to_owned() })
+    }
+
+    /// Creates the account's directory as account creation does on a chatmail
+    /// relay, with the `enforceE2EEincoming` marker (cleartext from other
+    /// servers is refused for it).
+    fn create_mailbox(&self, addr: &str) -> Result<()> {
+        let users = system_users()?;
+        let dir = self.mailboxes_dir.join(addr);
+        make_dir(&dir, 0o700)?;
+        set_owner(&dir, users.mail_uid, users.mail_gid)?;
+        let marker = dir.join("enforceE2EEincoming");
+        write_file(&marker, "", 0o600)?;
+        set_owner(&marker, users.mail_uid, users.mail_gid)
+    }
+
+    /// Removes an account's `enforceE2EEincoming` marker.
+    pub fn allow_cleartext_for(&self, account: &Account) -> Result<()> {
+        let marker = self.mailboxes_dir.join(&account.addr).join("enforceE2EEincoming");
+        fs::remove_file(&marker).context(|| format!("removing {}", marker.display()))
     }
 
     /// Adds a test account with a random 9-character name and password.
@@ -424,7 +484,7 @@ impl Relay {
     /// The servers' logs, for failure output.
     pub fn logs(&self) -> String {
         let mut out = String::new();
-        for name in ["dovecot.log", "dovecot.out", "postfix.log", "postfix.out"] {
+        for name in ["dovecot.log", "dovecot.out", "postfix.log", "postfix.out", "milter.log"] {
             let path = self.log_dir.join(name);
             let text = fs::read_to_string(&path).unwrap_or_default();
             out.push_str(&format!("===== {} =====\n{text}", path.display()));
@@ -465,6 +525,9 @@ impl Relay {
         if let Some(mut postfix) = self.postfix.take() {
             postfix.stop(Duration::from_secs(5));
         }
+        if let Some(mut milter) = self.milter.take() {
+            milter.stop(Duration::from_secs(5));
+        }
         if let Some(mut dovecot) = self.dovecot.take() {
             dovecot.stop(Duration::from_secs(5));
         }
@@ -487,4 +550,23 @@ fn percent_encode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// The chatmail-milter binary: `CHATMAIL_MILTER`, or the one built beside
+/// this program (target/debug/ for binaries, its parent for test binaries in deps/).
+fn milter_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("CHATMAIL_MILTER") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().context(|| "finding the running program".into())?;
+    for dir in exe.ancestors().skip(1).take(2) {
+        let candidate = dir.join("chatmail-milter");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(Error::new(format!(
+        "chatmail-milter not found beside {}; build it (cargo build --workspace) or set CHATMAIL_MILTER",
+        exe.display()
+    )))
 }

@@ -1,0 +1,363 @@
+//! The milter glue: collects what Postfix tells about a message, streams the
+//! body through the checks, and turns the policy's decision into a reply.
+//!
+//! Logging policy: one line per decision on stderr, `key=value` words an
+//! operator can grep and count (`decision=`, `reason=`, `direction=`,
+//! `queue_id=`). Internal errors tempfail the message and are logged the
+//! same way with `decision=tempfail`.
+
+use std::ffi::CString;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use chatmail_config::Config;
+use indymilter::{
+    Actions, Callbacks, Context, ContextActions, EomContext, Listener, MacroStage, NegotiateContext,
+    SetErrorReply, Status,
+};
+
+use crate::lines::LineSplitter;
+use crate::mime::{parse_content_type, EncryptedBodyChecker};
+use crate::policy::{self, Body, Decision, Direction, Envelope, MessageFacts, Passthrough, Reply, CLEARTEXT_KEEP_LIMIT};
+use crate::rate::{AccountFacts, Rate, RatingRules, SendRateLimiter};
+
+/// Settings of a running milter, derived from chatmail.ini.
+#[derive(Debug, Clone)]
+pub struct MilterSettings {
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub mailboxes_dir: PathBuf,
+    pub passthrough: Passthrough,
+    pub rating: RatingRules,
+}
+
+impl MilterSettings {
+    pub fn from_config(config: &Config) -> MilterSettings {
+        MilterSettings {
+            max_message_size: config.max_message_size,
+            max_recipients: config.max_recipients_per_message as usize,
+            mailboxes_dir: config.mailboxes_dir.clone(),
+            passthrough: Passthrough {
+                senders: config.passthrough_senders.iter().map(|s| s.to_ascii_lowercase()).collect(),
+                recipients: config.passthrough_recipients.iter().map(|s| s.to_ascii_lowercase()).collect(),
+            },
+            rating: RatingRules {
+                full: Rate { per_minute: config.max_user_send_per_minute, burst: config.max_user_send_burst_size },
+                reduced: Rate { per_minute: config.reduced_send_per_minute, burst: config.reduced_send_burst_size },
+                new_account_ms: u64::from(config.reduced_rate_new_account_hours) * 3_600_000,
+                cleartext_penalty_ms: u64::from(config.reduced_rate_after_cleartext_minutes) * 60_000,
+            },
+        }
+    }
+}
+
+struct Shared {
+    settings: MilterSettings,
+    limiter: Mutex<SendRateLimiter>,
+    clock_start: Instant,
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock_start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Account age from its mailbox directory's creation time; unknown
+    /// (e.g. no mailbox yet, or no birth time on this file system) is `None`.
+    fn account_facts(&self, addr: &str) -> AccountFacts {
+        let created = std::fs::metadata(self.settings.mailboxes_dir.join(addr)).and_then(|m| m.created()).ok();
+        let age_ms = created
+            .and_then(|c| SystemTime::now().duration_since(c).ok())
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        AccountFacts { age_ms }
+    }
+
+    fn enforces_encryption(&self, rcpt: &str) -> bool {
+        // Only plain account addresses can name a mailbox directory.
+        if rcpt.contains('/') || rcpt.starts_with('.') || rcpt.is_empty() {
+            return false;
+        }
+        self.settings.mailboxes_dir.join(rcpt).join("enforceE2EEincoming").exists()
+    }
+}
+
+enum BodyState {
+    Encrypted(EncryptedBodyChecker),
+    Broken(String),
+    Cleartext { why: String },
+}
+
+/// Per-message state.
+struct Message {
+    envelope: Envelope,
+    header_from: Option<String>,
+    from_headers: u32,
+    content_type: Option<String>,
+    /// Raw message while it may be a small cleartext exception.
+    kept: Option<Vec<u8>>,
+    body: Option<BodyState>,
+    lines: LineSplitter,
+    size: u64,
+}
+
+impl Message {
+    fn keep(&mut self, bytes: &[u8]) {
+        if let Some(kept) = &mut self.kept {
+            if kept.len() + bytes.len() > CLEARTEXT_KEEP_LIMIT {
+                self.kept = None;
+            } else {
+                kept.extend_from_slice(bytes);
+            }
+        }
+    }
+}
+
+/// Per-connection state.
+#[derive(Default)]
+struct Session {
+    message: Option<Message>,
+}
+
+fn log_decision(queue_id: &str, direction: &str, from: &str, rcpts: usize, decision: &str, reason: &str) {
+    eprintln!("chatmail-milter: queue_id={queue_id} direction={direction} from=<{from}> rcpts={rcpts} decision={decision} reason={reason}");
+}
+
+fn unbracket(arg: &CString) -> String {
+    let text = String::from_utf8_lossy(arg.as_bytes());
+    text.trim().trim_start_matches('<').trim_end_matches('>').to_ascii_lowercase()
+}
+
+fn macro_value(macros: &indymilter::Macros, name: &str) -> Option<String> {
+    let name = CString::new(name).ok()?;
+    macros.get(&name).map(|v| v.to_string_lossy().into_owned()).filter(|v| !v.is_empty())
+}
+
+fn reply_status(reply: &mut indymilter::SmtpReply, r: &Reply) -> Status {
+    match reply.set_error_reply(r.code, r.xcode, [r.text.as_str()]) {
+        Ok(()) if r.code.starts_with('4') => Status::Tempfail,
+        Ok(()) => Status::Reject,
+        Err(_) => Status::Tempfail,
+    }
+}
+
+fn tempfail(reply: &mut indymilter::SmtpReply, queue_id: &str, why: &str) -> Status {
+    log_decision(queue_id, "-", "", 0, "tempfail", why);
+    let _ = reply.set_error_reply("451", Some("4.3.0"), ["Temporary failure in the mail filter, try again later"]);
+    Status::Tempfail
+}
+
+/// The milter's callbacks over shared state built from `settings`.
+fn callbacks(settings: MilterSettings) -> Callbacks<Session> {
+    let shared = Arc::new(Shared {
+        limiter: Mutex::new(SendRateLimiter::new(settings.rating)),
+        settings,
+        clock_start: Instant::now(),
+    });
+    let on_mail = Arc::clone(&shared);
+    let on_rcpt = Arc::clone(&shared);
+    let on_body = Arc::clone(&shared);
+    let on_eom = Arc::clone(&shared);
+    Callbacks::new()
+        .on_negotiate(|cx, _, _| Box::pin(negotiate(cx)))
+        .on_mail(move |cx, args| Box::pin(mail(Arc::clone(&on_mail), cx, args)))
+        .on_rcpt(move |cx, args| Box::pin(rcpt(Arc::clone(&on_rcpt), cx, args)))
+        .on_header(|cx, name, value| Box::pin(header(cx, name, value)))
+        .on_eoh(|cx| Box::pin(eoh(cx)))
+        .on_body(move |cx, chunk| Box::pin(body(Arc::clone(&on_body), cx, chunk)))
+        .on_eom(move |cx| Box::pin(eom(Arc::clone(&on_eom), cx)))
+        .on_abort(|cx| Box::pin(abort(cx)))
+}
+
+async fn negotiate(cx: &mut NegotiateContext<Session>) -> Status {
+    cx.requested_actions |= Actions::CHANGE_SENDER;
+    if let Ok(macros) = CString::new("{auth_authen}") {
+        cx.requested_macros.insert(MacroStage::Mail, macros);
+    }
+    if let Ok(macros) = CString::new("i") {
+        cx.requested_macros.insert(MacroStage::Eom, macros);
+    }
+    cx.data = Some(Session::default());
+    Status::Continue
+}
+
+async fn mail(shared: Arc<Shared>, cx: &mut Context<Session>, args: Vec<CString>) -> Status {
+    let mail_from = args.first().map(unbracket).unwrap_or_default();
+    let direction = match macro_value(&cx.macros, "{auth_authen}") {
+        Some(login) => Direction::Outgoing { login: login.to_ascii_lowercase() },
+        None => Direction::Incoming,
+    };
+    if let Direction::Outgoing { login } = &direction {
+        let now = shared.now_ms();
+        let facts = shared.account_facts(login);
+        let checked = match shared.limiter.lock() {
+            Ok(mut limiter) => limiter.check(login, facts, now),
+            Err(_) => return tempfail(&mut cx.reply, "-", "rate-limiter-poisoned"),
+        };
+        if let Err(limited) = checked {
+            log_decision("-", "outgoing", &mail_from, 0, "ratelimit", limited.rating);
+            let r = Reply { code: "450", xcode: Some("4.7.1"), text: format!(": Too much mail from {login}") };
+            return reply_status(&mut cx.reply, &r);
+        }
+    }
+    let session = cx.data.get_or_insert_with(Session::default);
+    session.message = Some(Message {
+        envelope: Envelope { direction, mail_from, rcpts: Vec::new() },
+        header_from: None,
+        from_headers: 0,
+        content_type: None,
+        kept: Some(Vec::new()),
+        body: None,
+        lines: LineSplitter::default(),
+        size: 0,
+    });
+    Status::Continue
+}
+
+async fn rcpt(shared: Arc<Shared>, cx: &mut Context<Session>, args: Vec<CString>) -> Status {
+    let Some(message) = cx.data.as_mut().and_then(|s| s.message.as_mut()) else {
+        return tempfail(&mut cx.reply, "-", "rcpt-without-mail");
+    };
+    if message.envelope.rcpts.len() >= shared.settings.max_recipients {
+        let r = Reply { code: "452", xcode: Some("4.5.3"), text: "Too many recipients".into() };
+        return reply_status(&mut cx.reply, &r);
+    }
+    message.envelope.rcpts.push(args.first().map(unbracket).unwrap_or_default());
+    Status::Continue
+}
+
+async fn header(cx: &mut Context<Session>, name: CString, value: CString) -> Status {
+    let Some(message) = cx.data.as_mut().and_then(|s| s.message.as_mut()) else { return Status::Continue };
+    let name = String::from_utf8_lossy(name.as_bytes()).into_owned();
+    let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+    if name.eq_ignore_ascii_case("From") {
+        message.from_headers += 1;
+        message.header_from = policy::from_address(&value);
+    } else if name.eq_ignore_ascii_case("Content-Type") && message.content_type.is_none() {
+        message.content_type = Some(value.clone());
+    }
+    message.keep(name.as_bytes());
+    message.keep(b": ");
+    message.keep(value.as_bytes());
+    message.keep(b"\r\n");
+    Status::Continue
+}
+
+async fn eoh(cx: &mut Context<Session>) -> Status {
+    let Some(message) = cx.data.as_mut().and_then(|s| s.message.as_mut()) else { return Status::Continue };
+    message.keep(b"\r\n");
+    let content_type = message.content_type.as_deref().and_then(parse_content_type);
+    message.body = Some(match content_type {
+        Some(ct) if ct.mime_type == "multipart/encrypted" => match EncryptedBodyChecker::new(&ct) {
+            Ok(checker) => {
+                // An encrypted message is never a cleartext exception.
+                message.kept = None;
+                BodyState::Encrypted(checker)
+            }
+            Err(problem) => BodyState::Broken(problem.to_string()),
+        },
+        Some(ct) => BodyState::Cleartext { why: format!("content type {}", ct.mime_type) },
+        None => BodyState::Cleartext { why: "no content type (text/plain)".into() },
+    });
+    Status::Continue
+}
+
+fn feed_body(message: &mut Message, chunk: &[u8], last: bool) {
+    let Some(state) = message.body.as_mut() else { return };
+    let BodyState::Encrypted(checker) = state else { return };
+    let mut problem = None;
+    let mut handle = |line: &[u8], complete: bool| -> Result<(), String> {
+        if !complete {
+            return Err("line too long for an armored message".into());
+        }
+        checker.line(line).map_err(|p| p.to_string())
+    };
+    let result = if last { message.lines.finish(&mut handle) } else { message.lines.feed(chunk, &mut handle) };
+    if let Err(why) = result {
+        problem = Some(why);
+    }
+    if let Some(why) = problem {
+        message.body = Some(BodyState::Broken(why));
+    }
+}
+
+async fn body(shared: Arc<Shared>, cx: &mut Context<Session>, chunk: Bytes) -> Status {
+    let Some(message) = cx.data.as_mut().and_then(|s| s.message.as_mut()) else { return Status::Continue };
+    message.size += chunk.len() as u64;
+    if message.size > shared.settings.max_message_size {
+        log_decision("-", message.envelope.direction.name(), &message.envelope.mail_from, message.envelope.rcpts.len(), "reject", "too-big");
+        let r = Reply { code: "552", xcode: Some("5.3.4"), text: "Message too big".into() };
+        return reply_status(&mut cx.reply, &r);
+    }
+    message.keep(&chunk);
+    feed_body(message, &chunk, false);
+    Status::Continue
+}
+
+async fn eom(shared: Arc<Shared>, cx: &mut EomContext<Session>) -> Status {
+    let queue_id = macro_value(&cx.macros, "i").unwrap_or_else(|| "-".into());
+    let Some(mut message) = cx.data.as_mut().and_then(|s| s.message.take()) else {
+        return tempfail(&mut cx.reply, &queue_id, "eom-without-message");
+    };
+    if message.body.is_none() {
+        // No header block ended (empty message): treat like eoh now.
+        message.body = Some(BodyState::Cleartext { why: "no headers".into() });
+    }
+    feed_body(&mut message, &[], true);
+    let body = match message.body.take() {
+        Some(BodyState::Encrypted(checker)) => match checker.finish() {
+            Ok(summary) => Body::Encrypted(summary),
+            Err(problem) => Body::NotEncrypted { why: problem.to_string() },
+        },
+        Some(BodyState::Broken(why)) => Body::NotEncrypted { why },
+        Some(BodyState::Cleartext { why }) => Body::NotEncrypted { why },
+        None => Body::NotEncrypted { why: "no body".into() },
+    };
+    let header_from = if message.from_headers == 1 { message.header_from.clone() } else { None };
+    let facts = MessageFacts { header_from: header_from.as_deref(), body: &body, cleartext: message.kept.as_deref() };
+    let envelope = &message.envelope;
+    let decision = policy::decide(envelope, facts, &shared.settings.passthrough, &|rcpt| shared.enforces_encryption(rcpt));
+    let direction = envelope.direction.name();
+    match decision {
+        Decision::Accept { reason, reset_sender } => {
+            if reset_sender {
+                if let Err(e) = cx.actions.change_sender("<>", None::<CString>).await {
+                    return tempfail(&mut cx.reply, &queue_id, &format!("change-sender-failed:{e:?}"));
+                }
+            }
+            let reason = if reset_sender { format!("{}+sender-reset", reason.name()) } else { reason.name().to_owned() };
+            log_decision(&queue_id, direction, &envelope.mail_from, envelope.rcpts.len(), "accept", &reason);
+            Status::Continue
+        }
+        Decision::Reject { reply, reason } => {
+            if reply.code == "523" {
+                if let Direction::Outgoing { login } = &envelope.direction {
+                    if let Ok(mut limiter) = shared.limiter.lock() {
+                        limiter.note_cleartext_attempt(login, shared.now_ms());
+                    }
+                }
+            }
+            log_decision(&queue_id, direction, &envelope.mail_from, envelope.rcpts.len(), "reject", &reason.replace(' ', "_"));
+            reply_status(&mut cx.reply, &reply)
+        }
+    }
+}
+
+async fn abort(cx: &mut Context<Session>) -> Status {
+    if let Some(session) = cx.data.as_mut() {
+        session.message = None;
+    }
+    Status::Continue
+}
+
+/// Runs the milter on `listener` until `shutdown` completes.
+pub async fn run(listener: impl Listener, settings: MilterSettings, shutdown: impl Future) -> std::io::Result<()> {
+    let config = indymilter::Config {
+        actions: Actions::CHANGE_SENDER,
+        connection_timeout: Duration::from_secs(600),
+        ..Default::default()
+    };
+    indymilter::run(listener, callbacks(settings), config, shutdown).await
+}

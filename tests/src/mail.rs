@@ -1,0 +1,61 @@
+//! Test messages shaped like Delta Chat's: an RFC 3156 encrypted message
+//! (whose OpenPGP packets have the right structure but are not real
+//! ciphertext: the relay checks structure, it cannot decrypt), and plain
+//! cleartext.
+
+use crate::client::base64;
+
+fn headers(from: &str, to: &str, subject: &str) -> String {
+    format!(
+        "From: <{from}>\r\nTo: <{to}>\r\nSubject: {subject}\r\nMessage-ID: <{subject}.{nonce}@client.test>\r\n\
+         Date: Mon, 23 Nov 2026 08:00:00 +0000\r\nMIME-Version: 1.0\r\n",
+        nonce = crate::random::token(8)
+    )
+}
+
+/// OpenPGP packets: one PKESK and a SEIPD whose body carries `marker`
+/// (so a test can find the message again).
+fn packets(marker: &str) -> Vec<u8> {
+    let mut data = vec![0xc1, 60];
+    data.extend_from_slice(&[3; 60]);
+    let mut body = vec![1u8];
+    body.extend_from_slice(marker.as_bytes());
+    body.extend_from_slice(&[0x5a; 200]);
+    data.extend_from_slice(&[0xd2, 0xff]);
+    data.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
+    data.extend_from_slice(&body);
+    data
+}
+
+/// An encrypted-looking message; `marker` appears in the armored data's
+/// base64 as the subject does in the headers, so tests search for the subject.
+pub fn encrypted(from: &str, to: &str, subject: &str) -> String {
+    let encoded = base64(&packets(subject));
+    let mut armor = String::from("-----BEGIN PGP MESSAGE-----\r\n\r\n");
+    for line in encoded.as_bytes().chunks(76) {
+        armor.push_str(&String::from_utf8_lossy(line));
+        armor.push_str("\r\n");
+    }
+    armor.push_str("-----END PGP MESSAGE-----\r\n");
+    format!(
+        "{headers}Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\";\r\n\
+         \tboundary=\"outer-boundary\"\r\n\r\n\
+         This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156)\r\n\
+         --outer-boundary\r\n\
+         Content-Type: application/pgp-encrypted\r\n\
+         Content-Description: PGP/MIME version identification\r\n\r\n\
+         Version: 1\r\n\r\n\
+         --outer-boundary\r\n\
+         Content-Type: application/octet-stream; name=\"encrypted.asc\"\r\n\
+         Content-Description: OpenPGP encrypted message\r\n\
+         Content-Disposition: inline; filename=\"encrypted.asc\";\r\n\r\n\
+         {armor}\r\n\
+         --outer-boundary--\r\n",
+        headers = headers(from, to, subject),
+    )
+}
+
+/// A plain text message.
+pub fn cleartext(from: &str, to: &str, subject: &str) -> String {
+    format!("{}Content-Type: text/plain; charset=utf-8\r\n\r\nbody of {subject}\r\n", headers(from, to, subject))
+}
