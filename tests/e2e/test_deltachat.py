@@ -1,6 +1,7 @@
 """Real Delta Chat core against a local relay."""
 
 import logging
+from pathlib import Path
 
 from deltachat_rpc_client import EventType
 
@@ -45,3 +46,22 @@ def test_message_between_two_accounts_arrives(relay, configured_account):
         log.info("bob got another message first: %r", message.text)
     assert message.show_padlock, "message arrived unencrypted"
     assert message.sender.get_snapshot().address == alice.addr
+
+
+def test_delta_chat_mail_passes_the_milter_unrefused(relay, configured_account):
+    """Secure-Join and chat messages from real Delta Chat are all accepted
+    by the milter (none refused and retried)."""
+    alice = configured_account()
+    bob = configured_account()
+    chat = alice.secure_join(bob.get_qr_code())
+    alice.wait_for_securejoin_joiner_success()
+    chat.send_text("checked by the milter")
+    while bob.wait_for_incoming_msg().get_snapshot().text != "checked by the milter":
+        pass
+    log = (Path(relay.info["log_dir"]) / "milter.log").read_text()
+    decisions = [line for line in log.splitlines() if "decision=" in line]
+    assert decisions, log
+    assert not [line for line in decisions if "decision=accept" not in line], log
+    # (Delta Chat 2.x encrypts even the first Secure-Join message, with a
+    # key from the QR code, so no cleartext exception is needed here.)
+    assert any("reason=encrypted" in line for line in decisions), log
