@@ -1,0 +1,205 @@
+//! The milter over the milter protocol (indymilter-test plays Postfix):
+//! every decision and the limits. (The tempfail path Postfix takes when the
+//! milter is unreachable is tested end to end in tests/tests/milter.rs.)
+
+use std::path::Path;
+
+use chatmail_milter::{MilterSettings, Passthrough, Rate, RatingRules};
+use indymilter_test::{MacroStage, Status, TestConnection};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+const ALICE: &str = "alice0001@chat.example";
+const BOB: &str = "bob000001@chat.example";
+
+fn settings(mailboxes: &Path) -> MilterSettings {
+    MilterSettings {
+        max_message_size: 100_000,
+        max_recipients: 3,
+        mailboxes_dir: mailboxes.to_path_buf(),
+        passthrough: Passthrough::default(),
+        rating: RatingRules {
+            full: Rate { per_minute: 1, burst: 2 },
+            reduced: Rate { per_minute: 1, burst: 1 },
+            new_account_ms: 0,
+            cleartext_penalty_ms: 0,
+        },
+    }
+}
+
+struct Milter {
+    addr: std::net::SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    _mailboxes: tempfile::TempDir,
+}
+
+impl Milter {
+    async fn start() -> Milter {
+        let mailboxes = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(mailboxes.path().join(BOB)).expect("mailbox");
+        std::fs::write(mailboxes.path().join(BOB).join("enforceE2EEincoming"), "").expect("marker");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(chatmail_milter::run(listener, settings(mailboxes.path()), async {
+            let _ = stopped.await;
+        }));
+        Milter { addr, stop: Some(stop), task, _mailboxes: mailboxes }
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.expect("join").expect("milter ran");
+    }
+}
+
+fn encrypted_body() -> String {
+    // PKESK + SEIPD, base64 of: c1 02 03 03 d2 03 01 aa bb
+    "--B\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n--B\r\n\
+     Content-Type: application/octet-stream\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\n\
+     wQIDA9IDAaq7\r\n-----END PGP MESSAGE-----\r\n\r\n--B--\r\n"
+        .into()
+}
+
+const ENCRYPTED_CT: &str = "multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"B\"";
+
+async fn connect(milter: &Milter) -> TestConnection {
+    // The milter has no connect or helo callbacks, so those stages are
+    // negotiated away and the conversation starts at MAIL.
+    TestConnection::open(milter.addr).await.expect("open")
+}
+
+/// Runs one message; `login` makes it outgoing. Returns the first
+/// non-Continue status and whether EOM reset the envelope sender to `<>`.
+async fn message(
+    conn: &mut TestConnection,
+    login: Option<&str>,
+    from: &str,
+    rcpts: &[&str],
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (Status, bool) {
+    if let Some(login) = login {
+        conn.macros(MacroStage::Mail, [("{auth_authen}", login)]).await.expect("macros");
+    }
+    let status = conn.mail([format!("<{from}>")]).await.expect("mail");
+    if status != Status::Continue {
+        return (status, false);
+    }
+    for rcpt in rcpts {
+        let status = conn.rcpt([format!("<{rcpt}>")]).await.expect("rcpt");
+        if status != Status::Continue {
+            return (status, false);
+        }
+    }
+    for (name, value) in headers {
+        let status = conn.header(*name, *value).await.expect("header");
+        if status != Status::Continue {
+            return (status, false);
+        }
+    }
+    assert_eq!(conn.eoh().await.expect("eoh"), Status::Continue);
+    let status = conn.body(body.as_bytes().to_vec()).await.expect("body");
+    if status != Status::Continue {
+        return (status, false);
+    }
+    conn.macros(MacroStage::Eom, [("i", "QUEUEID1")]).await.expect("macros");
+    let (actions, status) = conn.eom().await.expect("eom");
+    (status, actions.has_change_sender("<>", indymilter_test::any()))
+}
+
+fn reject_text(status: &Status) -> String {
+    match status {
+        Status::Reject { message: Some(m) } | Status::Tempfail { message: Some(m) } => m.to_string_lossy().into_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn outgoing_encrypted_passes_and_cleartext_gets_523() {
+    let milter = Milter::start().await;
+    let mut conn = connect(&milter).await;
+    let from = format!("<{ALICE}>");
+    let headers = [("From", from.as_str()), ("Content-Type", ENCRYPTED_CT)];
+    let (status, _) = message(&mut conn, Some(ALICE), ALICE, &[BOB], &headers, &encrypted_body()).await;
+    assert_eq!(status, Status::Continue);
+
+    let headers = [("From", from.as_str()), ("Content-Type", "text/plain")];
+    let (status, _) = message(&mut conn, Some(ALICE), ALICE, &[BOB], &headers, "hello\r\n").await;
+    assert_eq!(reject_text(&status), "523 Encryption Needed: Invalid Unencrypted Mail");
+    conn.close().await.expect("close");
+    milter.shutdown().await;
+}
+
+#[tokio::test]
+async fn forged_from_is_refused() {
+    let milter = Milter::start().await;
+    let mut conn = connect(&milter).await;
+    let headers = [("From", "<ceo@bank.example>"), ("Content-Type", ENCRYPTED_CT)];
+    let (status, _) = message(&mut conn, Some(ALICE), ALICE, &[BOB], &headers, &encrypted_body()).await;
+    assert!(reject_text(&status).starts_with("553 5.7.1 From header does not match"), "{status:?}");
+    // Two From headers are as bad as a wrong one.
+    let from = format!("<{ALICE}>");
+    let headers = [("From", from.as_str()), ("From", from.as_str()), ("Content-Type", ENCRYPTED_CT)];
+    let (status, _) = message(&mut conn, Some(ALICE), ALICE, &[BOB], &headers, &encrypted_body()).await;
+    assert!(reject_text(&status).starts_with("553"), "{status:?}");
+    milter.shutdown().await;
+}
+
+#[tokio::test]
+async fn burst_then_450_at_mail_from() {
+    let milter = Milter::start().await;
+    let mut conn = connect(&milter).await;
+    let from = format!("<{ALICE}>");
+    let headers = [("From", from.as_str()), ("Content-Type", ENCRYPTED_CT)];
+    for _ in 0..2 {
+        let (status, _) = message(&mut conn, Some(ALICE), ALICE, &[BOB], &headers, &encrypted_body()).await;
+        assert_eq!(status, Status::Continue);
+    }
+    let (status, _) = message(&mut conn, Some(ALICE), ALICE, &[BOB], &headers, &encrypted_body()).await;
+    assert_eq!(reject_text(&status), format!("450 4.7.1 : Too much mail from {ALICE}"));
+    milter.shutdown().await;
+}
+
+#[tokio::test]
+async fn incoming_decisions() {
+    let milter = Milter::start().await;
+    let mut conn = connect(&milter).await;
+    // Cleartext to the enforcing mailbox: 523.
+    let headers = [("From", "<carol@other.example>"), ("Content-Type", "text/plain")];
+    let (status, _) = message(&mut conn, None, "carol@other.example", &[BOB], &headers, "hi\r\n").await;
+    assert_eq!(reject_text(&status), "523 Encryption Needed: Invalid Unencrypted Mail");
+    // Cleartext to a mailbox without the marker passes.
+    let (status, reset) = message(&mut conn, None, "carol@other.example", &[ALICE], &headers, "hi\r\n").await;
+    assert_eq!((status, reset), (Status::Continue, false));
+    // Encrypted with a From other than the envelope sender: sender reset to <>.
+    let headers = [("From", "<ceo@bank.example>"), ("Content-Type", ENCRYPTED_CT)];
+    let (status, reset) = message(&mut conn, None, "carol@other.example", &[BOB], &headers, &encrypted_body()).await;
+    assert_eq!((status, reset), (Status::Continue, true));
+    milter.shutdown().await;
+}
+
+#[tokio::test]
+async fn recipient_and_size_limits() {
+    let milter = Milter::start().await;
+    let mut conn = connect(&milter).await;
+    // Recipient limit (3).
+    let (status, _) = message(&mut conn, None, "carol@other.example", &[BOB, BOB, BOB, BOB], &[], "").await;
+    assert!(reject_text(&status).starts_with("452 4.5.3"), "{status:?}");
+    conn.abort().await.expect("abort");
+    // Size limit (100 000 bytes), refused while the body streams.
+    let from = format!("<{ALICE}>");
+    let headers = [("From", from.as_str()), ("Content-Type", ENCRYPTED_CT)];
+    let big = "x".repeat(150_000);
+    let (status, _) = message(&mut conn, Some(ALICE), ALICE, &[BOB], &headers, &big).await;
+    assert!(reject_text(&status).starts_with("552 5.3.4"), "{status:?}");
+    conn.abort().await.expect("abort");
+    // The connection stays usable after refusals.
+    let headers = [("From", from.as_str()), ("Content-Type", ENCRYPTED_CT)];
+    let (status, _) = message(&mut conn, Some(ALICE), ALICE, &[BOB], &headers, &encrypted_body()).await;
+    assert_eq!(status, Status::Continue);
+    milter.shutdown().await;
+}
