@@ -13,24 +13,29 @@ fn headers(from: &str, to: &str, subject: &str) -> String {
     )
 }
 
-/// OpenPGP packets: one PKESK and a SEIPD whose body carries `marker`
-/// (so a test can find the message again).
-fn packets(marker: &str) -> Vec<u8> {
+/// OpenPGP packets: one PKESK and a SEIPD of about `payload` bytes whose
+/// body starts with `marker`.
+fn packets(marker: &str, payload: usize) -> Vec<u8> {
     let mut data = vec![0xc1, 60];
     data.extend_from_slice(&[3; 60]);
     let mut body = vec![1u8];
     body.extend_from_slice(marker.as_bytes());
-    body.extend_from_slice(&[0x5a; 200]);
+    body.resize(payload.max(body.len() + 1), 0x5a);
     data.extend_from_slice(&[0xd2, 0xff]);
     data.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
     data.extend_from_slice(&body);
     data
 }
 
-/// An encrypted-looking message; `marker` appears in the armored data's
-/// base64 as the subject does in the headers, so tests search for the subject.
+/// An encrypted-looking message of about 1 KB; tests find it by its subject.
 pub fn encrypted(from: &str, to: &str, subject: &str) -> String {
-    let encoded = base64(&packets(subject));
+    encrypted_sized(from, to, subject, 200)
+}
+
+/// An encrypted-looking message whose encrypted data has `payload` bytes
+/// (the message is about 4/3 of that).
+pub fn encrypted_sized(from: &str, to: &str, subject: &str, payload: usize) -> String {
+    let encoded = base64(&packets(subject, payload));
     let mut armor = String::from("-----BEGIN PGP MESSAGE-----\r\n\r\n");
     for line in encoded.as_bytes().chunks(76) {
         armor.push_str(&String::from_utf8_lossy(line));

@@ -65,6 +65,7 @@ fn run() -> Result<(), String> {
         mail_domain: std::env::var("CHATMAIL_DOMAIN").unwrap_or_else(|_| "chatmail.test".into()),
         params: Vec::new(),
         ports,
+        milter: true,
     };
 
     // Install the handlers before starting, so a Ctrl-C during startup

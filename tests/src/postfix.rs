@@ -21,8 +21,8 @@ pub struct PostfixSettings<'a> {
     pub submission_port: u16,
     pub smtps_port: u16,
     pub max_message_size: u64,
-    /// The chatmail milter's socket.
-    pub milter_socket: &'a Path,
+    /// The chatmail milter's socket (`None`: no milter, benchmark baseline only).
+    pub milter_socket: Option<&'a Path>,
 }
 
 pub fn render_main_cf(s: &PostfixSettings<'_>) -> String {
@@ -82,12 +82,6 @@ smtpd_sasl_authenticated_header = no
 # Incoming SMTP: only the relay's own domain, whoever connects (also loopback).
 smtpd_relay_restrictions = reject_unauth_destination
 smtpd_recipient_restrictions =
-
-# The chatmail milter checks every message received over SMTP; if it cannot
-# be reached, mail is tempfailed, never accepted unchecked.
-smtpd_milters = unix:{milter}
-milter_default_action = tempfail
-milter_protocol = 6
 ",
         queue = p(s.queue_dir),
         data = p(s.data_dir),
@@ -99,8 +93,20 @@ milter_protocol = 6
         cert = p(s.cert_pem),
         key = p(s.key_pem),
         auth = p(s.auth_socket),
-        milter = p(s.milter_socket),
     );
+    if let Some(socket) = s.milter_socket {
+        let _ = write!(
+            c,
+            "
+# The chatmail milter checks every message received over SMTP; if it cannot
+# be reached, mail is tempfailed, never accepted unchecked.
+smtpd_milters = unix:{}
+milter_default_action = tempfail
+milter_protocol = 6
+",
+            socket.display()
+        );
+    }
     c
 }
 

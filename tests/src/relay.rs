@@ -37,6 +37,9 @@ pub struct RelayOptions {
     /// Extra `[params]` lines for a generated chatmail.ini.
     pub params: Vec<(String, String)>,
     pub ports: PortChoice,
+    /// Run the chatmail milter in Postfix's `smtpd_milters` (the default);
+    /// off only for benchmarks that need a baseline without it.
+    pub milter: bool,
 }
 
 impl Default for RelayOptions {
@@ -47,6 +50,7 @@ impl Default for RelayOptions {
             mail_domain: "chatmail.test".into(),
             params: Vec::new(),
             ports: PortChoice::default(),
+            milter: true,
         }
     }
 }
@@ -289,7 +293,7 @@ impl Relay {
             submission_port: ports.submission,
             smtps_port: ports.smtps,
             max_message_size: config.max_message_size,
-            milter_socket: &milter_socket,
+            milter_socket: options.milter.then_some(milter_socket.as_path()),
         };
         write_file(&postfix_conf.join("main.cf"), &postfix::render_main_cf(&postfix_settings), 0o644)?;
         write_file(&postfix_conf.join("master.cf"), &postfix::render_master_cf(&postfix_settings), 0o644)?;
@@ -314,11 +318,11 @@ impl Relay {
             mailboxes_dir: config_mailboxes_dir,
             _temp_dir: temp_dir,
         };
-        relay.start_servers(&dovecot_conf).map_err(|e| Error::new(format!("{e}\n{}", relay.logs())))?;
+        relay.start_servers(&dovecot_conf, options.milter).map_err(|e| Error::new(format!("{e}\n{}", relay.logs())))?;
         Ok(relay)
     }
 
-    fn start_servers(&mut self, dovecot_conf: &Path) -> Result<()> {
+    fn start_servers(&mut self, dovecot_conf: &Path, with_milter: bool) -> Result<()> {
         let mut command = Command::new("dovecot");
         command.arg("-F").arg("-c").arg(dovecot_conf);
         let dovecot = self.dovecot.insert(Daemon::spawn("dovecot", command, &self.log_dir.join("dovecot.out"), true)?);
@@ -327,7 +331,9 @@ impl Relay {
         wait_for_path(&base.join(dovecot::LMTP_SOCKET), STARTUP_TIMEOUT, || dovecot.check_running())?;
         wait_for_path(&base.join(dovecot::AUTH_SOCKET), STARTUP_TIMEOUT, || dovecot.check_running())?;
 
-        self.start_milter()?;
+        if with_milter {
+            self.start_milter()?;
+        }
 
         // `postfix check` creates the queue directories with the right owners;
         // the master then runs in the foreground (-s) so the harness owns it.
@@ -366,6 +372,11 @@ impl Relay {
             .arg(format!("unix:{}", self.milter_socket.display()));
         let milter = self.milter.insert(Daemon::spawn("chatmail-milter", command, &self.log_dir.join("milter.log"), true)?);
         wait_for_path(&self.milter_socket, STARTUP_TIMEOUT, || milter.check_running())
+    }
+
+    /// Process id of the running milter, if any (for memory measurements).
+    pub fn milter_pid(&self) -> Option<u32> {
+        self.milter.as_ref().map(Daemon::pid)
     }
 
     /// Stops the milter (to test that Postfix then tempfails).

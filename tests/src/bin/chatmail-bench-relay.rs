@@ -1,0 +1,136 @@
+//! Benchmark: Postfix throughput with the chatmail milter against the same
+//! Postfix without it, measured in the same run, and the milter's memory
+//! under 100 concurrent 20 MB messages.
+//!
+//! Build in release first so the milter is the optimised one:
+//!   cargo build --release --workspace && target/release/chatmail-bench-relay
+//!
+//! Load: CLIENTS threads each keep one authenticated submission session
+//! (STARTTLS) and send 2 KB encrypted messages to a local account, as
+//! Delta Chat does; the two relays are measured alternately, ROUNDS times.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
+
+use chatmail_testrelay::mail::{encrypted, encrypted_sized};
+use chatmail_testrelay::{Account, Relay, RelayOptions};
+
+const CLIENTS: usize = 4;
+const MESSAGES_PER_CLIENT: usize = 100;
+const ROUNDS: usize = 3;
+const BIG_CLIENTS: usize = 100;
+const BIG_SIZE: usize = 20 << 20;
+
+fn relay(milter: bool) -> Relay {
+    let options = RelayOptions {
+        milter,
+        // Unlimited enough for a benchmark: the rate limit is not measured here.
+        params: vec![("max_user_send_per_minute".into(), "1000000".into()), ("max_user_send_burst_size".into(), "1000000".into())],
+        ..RelayOptions::default()
+    };
+    Relay::start(options).unwrap_or_else(|e| panic!("relay: {e}"))
+}
+
+/// Messages per second accepted by `relay` from CLIENTS parallel sessions.
+fn throughput(relay: &Arc<Relay>, senders: &[Account], to: &Account) -> f64 {
+    let start = Instant::now();
+    let handles: Vec<_> = senders
+        .iter()
+        .cloned()
+        .map(|sender| {
+            let relay = Arc::clone(relay);
+            let to = to.addr.clone();
+            thread::spawn(move || {
+                let mut smtp = relay.smtp(relay.ports.submission).expect("connect");
+                smtp.ehlo("bench.test").expect("ehlo");
+                smtp.starttls().expect("starttls");
+                smtp.ehlo("bench.test").expect("ehlo");
+                smtp.auth_plain(&sender.addr, &sender.password).expect("auth").expect(235).expect("auth ok");
+                for i in 0..MESSAGES_PER_CLIENT {
+                    let message = encrypted(&sender.addr, &to, &format!("bench-{i}"));
+                    smtp.send_mail(&sender.addr, &[&to], &message).expect("accepted");
+                }
+                smtp.quit();
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().expect("client thread");
+    }
+    (CLIENTS * MESSAGES_PER_CLIENT) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Sends BIG_CLIENTS encrypted messages of BIG_SIZE at once (refused at the
+/// end for a forged From, so nothing is delivered) and returns the milter's
+/// peak resident memory in KiB.
+fn big_messages(relay: &Arc<Relay>, sender: &Account, to: &Account) -> (u64, u64) {
+    let pid = relay.milter_pid().expect("milter running");
+    let before = rss_kib(pid, "VmRSS:");
+    // A From that is not the sender's: fully checked, then refused, so
+    // nothing is delivered and only the milter's streaming is measured.
+    let body = Arc::new(encrypted_sized("someone-else@other.example", &to.addr, "big", BIG_SIZE * 3 / 4));
+    let handles: Vec<_> = (0..BIG_CLIENTS)
+        .map(|_| {
+            let relay = Arc::clone(relay);
+            let body = Arc::clone(&body);
+            let sender = sender.clone();
+            let to = to.addr.clone();
+            thread::spawn(move || {
+                let mut smtp = relay.smtp(relay.ports.submission).expect("connect");
+                smtp.ehlo("bench.test").expect("ehlo");
+                smtp.starttls().expect("starttls");
+                smtp.ehlo("bench.test").expect("ehlo");
+                smtp.auth_plain(&sender.addr, &sender.password).expect("auth");
+                smtp.command(&format!("MAIL FROM:<{}>", sender.addr)).expect("mail");
+                smtp.command(&format!("RCPT TO:<{to}>")).expect("rcpt");
+                let reply = smtp.data(&body).expect("data");
+                assert_eq!(reply.code, 553, "{}", reply.text());
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().expect("client thread");
+    }
+    (before, rss_kib(pid, "VmHWM:"))
+}
+
+fn main() {
+    let with = Arc::new(relay(true));
+    let without = Arc::new(relay(false));
+    let accounts = |r: &Relay| -> (Vec<Account>, Account) {
+        ((0..CLIENTS).map(|_| r.new_account().expect("account")).collect(), r.new_account().expect("account"))
+    };
+    let (with_senders, with_to) = accounts(&with);
+    let (without_senders, without_to) = accounts(&without);
+    // Warm up both (TLS session caches, process pools).
+    throughput(&with, &with_senders, &with_to);
+    throughput(&without, &without_senders, &without_to);
+    let mut ratios = Vec::new();
+    println!("round  without milter msg/s  with milter msg/s  ratio");
+    for round in 1..=ROUNDS {
+        let base = throughput(&without, &without_senders, &without_to);
+        let milter = throughput(&with, &with_senders, &with_to);
+        ratios.push(milter / base);
+        println!("{round:>5}  {base:>20.0}  {milter:>17.0}  {:>5.3}", milter / base);
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!("median ratio (with / without milter): {:.3}  (goal >= 0.95)", ratios[ratios.len() / 2]);
+    let (before, peak) = big_messages(&with, &with_senders[0], &with_to);
+    println!(
+        "milter memory with {BIG_CLIENTS} concurrent {} MB messages: RSS before {:.1} MB, peak {:.1} MB  (goal < 100 MB)",
+        BIG_SIZE >> 20,
+        before as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+}
