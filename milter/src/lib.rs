@@ -16,7 +16,7 @@ mod rate;
 
 pub use armor::{ArmorChecker, ArmorProblem, ArmorSummary};
 pub use milter::{run, MilterSettings};
-pub use mime::{parse_content_type, ContentType, EncryptedBodyChecker, MimeProblem};
+pub use mime::{check_message, parse_content_type, ContentType, EncryptedBodyChecker, MimeProblem};
 pub use policy::{
     decide, encryption_needed, from_address, is_secure_join, AcceptReason, Body, Decision, Direction, Envelope, MessageFacts,
     Passthrough, Reply, CLEARTEXT_KEEP_LIMIT,

@@ -240,6 +240,32 @@ impl EncryptedBodyChecker {
     }
 }
 
+/// Checks a whole message held in memory (headers and body): for tests,
+/// fixtures and the fuzzer; the milter itself streams.
+pub fn check_message(raw: &[u8]) -> Result<ArmorSummary, MimeProblem> {
+    let mut lines = raw.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let mut header_block = Vec::new();
+    for line in lines.by_ref() {
+        if line.is_empty() {
+            break;
+        }
+        header_block.extend_from_slice(line);
+        header_block.push(b'\n');
+    }
+    let text = String::from_utf8_lossy(&header_block);
+    let headers = unfold_headers(&text).map_err(|_| MimeProblem::NotMultipartEncrypted)?;
+    let content_type = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        .and_then(|(_, value)| parse_content_type(value))
+        .ok_or(MimeProblem::NotMultipartEncrypted)?;
+    let mut checker = EncryptedBodyChecker::new(&content_type)?;
+    for line in lines {
+        checker.line(line)?;
+    }
+    checker.finish()
+}
+
 fn trim(bytes: &[u8]) -> &[u8] {
     let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
     let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);

@@ -13,6 +13,7 @@
 //!   CHATMAIL_IMAP_PORT        IMAP, STARTTLS (default 2143)
 //!   CHATMAIL_IMAPS_PORT       IMAP, implicit TLS (default 2993)
 //!   CHATMAIL_TEST_ACCOUNTS    how many test accounts to create (default 2)
+//!   CHATMAIL_CAPTURE=1        copy every accepted message to capture@DOMAIN's maildir
 //! A port of 0 means "any free port" (relay.json tells which).
 
 use std::path::PathBuf;
@@ -66,6 +67,7 @@ fn run() -> Result<(), String> {
         params: Vec::new(),
         ports,
         milter: true,
+        capture: std::env::var("CHATMAIL_CAPTURE").is_ok_and(|v| v == "1"),
     };
 
     // Install the handlers before starting, so a Ctrl-C during startup

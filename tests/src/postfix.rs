@@ -23,6 +23,8 @@ pub struct PostfixSettings<'a> {
     pub max_message_size: u64,
     /// The chatmail milter's socket (`None`: no milter, benchmark baseline only).
     pub milter_socket: Option<&'a Path>,
+    /// Copy every message to this address (fixture capture).
+    pub always_bcc: Option<&'a str>,
 }
 
 pub fn render_main_cf(s: &PostfixSettings<'_>) -> String {
@@ -94,6 +96,9 @@ smtpd_recipient_restrictions =
         key = p(s.key_pem),
         auth = p(s.auth_socket),
     );
+    if let Some(addr) = s.always_bcc {
+        let _ = write!(c, "always_bcc = {addr}\n");
+    }
     if let Some(socket) = s.milter_socket {
         let _ = write!(
             c,

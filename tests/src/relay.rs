@@ -40,6 +40,10 @@ pub struct RelayOptions {
     /// Run the chatmail milter in Postfix's `smtpd_milters` (the default);
     /// off only for benchmarks that need a baseline without it.
     pub milter: bool,
+    /// Keep a copy of every accepted message in the maildir of
+    /// `capture@{domain}` (Postfix `always_bcc`), which no client reads:
+    /// Delta Chat deletes what it fetched, so fixtures are captured here.
+    pub capture: bool,
 }
 
 impl Default for RelayOptions {
@@ -51,6 +55,7 @@ impl Default for RelayOptions {
             params: Vec::new(),
             ports: PortChoice::default(),
             milter: true,
+            capture: false,
         }
     }
 }
@@ -280,6 +285,7 @@ impl Relay {
             0o644,
         )?;
 
+        let capture_addr = options.capture.then(|| format!("capture@{domain}"));
         let postfix_settings = PostfixSettings {
             domain: &domain,
             queue_dir: &queue_dir,
@@ -294,6 +300,7 @@ impl Relay {
             smtps_port: ports.smtps,
             max_message_size: config.max_message_size,
             milter_socket: options.milter.then_some(milter_socket.as_path()),
+            always_bcc: capture_addr.as_deref(),
         };
         write_file(&postfix_conf.join("main.cf"), &postfix::render_main_cf(&postfix_settings), 0o644)?;
         write_file(&postfix_conf.join("master.cf"), &postfix::render_master_cf(&postfix_settings), 0o644)?;
@@ -318,6 +325,11 @@ impl Relay {
             mailboxes_dir: config_mailboxes_dir,
             _temp_dir: temp_dir,
         };
+        if let Some(addr) = &capture_addr {
+            // No enforceE2EEincoming marker: the capture box takes anything.
+            relay.add_account("capture", &crate::random::token(16))?;
+            let _ = fs::remove_file(relay.mailboxes_dir.join(addr).join("enforceE2EEincoming"));
+        }
         relay.start_servers(&dovecot_conf, options.milter).map_err(|e| Error::new(format!("{e}\n{}", relay.logs())))?;
         Ok(relay)
     }
@@ -525,6 +537,7 @@ impl Relay {
             "run_dir": self.run_dir,
             "cert_pem": self.cert_pem,
             "accounts": accounts,
+            "capture_maildir": self.mailboxes_dir.join(format!("capture@{}", self.domain)),
         })
     }
 
