@@ -97,7 +97,7 @@ smtpd_recipient_restrictions =
         auth = p(s.auth_socket),
     );
     if let Some(addr) = s.always_bcc {
-        let _ = write!(c, "always_bcc = {addr}\n");
+        let _ = writeln!(c, "always_bcc = {addr}");
     }
     if let Some(socket) = s.milter_socket {
         let _ = write!(

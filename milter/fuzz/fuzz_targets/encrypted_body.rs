@@ -3,7 +3,7 @@
 //! alone: nothing may panic, and chunking must not change the verdict.
 #![no_main]
 
-use chatmail_milter::{check_packets, parse_content_type, EncryptedBodyChecker, PacketChecker};
+use chatmail_milter::{check_message, check_packets, parse_content_type, EncryptedBodyChecker, PacketChecker};
 use libfuzzer_sys::fuzz_target;
 
 fn run_body(data: &[u8], split: usize) -> bool {
@@ -38,6 +38,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let chunked_ok = ok && chunked.finish().is_ok();
     assert_eq!(once, chunked_ok);
+
+    // Whole messages, headers included (seeds: captured Delta Chat mail).
+    let _ = check_message(data);
 
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = parse_content_type(text);
