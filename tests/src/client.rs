@@ -80,6 +80,7 @@ impl Connection {
         let tcp = TcpStream::connect(("127.0.0.1", port)).context(|| format!("connecting to 127.0.0.1:{port}"))?;
         tcp.set_read_timeout(Some(IO_TIMEOUT)).context(|| "setting a read timeout".into())?;
         tcp.set_write_timeout(Some(IO_TIMEOUT)).context(|| "setting a write timeout".into())?;
+        tcp.set_nodelay(true).context(|| "setting TCP_NODELAY".into())?;
         let tls = pinned_client_config(cert_der);
         let mut conn = Connection { reader: BufReader::new(Stream::Plain(tcp)), tls };
         if security == Security::Implicit {
@@ -112,9 +113,13 @@ impl Connection {
     }
 
     fn send(&mut self, line: &str) -> Result<()> {
+        // One write per command: separate writes for the line and its CRLF
+        // become separate TCP segments and stall on delayed ACKs.
+        let mut buf = Vec::with_capacity(line.len() + 2);
+        buf.extend_from_slice(line.as_bytes());
+        buf.extend_from_slice(b"\r\n");
         let stream = self.reader.get_mut();
-        stream.write_all(line.as_bytes()).context(|| "sending".into())?;
-        stream.write_all(b"\r\n").context(|| "sending".into())?;
+        stream.write_all(&buf).context(|| "sending".into())?;
         stream.flush().context(|| "sending".into())
     }
 

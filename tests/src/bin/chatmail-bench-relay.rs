@@ -5,7 +5,8 @@
 //! Build in release first so the milter is the optimised one:
 //!   cargo build --release --workspace && target/release/chatmail-bench-relay
 //!
-//! Load: CLIENTS threads each keep one authenticated submission session
+//! Load: 16 threads (enough to keep both cores busy, so the ratio measures
+//! cost rather than added latency) each keep one authenticated submission session
 //! (STARTTLS) and send 2 KB encrypted messages to a local account, as
 //! Delta Chat does; the two relays are measured alternately, ROUNDS times.
 
@@ -16,8 +17,8 @@ use std::time::Instant;
 use chatmail_testrelay::mail::{encrypted, encrypted_sized};
 use chatmail_testrelay::{Account, Relay, RelayOptions};
 
-const CLIENTS: usize = 4;
-const MESSAGES_PER_CLIENT: usize = 100;
+const CLIENTS: usize = 16;
+const MESSAGES_PER_CLIENT: usize = 50;
 const ROUNDS: usize = 3;
 const BIG_CLIENTS: usize = 100;
 const BIG_SIZE: usize = 20 << 20;
@@ -59,6 +60,16 @@ fn throughput(relay: &Arc<Relay>, senders: &[Account], to: &Account) -> f64 {
         handle.join().expect("client thread");
     }
     (CLIENTS * MESSAGES_PER_CLIENT) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// CPU seconds (user + system) the process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start at ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<f64>().ok()).sum();
+    ticks / 100.0
 }
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
@@ -116,6 +127,8 @@ fn main() {
     // Warm up both (TLS session caches, process pools).
     throughput(&with, &with_senders, &with_to);
     throughput(&without, &without_senders, &without_to);
+    let milter_pid = with.milter_pid().expect("milter");
+    let cpu_before = cpu_seconds(milter_pid);
     let mut ratios = Vec::new();
     println!("round  without milter msg/s  with milter msg/s  ratio");
     for round in 1..=ROUNDS {
@@ -124,6 +137,12 @@ fn main() {
         ratios.push(milter / base);
         println!("{round:>5}  {base:>20.0}  {milter:>17.0}  {:>5.3}", milter / base);
     }
+    let milter_cpu = cpu_seconds(milter_pid) - cpu_before;
+    println!(
+        "milter CPU: {:.0} µs per message ({} messages)",
+        milter_cpu * 1e6 / (ROUNDS * CLIENTS * MESSAGES_PER_CLIENT) as f64,
+        ROUNDS * CLIENTS * MESSAGES_PER_CLIENT
+    );
     ratios.sort_by(f64::total_cmp);
     println!("median ratio (with / without milter): {:.3}  (goal >= 0.95)", ratios[ratios.len() / 2]);
     let (before, peak) = big_messages(&with, &with_senders[0], &with_to);
