@@ -108,6 +108,16 @@ impl Connection {
         Ok(())
     }
 
+    fn set_timeout(&mut self, timeout: Duration) -> Result<()> {
+        let tcp = match self.reader.get_ref() {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+            Stream::Switching => return Err(Error::new("connection is switching to TLS")),
+        };
+        tcp.set_read_timeout(Some(timeout)).context(|| "setting a read timeout".into())?;
+        tcp.set_write_timeout(Some(timeout)).context(|| "setting a write timeout".into())
+    }
+
     fn is_tls(&self) -> bool {
         matches!(self.reader.get_ref(), Stream::Tls(_))
     }
@@ -199,6 +209,11 @@ impl SmtpClient {
 
     pub fn is_tls(&self) -> bool {
         self.conn.is_tls()
+    }
+
+    /// Changes the read and write timeout (default 30 s), e.g. for huge messages.
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<()> {
+        self.conn.set_timeout(timeout)
     }
 
     pub fn auth_plain(&mut self, user: &str, password: &str) -> Result<SmtpReply> {

@@ -103,6 +103,8 @@ fn big_messages(relay: &Arc<Relay>, sender: &Account, to: &Account) -> (u64, u64
                 smtp.starttls().expect("starttls");
                 smtp.ehlo("bench.test").expect("ehlo");
                 smtp.auth_plain(&sender.addr, &sender.password).expect("auth");
+                // 100 × 20 MB at once keeps both cores busy for minutes.
+                smtp.set_timeout(std::time::Duration::from_secs(600)).expect("timeout");
                 smtp.command(&format!("MAIL FROM:<{}>", sender.addr)).expect("mail");
                 smtp.command(&format!("RCPT TO:<{to}>")).expect("rcpt");
                 let reply = smtp.data(&body).expect("data");
