@@ -108,6 +108,15 @@ smtpd_recipient_restrictions =
 smtpd_milters = unix:{}
 milter_default_action = tempfail
 milter_protocol = 6
+# Send the milter only the macros it uses (the login and the queue id).
+milter_connect_macros =
+milter_helo_macros =
+milter_mail_macros = {{auth_authen}}
+milter_rcpt_macros =
+milter_data_macros =
+milter_end_of_header_macros =
+milter_end_of_data_macros = i
+milter_unknown_command_macros =
 ",
             socket.display()
         );
