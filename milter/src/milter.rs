@@ -75,12 +75,22 @@ impl Shared {
         AccountFacts { age_ms }
     }
 
-    fn enforces_encryption(&self, rcpt: &str) -> bool {
+    /// Whether `rcpt`'s mailbox has the `enforceE2EEincoming` marker. An
+    /// error other than "not there" (say, no permission to look) is an
+    /// error, not a "no": guessing "no" would let cleartext through.
+    fn enforces_encryption(&self, rcpt: &str) -> std::io::Result<bool> {
         // Only plain account addresses can name a mailbox directory.
         if rcpt.contains('/') || rcpt.starts_with('.') || rcpt.is_empty() {
-            return false;
+            return Ok(false);
         }
-        self.settings.mailboxes_dir.join(rcpt).join("enforceE2EEincoming").exists()
+        let marker = self.settings.mailboxes_dir.join(rcpt).join("enforceE2EEincoming");
+        match std::fs::metadata(&marker) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            // A recipient of another domain has no directory: ENOTDIR etc.
+            // cannot happen for plain names, so anything else is a real fault.
+            Err(e) => Err(std::io::Error::new(e.kind(), format!("{}: {e}", marker.display()))),
+        }
     }
 }
 
@@ -330,7 +340,19 @@ async fn eom(shared: Arc<Shared>, cx: &mut EomContext<Session>) -> Status {
     let header_from = if message.from_headers == 1 { message.header_from.clone() } else { None };
     let facts = MessageFacts { header_from: header_from.as_deref(), body: &body, cleartext: message.kept.as_deref() };
     let envelope = &message.envelope;
-    let decision = policy::decide(envelope, facts, &shared.settings.passthrough, &|rcpt| shared.enforces_encryption(rcpt));
+    // Look the markers up before deciding (only incoming cleartext needs them),
+    // so a failing lookup tempfails instead of counting as "no marker".
+    let mut enforcing: Vec<&str> = Vec::new();
+    if envelope.direction == Direction::Incoming && matches!(body, Body::NotEncrypted { .. }) {
+        for rcpt in &envelope.rcpts {
+            match shared.enforces_encryption(rcpt) {
+                Ok(true) => enforcing.push(rcpt),
+                Ok(false) => {}
+                Err(e) => return tempfail(&mut cx.reply, &queue_id, &format!("marker-lookup-failed:{e}").replace(' ', "_")),
+            }
+        }
+    }
+    let decision = policy::decide(envelope, facts, &shared.settings.passthrough, &|rcpt| enforcing.contains(&rcpt));
     let direction = envelope.direction.name();
     match decision {
         Decision::Accept { reason, reset_sender } => {

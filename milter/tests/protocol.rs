@@ -178,6 +178,19 @@ async fn incoming_decisions() {
 }
 
 #[tokio::test]
+async fn failing_marker_lookup_tempfails() {
+    let milter = Milter::start().await;
+    // A mailbox "directory" that is a file: the marker cannot be looked up.
+    let broken = "broken001@chat.example";
+    std::fs::write(milter._mailboxes.path().join(broken), "").expect("file");
+    let mut conn = connect(&milter).await;
+    let headers = [("From", "<carol@other.example>"), ("Content-Type", "text/plain")];
+    let (status, _) = message(&mut conn, None, "carol@other.example", &[broken], &headers, "hi\r\n").await;
+    assert!(reject_text(&status).starts_with("451 4.3.0"), "{status:?}");
+    milter.shutdown().await;
+}
+
+#[tokio::test]
 async fn recipient_and_size_limits() {
     let milter = Milter::start().await;
     let mut conn = connect(&milter).await;
