@@ -13,6 +13,8 @@ mod mime;
 mod openpgp;
 mod policy;
 mod rate;
+#[cfg(test)]
+mod test_support;
 
 pub use armor::{ArmorChecker, ArmorProblem, ArmorSummary};
 pub use milter::{run, MilterSettings};

@@ -15,7 +15,7 @@ use std::thread;
 use std::time::Instant;
 
 use chatmail_testrelay::mail::{encrypted, encrypted_sized};
-use chatmail_testrelay::{Account, Relay, RelayOptions};
+use chatmail_testrelay::{Account, Relay, RelayOptions, SmtpClient};
 
 const CLIENTS: usize = 16;
 const MESSAGES_PER_CLIENT: usize = 50;
@@ -33,6 +33,16 @@ fn relay(milter: bool) -> Relay {
     Relay::start(options).unwrap_or_else(|e| panic!("relay: {e}"))
 }
 
+/// An authenticated submission session (STARTTLS) for `account`.
+fn login(relay: &Relay, account: &Account) -> SmtpClient {
+    let mut smtp = relay.smtp(relay.ports.submission).expect("connect");
+    smtp.ehlo("bench.test").expect("ehlo");
+    smtp.starttls().expect("starttls");
+    smtp.ehlo("bench.test").expect("ehlo");
+    smtp.auth_plain(&account.addr, &account.password).expect("auth").expect(235).expect("auth ok");
+    smtp
+}
+
 /// Messages per second accepted by `relay` from CLIENTS parallel sessions.
 fn throughput(relay: &Arc<Relay>, senders: &[Account], to: &Account) -> f64 {
     let start = Instant::now();
@@ -43,11 +53,7 @@ fn throughput(relay: &Arc<Relay>, senders: &[Account], to: &Account) -> f64 {
             let relay = Arc::clone(relay);
             let to = to.addr.clone();
             thread::spawn(move || {
-                let mut smtp = relay.smtp(relay.ports.submission).expect("connect");
-                smtp.ehlo("bench.test").expect("ehlo");
-                smtp.starttls().expect("starttls");
-                smtp.ehlo("bench.test").expect("ehlo");
-                smtp.auth_plain(&sender.addr, &sender.password).expect("auth").expect(235).expect("auth ok");
+                let mut smtp = login(&relay, &sender);
                 for i in 0..MESSAGES_PER_CLIENT {
                     let message = encrypted(&sender.addr, &to, &format!("bench-{i}"));
                     smtp.send_mail(&sender.addr, &[&to], &message).expect("accepted");
@@ -98,11 +104,7 @@ fn big_messages(relay: &Arc<Relay>, sender: &Account, to: &Account) -> (u64, u64
             let sender = sender.clone();
             let to = to.addr.clone();
             thread::spawn(move || {
-                let mut smtp = relay.smtp(relay.ports.submission).expect("connect");
-                smtp.ehlo("bench.test").expect("ehlo");
-                smtp.starttls().expect("starttls");
-                smtp.ehlo("bench.test").expect("ehlo");
-                smtp.auth_plain(&sender.addr, &sender.password).expect("auth");
+                let mut smtp = login(&relay, &sender);
                 // 100 × 20 MB at once keeps both cores busy for minutes.
                 smtp.set_timeout(std::time::Duration::from_secs(600)).expect("timeout");
                 smtp.command(&format!("MAIL FROM:<{}>", sender.addr)).expect("mail");
