@@ -5,7 +5,7 @@
 //! Build in release first so the milter is the optimised one:
 //!   cargo build --release --workspace && target/release/chatmail-bench-relay
 //!
-//! Load: 16 threads (enough to keep both cores busy, so the ratio measures
+//! Load: 16 threads (BENCH_CLIENTS) (enough to keep both cores busy, so the ratio measures
 //! cost rather than added latency) each keep one authenticated submission session
 //! (STARTTLS) and send 2 KB encrypted messages to a local account, as
 //! Delta Chat does; the two relays are measured alternately, ROUNDS times.
@@ -17,8 +17,13 @@ use std::time::Instant;
 use chatmail_testrelay::mail::{encrypted, encrypted_sized};
 use chatmail_testrelay::{Account, Relay, RelayOptions, SmtpClient};
 
-const CLIENTS: usize = 16;
-const MESSAGES_PER_CLIENT: usize = 50;
+const DEFAULT_CLIENTS: usize = 16;
+const DEFAULT_MESSAGES_PER_CLIENT: usize = 50;
+
+/// Overridable for exploration: BENCH_CLIENTS, BENCH_MESSAGES, BENCH_SKIP_BIG=1.
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
 const ROUNDS: usize = 3;
 const BIG_CLIENTS: usize = 100;
 const BIG_SIZE: usize = 20 << 20;
@@ -31,6 +36,10 @@ fn relay(milter: bool) -> Relay {
         ..RelayOptions::default()
     };
     Relay::start(options).unwrap_or_else(|e| panic!("relay: {e}"))
+}
+
+fn messages_per_client() -> usize {
+    env_or("BENCH_MESSAGES", DEFAULT_MESSAGES_PER_CLIENT)
 }
 
 /// An authenticated submission session (STARTTLS) for `account`.
@@ -54,7 +63,7 @@ fn throughput(relay: &Arc<Relay>, senders: &[Account], to: &Account) -> f64 {
             let to = to.addr.clone();
             thread::spawn(move || {
                 let mut smtp = login(&relay, &sender);
-                for i in 0..MESSAGES_PER_CLIENT {
+                for i in 0..messages_per_client() {
                     let message = encrypted(&sender.addr, &to, &format!("bench-{i}"));
                     smtp.send_mail(&sender.addr, &[&to], &message).expect("accepted");
                 }
@@ -65,7 +74,7 @@ fn throughput(relay: &Arc<Relay>, senders: &[Account], to: &Account) -> f64 {
     for handle in handles {
         handle.join().expect("client thread");
     }
-    (CLIENTS * MESSAGES_PER_CLIENT) as f64 / start.elapsed().as_secs_f64()
+    (senders.len() * messages_per_client()) as f64 / start.elapsed().as_secs_f64()
 }
 
 /// CPU seconds (user + system) the process has used.
@@ -124,7 +133,8 @@ fn main() {
     let with = Arc::new(relay(true));
     let without = Arc::new(relay(false));
     let accounts = |r: &Relay| -> (Vec<Account>, Account) {
-        ((0..CLIENTS).map(|_| r.new_account().expect("account")).collect(), r.new_account().expect("account"))
+        let clients = env_or("BENCH_CLIENTS", DEFAULT_CLIENTS);
+        ((0..clients).map(|_| r.new_account().expect("account")).collect(), r.new_account().expect("account"))
     };
     let (with_senders, with_to) = accounts(&with);
     let (without_senders, without_to) = accounts(&without);
@@ -144,11 +154,14 @@ fn main() {
     let milter_cpu = cpu_seconds(milter_pid) - cpu_before;
     println!(
         "milter CPU: {:.0} µs per message ({} messages)",
-        milter_cpu * 1e6 / (ROUNDS * CLIENTS * MESSAGES_PER_CLIENT) as f64,
-        ROUNDS * CLIENTS * MESSAGES_PER_CLIENT
+        milter_cpu * 1e6 / (ROUNDS * with_senders.len() * messages_per_client()) as f64,
+        ROUNDS * with_senders.len() * messages_per_client()
     );
     ratios.sort_by(f64::total_cmp);
     println!("median ratio (with / without milter): {:.3}  (goal >= 0.95)", ratios[ratios.len() / 2]);
+    if std::env::var("BENCH_SKIP_BIG").is_ok_and(|v| v == "1") {
+        return;
+    }
     let (before, peak) = big_messages(&with, &with_senders[0], &with_to);
     println!(
         "milter memory with {BIG_CLIENTS} concurrent {} MB messages: RSS before {:.1} MB, peak {:.1} MB  (goal < 100 MB)",
