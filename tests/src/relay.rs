@@ -386,6 +386,39 @@ impl Relay {
         wait_for_path(&self.milter_socket, STARTUP_TIMEOUT, || milter.check_running())
     }
 
+    /// Messages in Postfix's queue (received, not yet delivered or bounced).
+    pub fn queued_messages(&self) -> usize {
+        fn count(dir: &Path) -> usize {
+            fs::read_dir(dir).map_or(0, |entries| {
+                entries
+                    .flatten()
+                    .map(|e| match e.file_type() {
+                        Ok(t) if t.is_dir() => count(&e.path()),
+                        Ok(_) => 1,
+                        Err(_) => 0,
+                    })
+                    .sum()
+            })
+        }
+        let queue = self.run_dir.join("postfix").join("queue");
+        ["maildrop", "incoming", "active", "deferred", "hold"].iter().map(|q| count(&queue.join(q))).sum()
+    }
+
+    /// Waits until Postfix has handed on everything it accepted.
+    pub fn wait_for_empty_queue(&self, timeout: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let queued = self.queued_messages();
+            if queued == 0 {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::new(format!("{queued} messages still queued after {timeout:?}")));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Process id of the running milter, if any (for memory measurements).
     pub fn milter_pid(&self) -> Option<u32> {
         self.milter.as_ref().map(Daemon::pid)

@@ -5,6 +5,10 @@
 //! Build in release first so the milter is the optimised one:
 //!   cargo build --release --workspace && target/release/chatmail-bench-relay
 //!
+//! Between measurements the relay just measured delivers everything it
+//! accepted (its queue drains), so one relay's delivery backlog never runs
+//! while the other is measured.
+//!
 //! Load: 16 threads (BENCH_CLIENTS) (enough to keep both cores busy, so the ratio measures
 //! cost rather than added latency) each keep one authenticated submission session
 //! (STARTTLS) and send 2 KB encrypted messages to a local account, as
@@ -74,7 +78,9 @@ fn throughput(relay: &Arc<Relay>, senders: &[Account], to: &Account) -> f64 {
     for handle in handles {
         handle.join().expect("client thread");
     }
-    (senders.len() * messages_per_client()) as f64 / start.elapsed().as_secs_f64()
+    let rate = (senders.len() * messages_per_client()) as f64 / start.elapsed().as_secs_f64();
+    relay.wait_for_empty_queue(std::time::Duration::from_secs(300)).expect("queue drains");
+    rate
 }
 
 /// CPU seconds (user + system) the process has used.
