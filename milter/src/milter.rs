@@ -281,7 +281,6 @@ async fn eoh(cx: &mut Context<Session>) -> Status {
 fn feed_body(message: &mut Message, chunk: &[u8], last: bool) {
     let Some(state) = message.body.as_mut() else { return };
     let BodyState::Encrypted(checker) = state else { return };
-    let mut problem = None;
     let mut handle = |line: &[u8], complete: bool| -> Result<(), String> {
         if !complete {
             return Err("line too long for an armored message".into());
@@ -290,9 +289,6 @@ fn feed_body(message: &mut Message, chunk: &[u8], last: bool) {
     };
     let result = if last { message.lines.finish(&mut handle) } else { message.lines.feed(chunk, &mut handle) };
     if let Err(why) = result {
-        problem = Some(why);
-    }
-    if let Some(why) = problem {
         message.body = Some(BodyState::Broken(why));
     }
 }

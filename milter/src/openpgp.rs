@@ -66,13 +66,12 @@ impl std::error::Error for PacketProblem {}
 enum State {
     /// Reading the first octet of a packet header.
     HeaderStart,
-    /// Reading `need` more length octets of a header for packet `tag`.
+    /// Reading the length octets of a header for packet `tag`, or of the
+    /// next chunk of a partial-length packet (the same encoding).
     Length { tag: u8, kind: LengthKind, got: [u8; 4], have: u8, need: u8 },
     /// Skipping `remaining` body octets of packet `tag`; `partial` says more
     /// chunks (each with its own length header) follow.
     Body { tag: u8, remaining: u64, partial: bool },
-    /// Reading the length header of the next chunk of a partial-length packet.
-    ChunkLength { tag: u8, kind: LengthKind, got: [u8; 4], have: u8, need: u8 },
     /// The SEIPD packet ended; only the end of data may follow.
     Complete,
 }
@@ -167,7 +166,7 @@ impl PacketChecker {
 
     fn end_of_body(&mut self, tag: u8, partial: bool) -> Result<(), PacketProblem> {
         if partial {
-            self.state = State::ChunkLength { tag, kind: LengthKind::New, got: [0; 4], have: 0, need: 1 };
+            self.state = State::Length { tag, kind: LengthKind::New, got: [0; 4], have: 0, need: 1 };
         } else if tag == TAG_SEIPD {
             if !self.seipd_seen_body {
                 return Err(PacketProblem::EmptySeipd);
@@ -208,13 +207,11 @@ impl PacketChecker {
                 self.state = State::Length { tag, kind, got: [0; 4], have: 0, need };
                 Ok(())
             }
-            State::Length { tag, kind, got, have, need } => self.length_byte(tag, kind, got, have, need, byte, false),
-            State::ChunkLength { tag, kind, got, have, need } => self.length_byte(tag, kind, got, have, need, byte, true),
+            State::Length { tag, kind, got, have, need } => self.length_byte(tag, kind, got, have, need, byte),
             State::Body { .. } | State::Complete => Ok(()),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn length_byte(
         &mut self,
         tag: u8,
@@ -223,7 +220,6 @@ impl PacketChecker {
         have: u8,
         mut need: u8,
         byte: u8,
-        chunk: bool,
     ) -> Result<(), PacketProblem> {
         got[usize::from(have)] = byte;
         let have = have + 1;
@@ -239,25 +235,15 @@ impl PacketChecker {
                     return self.start_body(tag, 1u64 << (byte & 0x1f), true);
                 }
                 255 => {
-                    // Five-octet form: 0xff and four length octets.
-                    got = [0; 4];
-                    let state = State::Length { tag, kind: LengthKind::Legacy, got, have: 0, need: 4 };
-                    let state = if chunk {
-                        State::ChunkLength { tag, kind: LengthKind::Legacy, got, have: 0, need: 4 }
-                    } else {
-                        state
-                    };
-                    self.state = state;
+                    // Five-octet form: 0xff, then four octets read like a
+                    // legacy four-octet length.
+                    self.state = State::Length { tag, kind: LengthKind::Legacy, got: [0; 4], have: 0, need: 4 };
                     return Ok(());
                 }
             }
         }
         if have < need {
-            self.state = if chunk {
-                State::ChunkLength { tag, kind, got, have, need }
-            } else {
-                State::Length { tag, kind, got, have, need }
-            };
+            self.state = State::Length { tag, kind, got, have, need };
             return Ok(());
         }
         let length = match (kind, need) {
