@@ -241,14 +241,25 @@ impl SmtpClient {
         read_smtp_reply(&mut self.conn)
     }
 
-    /// MAIL FROM, RCPT TO for each recipient, DATA. Fails with the first
-    /// reply that is not a success.
-    pub fn send_mail(&mut self, from: &str, to: &[&str], message: &str) -> Result<SmtpReply> {
-        self.command(&format!("MAIL FROM:<{from}>"))?.expect(250)?;
-        for rcpt in to {
-            self.command(&format!("RCPT TO:<{rcpt}>"))?.expect(250)?;
+    /// MAIL FROM, RCPT TO for each recipient, DATA; returns the first reply
+    /// that is not a success, or the reply to the message.
+    pub fn transaction(&mut self, from: &str, to: &[&str], message: &str) -> Result<SmtpReply> {
+        let reply = self.command(&format!("MAIL FROM:<{from}>"))?;
+        if reply.code != 250 {
+            return Ok(reply);
         }
-        self.data(message)?.expect(250)
+        for rcpt in to {
+            let reply = self.command(&format!("RCPT TO:<{rcpt}>"))?;
+            if reply.code != 250 {
+                return Ok(reply);
+            }
+        }
+        self.data(message)
+    }
+
+    /// Like [`SmtpClient::transaction`], but any refusal is an error.
+    pub fn send_mail(&mut self, from: &str, to: &[&str], message: &str) -> Result<SmtpReply> {
+        self.transaction(from, to, message)?.expect(250)
     }
 
     pub fn quit(mut self) {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chatmail_config::Config;
 use nix::unistd::{Group, User};
 
-use crate::client::{ImapClient, Security, SmtpClient};
+use crate::client::{ImapClient, Security, SmtpClient, SmtpReply};
 use crate::dovecot::{self, DovecotSettings};
 use crate::error::{Context, Error, Result};
 use crate::ports::{PortChoice, Ports};
@@ -89,6 +89,8 @@ pub struct Relay {
     dovecot: Option<Daemon>,
     milter_socket: PathBuf,
     mailboxes_dir: PathBuf,
+    /// uid and gid of the mail store's owner.
+    mail_owner: (u32, u32),
     _temp_dir: Option<tempfile::TempDir>,
 }
 
@@ -323,6 +325,7 @@ impl Relay {
             dovecot: None,
             milter_socket,
             mailboxes_dir: config_mailboxes_dir,
+            mail_owner: (users.mail_uid, users.mail_gid),
             _temp_dir: temp_dir,
         };
         if let Some(addr) = &capture_addr {
@@ -456,13 +459,13 @@ impl Relay {
     /// relay, with the `enforceE2EEincoming` marker (cleartext from other
     /// servers is refused for it).
     fn create_mailbox(&self, addr: &str) -> Result<()> {
-        let users = system_users()?;
+        let (uid, gid) = self.mail_owner;
         let dir = self.mailboxes_dir.join(addr);
         make_dir(&dir, 0o700)?;
-        set_owner(&dir, users.mail_uid, users.mail_gid)?;
+        set_owner(&dir, uid, gid)?;
         let marker = dir.join("enforceE2EEincoming");
         write_file(&marker, "", 0o600)?;
-        set_owner(&marker, users.mail_uid, users.mail_gid)
+        set_owner(&marker, uid, gid)
     }
 
     /// Removes an account's `enforceE2EEincoming` marker.
@@ -502,16 +505,40 @@ impl Relay {
         Ok(imap)
     }
 
-    /// Submits a message as `from` over authenticated submission (STARTTLS).
-    pub fn submit(&self, from: &Account, to: &[&str], message: &str) -> Result<()> {
+    /// A submission session (STARTTLS) logged in as `account`.
+    pub fn submission_session(&self, account: &Account) -> Result<SmtpClient> {
         let mut smtp = self.smtp(self.ports.submission)?;
         smtp.ehlo("client.test")?.expect(250)?;
         smtp.starttls()?;
         smtp.ehlo("client.test")?.expect(250)?;
-        smtp.auth_plain(&from.addr, &from.password)?.expect(235)?;
-        smtp.send_mail(&from.addr, to, message)?;
+        smtp.auth_plain(&account.addr, &account.password)?.expect(235)?;
+        Ok(smtp)
+    }
+
+    /// Logs in as `login` on submission and sends with envelope sender
+    /// `mail_from`; returns the first refusal or the reply to the message.
+    pub fn submit_as(&self, login: &Account, mail_from: &str, to: &[&str], message: &str) -> Result<SmtpReply> {
+        let mut smtp = self.submission_session(login)?;
+        let reply = smtp.transaction(mail_from, to, message)?;
         smtp.quit();
-        Ok(())
+        Ok(reply)
+    }
+
+    /// Submits a message as `from`; any refusal is an error.
+    pub fn submit(&self, from: &Account, to: &[&str], message: &str) -> Result<()> {
+        self.submit_as(from, &from.addr, to, message)?.expect(250).map(|_| ())
+    }
+
+    /// Sends a message to the incoming SMTP port with STARTTLS, as another
+    /// server would; returns the first refusal or the reply to the message.
+    pub fn deliver_incoming(&self, mail_from: &str, to: &[&str], message: &str) -> Result<SmtpReply> {
+        let mut smtp = SmtpClient::connect(self.ports.smtp, Security::Plain, &self.cert_der)?;
+        smtp.ehlo("mx.other.example")?.expect(250)?;
+        smtp.starttls()?;
+        smtp.ehlo("mx.other.example")?.expect(250)?;
+        let reply = smtp.transaction(mail_from, to, message)?;
+        smtp.quit();
+        Ok(reply)
     }
 
     /// Polls `account`'s INBOX over IMAP until a message containing `needle`

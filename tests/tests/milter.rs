@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chatmail_testrelay::mail::{cleartext, encrypted};
-use chatmail_testrelay::{Account, Relay, RelayOptions, Security, SmtpClient, SmtpReply};
+use chatmail_testrelay::{Account, Relay, RelayOptions, SmtpReply};
 
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -16,45 +16,12 @@ fn start_with(params: &[(&str, &str)]) -> Relay {
     Relay::start(options).unwrap_or_else(|e| panic!("relay did not start: {e}"))
 }
 
-/// Logs in on submission (STARTTLS) and sends; returns the first refusal or the final reply.
 fn submit(relay: &Relay, login: &Account, mail_from: &str, to: &[&str], message: &str) -> SmtpReply {
-    let mut smtp = relay.smtp(relay.ports.submission).expect("connect");
-    smtp.ehlo("client.test").expect("ehlo").expect(250).expect("250");
-    smtp.starttls().expect("starttls");
-    smtp.ehlo("client.test").expect("ehlo").expect(250).expect("250");
-    smtp.auth_plain(&login.addr, &login.password).expect("auth").expect(235).expect("235");
-    let reply = smtp.command(&format!("MAIL FROM:<{mail_from}>")).expect("mail");
-    if reply.code != 250 {
-        return reply;
-    }
-    for rcpt in to {
-        let reply = smtp.command(&format!("RCPT TO:<{rcpt}>")).expect("rcpt");
-        if reply.code != 250 {
-            return reply;
-        }
-    }
-    let reply = smtp.data(message).expect("data");
-    smtp.quit();
-    reply
+    relay.submit_as(login, mail_from, to, message).expect("submission")
 }
 
-/// Sends over incoming SMTP (STARTTLS) as another server would.
 fn deliver_incoming(relay: &Relay, mail_from: &str, to: &str, message: &str) -> SmtpReply {
-    let mut smtp = SmtpClient::connect(relay.ports.smtp, Security::Plain, &relay.cert_der).expect("connect");
-    smtp.ehlo("mx.other.example").expect("ehlo");
-    smtp.starttls().expect("starttls");
-    smtp.ehlo("mx.other.example").expect("ehlo");
-    let reply = smtp.command(&format!("MAIL FROM:<{mail_from}>")).expect("mail");
-    if reply.code != 250 {
-        return reply;
-    }
-    let reply = smtp.command(&format!("RCPT TO:<{to}>")).expect("rcpt");
-    if reply.code != 250 {
-        return reply;
-    }
-    let reply = smtp.data(message).expect("data");
-    smtp.quit();
-    reply
+    relay.deliver_incoming(mail_from, &[to], message).expect("incoming SMTP")
 }
 
 fn milter_log(relay: &Relay) -> String {

@@ -116,12 +116,10 @@ fn submission_requires_login() {
 fn mail_from_other_servers_arrives_over_port_25() {
     let relay = start();
     let bob = relay.new_account().expect("bob");
-    let mut smtp = SmtpClient::connect(relay.ports.smtp, Security::Plain, &relay.cert_der).expect("connect");
-    smtp.ehlo("mx.other.example").expect("ehlo").expect(250).expect("250");
-    smtp.starttls().expect("starttls");
-    smtp.ehlo("mx.other.example").expect("ehlo").expect(250).expect("250");
-    smtp.send_mail("carol@other.example", &[&bob.addr], &message("carol@other.example", &bob.addr, "via-25")).expect("send");
-    smtp.quit();
+    let reply = relay
+        .deliver_incoming("carol@other.example", &[&bob.addr], &message("carol@other.example", &bob.addr, "via-25"))
+        .expect("incoming SMTP");
+    assert_eq!(reply.code, 250, "{}", reply.text());
     relay.wait_for_message(&bob, "Subject: via-25", DELIVERY_TIMEOUT).expect("delivered");
 }
 

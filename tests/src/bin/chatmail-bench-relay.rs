@@ -19,7 +19,7 @@ use std::thread;
 use std::time::Instant;
 
 use chatmail_testrelay::mail::{encrypted, encrypted_sized};
-use chatmail_testrelay::{Account, Relay, RelayOptions, SmtpClient};
+use chatmail_testrelay::{Account, Relay, RelayOptions};
 
 const DEFAULT_CLIENTS: usize = 16;
 const DEFAULT_MESSAGES_PER_CLIENT: usize = 50;
@@ -46,16 +46,6 @@ fn messages_per_client() -> usize {
     env_or("BENCH_MESSAGES", DEFAULT_MESSAGES_PER_CLIENT)
 }
 
-/// An authenticated submission session (STARTTLS) for `account`.
-fn login(relay: &Relay, account: &Account) -> SmtpClient {
-    let mut smtp = relay.smtp(relay.ports.submission).expect("connect");
-    smtp.ehlo("bench.test").expect("ehlo");
-    smtp.starttls().expect("starttls");
-    smtp.ehlo("bench.test").expect("ehlo");
-    smtp.auth_plain(&account.addr, &account.password).expect("auth").expect(235).expect("auth ok");
-    smtp
-}
-
 /// Messages per second accepted by `relay` from CLIENTS parallel sessions.
 fn throughput(relay: &Arc<Relay>, senders: &[Account], to: &Account) -> f64 {
     let start = Instant::now();
@@ -66,7 +56,7 @@ fn throughput(relay: &Arc<Relay>, senders: &[Account], to: &Account) -> f64 {
             let relay = Arc::clone(relay);
             let to = to.addr.clone();
             thread::spawn(move || {
-                let mut smtp = login(&relay, &sender);
+                let mut smtp = relay.submission_session(&sender).expect("login");
                 for i in 0..messages_per_client() {
                     let message = encrypted(&sender.addr, &to, &format!("bench-{i}"));
                     smtp.send_mail(&sender.addr, &[&to], &message).expect("accepted");
@@ -119,7 +109,7 @@ fn big_messages(relay: &Arc<Relay>, sender: &Account, to: &Account) -> (u64, u64
             let sender = sender.clone();
             let to = to.addr.clone();
             thread::spawn(move || {
-                let mut smtp = login(&relay, &sender);
+                let mut smtp = relay.submission_session(&sender).expect("login");
                 // 100 × 20 MB at once keeps both cores busy for minutes.
                 smtp.set_timeout(std::time::Duration::from_secs(600)).expect("timeout");
                 smtp.command(&format!("MAIL FROM:<{}>", sender.addr)).expect("mail");
