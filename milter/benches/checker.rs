@@ -10,18 +10,10 @@ use std::time::{Duration, Instant};
 
 use chatmail_milter::{parse_content_type, EncryptedBodyChecker};
 
-fn base64(data: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len() * 4 / 3 + 4);
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            out.push(if i <= chunk.len() { TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char } else { '=' });
-        }
-    }
-    out
-}
+// The unit tests' helper (a cfg(test) module is not visible to benches).
+#[path = "../src/test_support.rs"]
+mod test_support;
+use test_support::base64;
 
 /// An encrypted body of about `size` bytes (boundary B).
 fn body(size: usize) -> Vec<u8> {
