@@ -167,15 +167,13 @@ fn callbacks(settings: MilterSettings) -> Callbacks<Session> {
         clock_start: Instant::now(),
     });
     let on_mail = Arc::clone(&shared);
-    let on_rcpt = Arc::clone(&shared);
     let on_body = Arc::clone(&shared);
     let on_eom = Arc::clone(&shared);
     Callbacks::new()
         .on_negotiate(|cx, _, _| Box::pin(negotiate(cx)))
         .on_mail(move |cx, args| Box::pin(mail(Arc::clone(&on_mail), cx, args)))
-        .on_rcpt(move |cx, args| Box::pin(rcpt(Arc::clone(&on_rcpt), cx, args)))
+        .on_rcpt(|cx, args| Box::pin(rcpt(cx, args)))
         .on_header(|cx, name, value| Box::pin(header(cx, name, value)))
-        .on_eoh(|cx| Box::pin(eoh(cx)))
         .on_body(move |cx, chunk| Box::pin(body(Arc::clone(&on_body), cx, chunk)))
         .on_eom(move |cx| Box::pin(eom(Arc::clone(&on_eom), cx)))
         .on_abort(|cx| Box::pin(abort(cx)))
@@ -183,10 +181,11 @@ fn callbacks(settings: MilterSettings) -> Callbacks<Session> {
 
 async fn negotiate(cx: &mut NegotiateContext<Session>) -> Status {
     cx.requested_actions |= Actions::CHANGE_SENDER;
-    // Headers, end of headers and body chunks never get an answer of their
-    // own (decisions come at MAIL, RCPT and end of message), so Postfix need
-    // not wait for one: this saves a round trip per header and body chunk.
-    cx.requested_opts |= ProtoOpts::NOREPLY_HEADER | ProtoOpts::NOREPLY_EOH | ProtoOpts::NOREPLY_BODY;
+    // Recipients, headers and body chunks never get an answer of their own
+    // (decisions come at MAIL and at the end of the message), so Postfix need
+    // not wait for one: this saves a round trip per recipient, header and
+    // body chunk.
+    cx.requested_opts |= ProtoOpts::NOREPLY_RCPT | ProtoOpts::NOREPLY_HEADER | ProtoOpts::NOREPLY_BODY;
     if let Ok(macros) = CString::new("{auth_authen}") {
         cx.requested_macros.insert(MacroStage::Mail, macros);
     }
@@ -230,16 +229,14 @@ async fn mail(shared: Arc<Shared>, cx: &mut Context<Session>, args: Vec<CString>
     Status::Continue
 }
 
-async fn rcpt(shared: Arc<Shared>, cx: &mut Context<Session>, args: Vec<CString>) -> Status {
-    let Some(message) = cx.data.as_mut().and_then(|s| s.message.as_mut()) else {
-        return tempfail(&mut cx.reply, "-", "rcpt-without-mail");
-    };
-    if message.envelope.rcpts.len() >= shared.settings.max_recipients {
-        let r = Reply { code: "452", xcode: Some("4.5.3"), text: "Too many recipients".into() };
-        return reply_status(&mut cx.reply, &r);
+async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
+    // No reply at RCPT (one round trip less per recipient): Postfix enforces
+    // the recipient limit itself (`smtpd_recipient_limit`, set from
+    // max_recipients_per_message); the end of message only checks it again.
+    if let Some(message) = cx.data.as_mut().and_then(|s| s.message.as_mut()) {
+        message.envelope.rcpts.push(args.first().map(unbracket).unwrap_or_default());
     }
-    message.envelope.rcpts.push(args.first().map(unbracket).unwrap_or_default());
-    Status::Continue
+    Status::Noreply
 }
 
 async fn header(cx: &mut Context<Session>, name: CString, value: CString) -> Status {
@@ -259,8 +256,13 @@ async fn header(cx: &mut Context<Session>, name: CString, value: CString) -> Sta
     Status::Noreply
 }
 
-async fn eoh(cx: &mut Context<Session>) -> Status {
-    let Some(message) = cx.data.as_mut().and_then(|s| s.message.as_mut()) else { return Status::Noreply };
+/// Chooses how the body is checked, once all headers are known (at the
+/// first body chunk or the end of the message: no end-of-headers stage is
+/// negotiated, which saves Postfix a packet per message).
+fn start_body(message: &mut Message) {
+    if message.body.is_some() {
+        return;
+    }
     message.keep(b"\r\n");
     let content_type = message.content_type.as_deref().and_then(parse_content_type);
     message.body = Some(match content_type {
@@ -275,7 +277,6 @@ async fn eoh(cx: &mut Context<Session>) -> Status {
         Some(ct) => BodyState::Cleartext { why: format!("content type {}", ct.mime_type) },
         None => BodyState::Cleartext { why: "no content type (text/plain)".into() },
     });
-    Status::Noreply
 }
 
 fn feed_body(message: &mut Message, chunk: &[u8], last: bool) {
@@ -303,6 +304,7 @@ async fn body(shared: Arc<Shared>, cx: &mut Context<Session>, chunk: Bytes) -> S
         message.body = None;
         return Status::Noreply;
     }
+    start_body(message);
     message.keep(&chunk);
     feed_body(message, &chunk, false);
     Status::Noreply
@@ -319,10 +321,15 @@ async fn eom(shared: Arc<Shared>, cx: &mut EomContext<Session>) -> Status {
         let r = Reply { code: "552", xcode: Some("5.3.4"), text: "Message too big".into() };
         return reply_status(&mut cx.reply, &r);
     }
-    if message.body.is_none() {
-        // No header block ended (empty message): treat like eoh now.
-        message.body = Some(BodyState::Cleartext { why: "no headers".into() });
+    if message.envelope.rcpts.len() > shared.settings.max_recipients {
+        // Postfix's smtpd_recipient_limit should have stopped this already.
+        let envelope = &message.envelope;
+        log_decision(&queue_id, envelope.direction.name(), &envelope.mail_from, envelope.rcpts.len(), "reject", "too-many-recipients");
+        let r = Reply { code: "550", xcode: Some("5.5.3"), text: "Too many recipients".into() };
+        return reply_status(&mut cx.reply, &r);
     }
+    // A message without body still gets its headers judged.
+    start_body(&mut message);
     feed_body(&mut message, &[], true);
     let body = match message.body.take() {
         Some(BodyState::Encrypted(checker)) => match checker.finish() {

@@ -36,10 +36,9 @@ fn bad_arguments_and_config_exit_with_2_and_say_why() {
 async fn one_encrypted_message(conn: &mut TestConnection) -> Status {
     conn.macros(MacroStage::Mail, [("{auth_authen}", "alice0001@chat.example")]).await.expect("macros");
     assert_eq!(conn.mail(["<alice0001@chat.example>"]).await.expect("mail"), Status::Continue);
-    assert_eq!(conn.rcpt(["<bob000001@chat.example>"]).await.expect("rcpt"), Status::Continue);
+    assert_eq!(conn.rcpt(["<bob000001@chat.example>"]).await.expect("rcpt"), Status::Noreply);
     conn.header("From", "<alice0001@chat.example>").await.expect("header");
     conn.header("Content-Type", "multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"B\"").await.expect("header");
-    conn.eoh().await.expect("eoh");
     let body = "--B\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n--B\r\n\
                 Content-Type: application/octet-stream\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\n\
                 wQIDA9IDAaq7\r\n-----END PGP MESSAGE-----\r\n\r\n--B--\r\n";

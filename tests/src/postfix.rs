@@ -21,6 +21,8 @@ pub struct PostfixSettings<'a> {
     pub submission_port: u16,
     pub smtps_port: u16,
     pub max_message_size: u64,
+    /// `max_recipients_per_message`: Postfix answers further RCPT TO with 452.
+    pub max_recipients: u32,
     /// The chatmail milter's socket (`None`: no milter, benchmark baseline only).
     pub milter_socket: Option<&'a Path>,
     /// Copy every message to this address (fixture capture).
@@ -67,6 +69,7 @@ append_dot_mydomain = no
 alias_maps =
 alias_database =
 message_size_limit = {max_message_size}
+smtpd_recipient_limit = {max_recipients}
 
 smtpd_tls_cert_file = {cert}
 smtpd_tls_key_file = {key}
@@ -91,6 +94,7 @@ smtpd_recipient_restrictions =
         log_dir = log_dir,
         domain = s.domain,
         max_message_size = s.max_message_size,
+        max_recipients = s.max_recipients,
         lmtp = p(s.lmtp_socket),
         cert = p(s.cert_pem),
         key = p(s.key_pem),

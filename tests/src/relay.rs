@@ -301,6 +301,7 @@ impl Relay {
             submission_port: ports.submission,
             smtps_port: ports.smtps,
             max_message_size: config.max_message_size,
+            max_recipients: config.max_recipients_per_message,
             milter_socket: options.milter.then_some(milter_socket.as_path()),
             always_bcc: capture_addr.as_deref(),
         };

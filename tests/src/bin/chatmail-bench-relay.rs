@@ -24,7 +24,9 @@ use chatmail_testrelay::{Account, Relay, RelayOptions};
 const DEFAULT_CLIENTS: usize = 16;
 const DEFAULT_MESSAGES_PER_CLIENT: usize = 50;
 
-/// Overridable for exploration: BENCH_CLIENTS, BENCH_MESSAGES, BENCH_SKIP_BIG=1.
+/// Overridable for exploration: BENCH_CLIENTS, BENCH_MESSAGES, BENCH_SKIP_BIG=1,
+/// and BENCH_ONLY=with|without, which loads only that relay for ROUNDS rounds
+/// (for profiling one side, e.g. under `perf record -a`; no ratio is printed).
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -137,6 +139,17 @@ fn main() {
     // Warm up both (TLS session caches, process pools).
     throughput(&with, &with_senders, &with_to);
     throughput(&without, &without_senders, &without_to);
+    if let Ok(only) = std::env::var("BENCH_ONLY") {
+        let (relay, senders, to) = match only.as_str() {
+            "with" => (&with, &with_senders, &with_to),
+            "without" => (&without, &without_senders, &without_to),
+            other => panic!("BENCH_ONLY={other}: expected with or without"),
+        };
+        for round in 1..=ROUNDS {
+            println!("round {round}: {only} milter {:.0} msg/s", throughput(relay, senders, to));
+        }
+        return;
+    }
     let milter_pid = with.milter_pid().expect("milter");
     let cpu_before = cpu_seconds(milter_pid);
     let mut ratios = Vec::new();
