@@ -87,6 +87,10 @@ pub const KEYS: &[KeyDoc] = &[
         meaning: "Accounts younger than this many hours get the reduced send rate." },
     KeyDoc { name: "reduced_rate_after_cleartext_minutes", default: Some("60"), origin: Origin::New,
         meaning: "After a refused unencrypted message, the account gets the reduced send rate for this many minutes." },
+    KeyDoc { name: "nocreate_file", default: Some("/etc/chatmail-nocreate"), origin: Origin::New,
+        meaning: "While this file exists, no new accounts are created (existing accounts still log in); chatmail uses this fixed path." },
+    KeyDoc { name: "new_accounts_per_ip_per_hour", default: Some("20"), origin: Origin::New,
+        meaning: "Most new accounts (first logins, and `/new` requests) per client IP address in any hour; 0 turns creation off." },
 ];
 
 /// chatmail relay keys for things this relay does differently (its
@@ -168,6 +172,8 @@ pub struct Config {
     pub reduced_send_burst_size: u32,
     pub reduced_rate_new_account_hours: u32,
     pub reduced_rate_after_cleartext_minutes: u32,
+    pub nocreate_file: PathBuf,
+    pub new_accounts_per_ip_per_hour: u32,
 }
 
 /// A configuration and the warnings found while reading it.
@@ -287,6 +293,12 @@ impl Config {
             return Err(error(mailboxes_line, Some("mailboxes_dir"), format!("{:?} is not an absolute path", mailboxes_dir.display().to_string())));
         }
 
+        let (nocreate_text, nocreate_line) = lookup("nocreate_file")?;
+        let nocreate_file = PathBuf::from(nocreate_text);
+        if !nocreate_file.is_absolute() {
+            return Err(error(nocreate_line, Some("nocreate_file"), format!("{:?} is not an absolute path", nocreate_file.display().to_string())));
+        }
+
         let (load_text, load_line) = lookup("max_load_1m")?;
         let max_load_1m = parse_decimal(&load_text).map_err(|p| error(load_line, Some("max_load_1m"), p))?;
 
@@ -316,6 +328,8 @@ impl Config {
             reduced_send_burst_size: narrow(uint("reduced_send_burst_size", 1, 1_000_000)?),
             reduced_rate_new_account_hours: narrow(uint("reduced_rate_new_account_hours", 0, 100_000)?),
             reduced_rate_after_cleartext_minutes: narrow(uint("reduced_rate_after_cleartext_minutes", 0, 1_000_000)?),
+            nocreate_file,
+            new_accounts_per_ip_per_hour: narrow(uint("new_accounts_per_ip_per_hour", 0, 1_000_000)?),
             mail_domain,
         };
         if config.username_min_length > config.username_max_length {

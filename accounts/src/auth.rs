@@ -1,0 +1,511 @@
+//! The auth service behind Dovecot's dict passdb and userdb: answers
+//! lookups, creates accounts on first login, and serves the dict protocol
+//! on a unix socket.
+//!
+//! A passdb lookup carries the password (`%w` in the key). The service
+//! checks it against the stored hash itself and answers with `{PLAIN}` and
+//! the password only when it matches; otherwise with the stored hash, so
+//! Dovecot reports an ordinary password mismatch. So each login costs one
+//! SHA512-CRYPT, as with a passwd-file, and a login is recorded only when
+//! the password was right.
+//!
+//! Logging policy: one line per lookup that changes or refuses something
+//! (`result=created`, `result=refused`, `result=wrong-password`,
+//! `result=error`) on stderr, as `key=value` words; successful logins of
+//! existing accounts are not logged (Dovecot logs logins). Passwords are
+//! never logged.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use chatmail_config::Config;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::crypt::{hash_password, verify_password};
+use crate::dict::{self, Command, Reply};
+use crate::keys::{parse_key, Request};
+use crate::policy::{check_password_bytes, AccountPolicy, NewAccountLimiter, Refusal, ResourceGate, Resources};
+use crate::store::{CreateOutcome, Store};
+
+/// Everything the service needs, from chatmail.ini and the command line.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub policy: AccountPolicy,
+    pub gate: ResourceGate,
+    pub nocreate_file: PathBuf,
+    pub mailboxes_dir: PathBuf,
+    pub new_accounts_per_ip_per_hour: u32,
+    /// The mail user's ids, returned by userdb lookups.
+    pub mail_uid: u32,
+    pub mail_gid: u32,
+}
+
+impl AuthSettings {
+    pub fn from_config(config: &Config, mail_uid: u32, mail_gid: u32) -> AuthSettings {
+        AuthSettings {
+            policy: AccountPolicy::from_config(config),
+            gate: ResourceGate::from_config(config),
+            nocreate_file: config.nocreate_file.clone(),
+            mailboxes_dir: config.mailboxes_dir.clone(),
+            new_accounts_per_ip_per_hour: config.new_accounts_per_ip_per_hour,
+            mail_uid,
+            mail_gid,
+        }
+    }
+}
+
+/// The answer to one lookup, and what to log about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupOutcome {
+    pub reply: Reply,
+    /// `None`: nothing worth a log line.
+    pub log: Option<String>,
+}
+
+type MeasureFn = dyn Fn(&std::path::Path) -> std::io::Result<Resources> + Send + Sync;
+
+/// The service: policy, store, and the per-IP limiter.
+pub struct AuthService {
+    settings: AuthSettings,
+    store: Store,
+    limiter: Mutex<NewAccountLimiter>,
+    clock_start: Instant,
+    measure: Box<MeasureFn>,
+}
+
+impl std::fmt::Debug for AuthService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthService").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+/// A user name fit for a log line: hostile input is quoted and cut short.
+fn loggable(user: &str) -> String {
+    let mut shown: String = user.chars().take(80).collect();
+    if shown.len() < user.len() {
+        shown.push('…');
+    }
+    if shown.bytes().all(|b| b.is_ascii_graphic()) {
+        shown
+    } else {
+        format!("{shown:?}")
+    }
+}
+
+impl AuthService {
+    pub fn new(settings: AuthSettings) -> AuthService {
+        AuthService::with_measure(settings, Box::new(crate::resources::measure))
+    }
+
+    /// With a stand-in for the resource measurement (tests).
+    pub fn with_measure(settings: AuthSettings, measure: Box<MeasureFn>) -> AuthService {
+        AuthService {
+            store: Store::new(settings.mailboxes_dir.clone()),
+            limiter: Mutex::new(NewAccountLimiter::new(settings.new_accounts_per_ip_per_hour)),
+            settings,
+            clock_start: Instant::now(),
+            measure,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock_start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Answers the lookup of `key` (blocking: file I/O and password hashing).
+    pub fn lookup(&self, key: &[u8]) -> LookupOutcome {
+        match parse_key(key) {
+            Ok(Request::Passdb { client_ip, user, password }) => self.passdb(&client_ip, &user, &password),
+            Ok(Request::Userdb { user }) => self.userdb(&user),
+            Err(e) => LookupOutcome {
+                reply: Reply::Failed(format!("chatmail-auth: {e}")),
+                log: Some(format!("op=lookup result=error reason=bad-key problem={:?}", e.to_string())),
+            },
+        }
+    }
+
+    fn userdb(&self, user: &str) -> LookupOutcome {
+        if self.settings.policy.check_existing_address(user).is_err() {
+            return LookupOutcome { reply: Reply::NotFound, log: None };
+        }
+        match self.store.exists(user) {
+            Ok(true) => {
+                let value = json!({
+                    "home": self.store.account_dir(user).display().to_string(),
+                    "uid": self.settings.mail_uid,
+                    "gid": self.settings.mail_gid,
+                });
+                LookupOutcome { reply: Reply::Found(value.to_string()), log: None }
+            }
+            Ok(false) => LookupOutcome { reply: Reply::NotFound, log: None },
+            Err(e) => self.error("userdb", user, &e.to_string()),
+        }
+    }
+
+    fn error(&self, op: &str, user: &str, problem: &str) -> LookupOutcome {
+        LookupOutcome {
+            reply: Reply::Failed(format!("chatmail-auth: {problem}")),
+            log: Some(format!("op={op} user={} result=error problem={problem:?}", loggable(user))),
+        }
+    }
+
+    fn refused(&self, user: &str, ip: &str, refusal: &Refusal) -> LookupOutcome {
+        LookupOutcome {
+            reply: Reply::NotFound,
+            log: Some(format!(
+                "op=passdb user={} ip={ip} result=refused reason={} detail={:?}",
+                loggable(user),
+                refusal.code(),
+                refusal.to_string()
+            )),
+        }
+    }
+
+    /// The reply for a login whose password was checked against `stored`.
+    fn checked_login(&self, user: &str, ip: &str, password: &[u8], stored: &str) -> LookupOutcome {
+        let verdict = match check_password_bytes(password) {
+            Ok(text) => verify_password(text, stored),
+            // No password we could have stored: a mismatch.
+            Err(_) => Ok(false),
+        };
+        match verdict {
+            Ok(true) => {
+                if let Err(e) = self.store.record_login(user, SystemTime::now()) {
+                    // The login itself is fine; expiry may see an older day.
+                    eprintln!("chatmail-auth: op=passdb user={} result=warning problem={:?}", loggable(user), format!("recording last login: {e}"));
+                }
+                let text = String::from_utf8_lossy(password);
+                LookupOutcome { reply: Reply::Found(json!({ "password": format!("{{PLAIN}}{text}") }).to_string()), log: None }
+            }
+            Ok(false) => LookupOutcome {
+                // Dovecot compares and reports the mismatch itself.
+                reply: Reply::Found(json!({ "password": stored }).to_string()),
+                log: Some(format!("op=passdb user={} ip={ip} result=wrong-password", loggable(user))),
+            },
+            Err(problem) => self.error("passdb", user, &format!("stored password of {user}: {problem}")),
+        }
+    }
+
+    fn passdb(&self, ip: &str, user: &str, password: &[u8]) -> LookupOutcome {
+        let policy = &self.settings.policy;
+        if let Err(refusal) = policy.check_existing_address(user) {
+            return self.refused(user, ip, &refusal);
+        }
+        match self.store.read_password(user) {
+            Ok(Some(stored)) => return self.checked_login(user, ip, password, &stored),
+            Ok(None) => {}
+            Err(e) => return self.error("passdb", user, &e.to_string()),
+        }
+        // No such account: a first login may create it.
+        if let Err(refusal) = policy.check_address(user) {
+            return self.refused(user, ip, &refusal);
+        }
+        let password_text = match policy.check_new_password(password) {
+            Ok(text) => text,
+            Err(refusal) => return self.refused(user, ip, &refusal),
+        };
+        if self.settings.nocreate_file.exists() {
+            return self.refused(user, ip, &Refusal::NoCreateFile);
+        }
+        match (self.measure)(&self.settings.mailboxes_dir) {
+            Ok(resources) => {
+                if let Err(refusal) = self.settings.gate.check(&resources) {
+                    return self.refused(user, ip, &refusal);
+                }
+            }
+            Err(e) => return self.error("passdb", user, &format!("measuring resources: {e}")),
+        }
+        let now = self.now_ms();
+        let acquired = match self.limiter.lock() {
+            Ok(mut limiter) => limiter.acquire(ip, now),
+            Err(_) => return self.error("passdb", user, "per-IP limiter poisoned"),
+        };
+        if let Err(refusal) = acquired {
+            return self.refused(user, ip, &refusal);
+        }
+        let release = || {
+            if let Ok(mut limiter) = self.limiter.lock() {
+                limiter.release(ip, now);
+            }
+        };
+        let stored = match hash_password(password_text) {
+            Ok(stored) => stored,
+            Err(problem) => {
+                release();
+                return self.error("passdb", user, &problem);
+            }
+        };
+        match self.store.create(user, &stored) {
+            Ok(CreateOutcome::Created) => {
+                let text = password_text.to_owned();
+                LookupOutcome {
+                    reply: Reply::Found(json!({ "password": format!("{{PLAIN}}{text}") }).to_string()),
+                    log: Some(format!("op=passdb user={user} ip={ip} result=created")),
+                }
+            }
+            Ok(CreateOutcome::Existed(existing)) => {
+                // A parallel first login won; this one is an ordinary login.
+                release();
+                self.checked_login(user, ip, password, &existing)
+            }
+            Err(e) => {
+                release();
+                self.error("passdb", user, &e.to_string())
+            }
+        }
+    }
+}
+
+/// Serves the dict protocol on `listener` until `shutdown` completes.
+pub async fn serve(listener: UnixListener, service: Arc<AuthService>, shutdown: impl Future) -> std::io::Result<()> {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let service = Arc::clone(&service);
+                    tokio::spawn(async move {
+                        if let Err(e) = connection(stream, service).await {
+                            eprintln!("chatmail-auth: op=connection result=error problem={:?}", e.to_string());
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, go on.
+                    eprintln!("chatmail-auth: op=accept result=error problem={:?}", e.to_string());
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+/// One client connection: a handshake, then commands answered in order.
+async fn connection(stream: UnixStream, service: Arc<AuthService>) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut line = Vec::new();
+    let mut greeted = false;
+    loop {
+        line.clear();
+        let n = (&mut reader).take(dict::MAX_LINE as u64 + 1).read_until(b'\n', &mut line).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        if line.last() != Some(&b'\n') {
+            let why = if line.len() > dict::MAX_LINE { "line too long" } else { "connection closed mid-line" };
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
+        }
+        line.pop();
+        let command = dict::parse_line(&line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        let reply = match command {
+            Command::Hello { major, .. } => {
+                if major != dict::MAJOR_VERSION {
+                    let why = format!("dict protocol major version {major}, expected {}", dict::MAJOR_VERSION);
+                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
+                }
+                greeted = true;
+                continue;
+            }
+            _ if !greeted => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "command before handshake")),
+            Command::Lookup { key } => {
+                let service = Arc::clone(&service);
+                let outcome = tokio::task::spawn_blocking(move || service.lookup(&key))
+                    .await
+                    .unwrap_or_else(|e| LookupOutcome {
+                        reply: Reply::Failed("chatmail-auth: internal error".into()),
+                        log: Some(format!("op=lookup result=error problem={:?}", e.to_string())),
+                    });
+                if let Some(log) = &outcome.log {
+                    eprintln!("chatmail-auth: {log}");
+                }
+                outcome.reply.line()
+            }
+            Command::Iterate => dict::ITERATION_FINISHED.to_owned(),
+            Command::Commit { id } => dict::commit_refused(&id),
+            Command::OtherWrite => continue,
+        };
+        write.write_all(reply.as_bytes()).await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chatmail_config::AccountAddressRules;
+
+    const GOOD_PW: &str = "password123";
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        service: AuthService,
+        nocreate: PathBuf,
+        mailboxes: PathBuf,
+    }
+
+    fn fixture(per_hour: u32, resources: Resources) -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mailboxes = dir.path().join("mail");
+        let nocreate = dir.path().join("nocreate");
+        let settings = AuthSettings {
+            policy: AccountPolicy {
+                address: AccountAddressRules { mail_domain: "chat.example".into(), min_local_len: 9, max_local_len: 9 },
+                password_min_len: 9,
+            },
+            gate: ResourceGate { max_load_1m: 5.0, min_available_memory: 100, min_free_disk: 100 },
+            nocreate_file: nocreate.clone(),
+            mailboxes_dir: mailboxes.clone(),
+            new_accounts_per_ip_per_hour: per_hour,
+            mail_uid: 5000,
+            mail_gid: 5001,
+        };
+        let service = AuthService::with_measure(settings, Box::new(move |_| Ok(resources)));
+        Fixture { _dir: dir, service, nocreate, mailboxes }
+    }
+
+    const FINE: Resources = Resources { load_1m: 0.1, available_memory: 1 << 30, free_disk: 1 << 30 };
+
+    fn passdb(f: &Fixture, ip: &str, user: &str, pw: &str) -> LookupOutcome {
+        f.service.lookup(format!("shared/passdb/{ip}/{user}/{pw}").as_bytes())
+    }
+
+    fn plain(pw: &str) -> Reply {
+        Reply::Found(json!({ "password": format!("{{PLAIN}}{pw}") }).to_string())
+    }
+
+    #[test]
+    fn first_login_creates_then_password_is_checked() {
+        let f = fixture(10, FINE);
+        let created = passdb(&f, "192.0.2.1", "alice0001@chat.example", GOOD_PW);
+        assert_eq!(created.reply, plain(GOOD_PW));
+        assert!(created.log.as_deref().is_some_and(|l| l.contains("result=created")), "{created:?}");
+        assert!(f.mailboxes.join("alice0001@chat.example/enforceE2EEincoming").exists());
+        // Right password again: plain answer, nothing logged.
+        assert_eq!(passdb(&f, "192.0.2.1", "alice0001@chat.example", GOOD_PW), LookupOutcome { reply: plain(GOOD_PW), log: None });
+        // Wrong password: the stored hash, so Dovecot reports a mismatch; never overwritten.
+        let wrong = passdb(&f, "192.0.2.1", "alice0001@chat.example", "wrongpassword");
+        let stored = std::fs::read_to_string(f.mailboxes.join("alice0001@chat.example/password")).expect("stored");
+        assert_eq!(wrong.reply, Reply::Found(json!({ "password": stored }).to_string()));
+        assert!(wrong.log.as_deref().is_some_and(|l| l.contains("result=wrong-password") && !l.contains("wrongpassword")));
+        assert_eq!(passdb(&f, "192.0.2.1", "alice0001@chat.example", GOOD_PW).reply, plain(GOOD_PW));
+        // userdb knows the account now.
+        let user = f.service.lookup(b"shared/userdb/alice0001@chat.example");
+        let home = f.mailboxes.join("alice0001@chat.example");
+        assert_eq!(user.reply, Reply::Found(json!({ "home": home.display().to_string(), "uid": 5000, "gid": 5001 }).to_string()));
+        assert_eq!(f.service.lookup(b"shared/userdb/nobody001@chat.example").reply, Reply::NotFound);
+    }
+
+    #[test]
+    fn refusals() {
+        let f = fixture(10, FINE);
+        let long = "x".repeat(10_000);
+        let table: &[(&str, &str, &str)] = &[
+            ("short@chat.example", GOOD_PW, "bad-address"),
+            ("postmaster@chat.example", GOOD_PW, "bad-address"),
+            ("alice0001@other.example", GOOD_PW, "bad-address"),
+            ("ALICE0001@chat.example", GOOD_PW, "bad-address"),
+            ("alice0001@chat.example", "short", "password-too-short"),
+            ("alice0001@chat.example", &long, "password-too-long"),
+            ("alice\t001@chat.example", GOOD_PW, "bad-address"),
+            ("alice\"001@chat.example", GOOD_PW, "bad-address"),
+            ("alice\\001@chat.example", GOOD_PW, "bad-address"),
+            ("..@chat.example", GOOD_PW, "bad-address"),
+            ("al\0ce0001@chat.example", GOOD_PW, "bad-address"),
+            ("älice0001@chat.example", GOOD_PW, "bad-address"),
+            (&long, GOOD_PW, "bad-address"),
+        ];
+        for (user, pw, reason) in table {
+            let outcome = passdb(&f, "192.0.2.1", user, pw);
+            assert_eq!(outcome.reply, Reply::NotFound, "{user:?}");
+            let log = outcome.log.unwrap_or_default();
+            assert!(log.contains(&format!("reason={reason}")), "{user:?}: {log}");
+            assert!(!log.contains(GOOD_PW) && log.len() < 400, "{log}");
+        }
+        // Reserved names with a length that would otherwise fit.
+        let g = fixture(10, FINE);
+        let mut settings = g.service.settings.clone();
+        settings.policy.address.min_local_len = 4;
+        settings.policy.address.max_local_len = 20;
+        let service = AuthService::with_measure(settings, Box::new(|_| Ok(FINE)));
+        let outcome = service.lookup(format!("shared/passdb/1.2.3.4/postmaster@chat.example/{GOOD_PW}").as_bytes());
+        assert!(outcome.log.unwrap_or_default().contains("reason=reserved-name"));
+        // Nothing was created anywhere.
+        assert!(!f.mailboxes.exists() || std::fs::read_dir(&f.mailboxes).expect("list").count() == 0);
+    }
+
+    #[test]
+    fn slash_in_user_cannot_escape_mailboxes() {
+        let f = fixture(10, FINE);
+        let outcome = f.service.lookup(format!("shared/passdb/1.2.3.4/../../../tmp/evil@chat.example/{GOOD_PW}").as_bytes());
+        assert_eq!(outcome.reply, Reply::NotFound);
+        assert!(!f.mailboxes.exists());
+    }
+
+    #[test]
+    fn nocreate_stops_creation_but_not_logins() {
+        let f = fixture(10, FINE);
+        assert_eq!(passdb(&f, "192.0.2.1", "alice0001@chat.example", GOOD_PW).reply, plain(GOOD_PW));
+        std::fs::write(&f.nocreate, "").expect("nocreate");
+        let refused = passdb(&f, "192.0.2.1", "bob000001@chat.example", GOOD_PW);
+        assert!(refused.log.unwrap_or_default().contains("reason=nocreate-file"));
+        assert_eq!(passdb(&f, "192.0.2.1", "alice0001@chat.example", GOOD_PW).reply, plain(GOOD_PW));
+    }
+
+    #[test]
+    fn resource_gate_stops_creation_but_not_logins() {
+        let f = fixture(10, FINE);
+        assert_eq!(passdb(&f, "192.0.2.1", "alice0001@chat.example", GOOD_PW).reply, plain(GOOD_PW));
+        let busy = AuthService::with_measure(f.service.settings.clone(), Box::new(|_| Ok(Resources { load_1m: 9.0, ..FINE })));
+        let refused = busy.lookup(format!("shared/passdb/1.2.3.4/bob000001@chat.example/{GOOD_PW}").as_bytes());
+        assert!(refused.log.unwrap_or_default().contains("reason=load-too-high"));
+        let login = busy.lookup(format!("shared/passdb/1.2.3.4/alice0001@chat.example/{GOOD_PW}").as_bytes());
+        assert_eq!(login.reply, plain(GOOD_PW));
+    }
+
+    #[test]
+    fn per_ip_limit() {
+        let f = fixture(2, FINE);
+        assert_eq!(passdb(&f, "192.0.2.1", "alice0001@chat.example", GOOD_PW).reply, plain(GOOD_PW));
+        assert_eq!(passdb(&f, "192.0.2.1", "alice0002@chat.example", GOOD_PW).reply, plain(GOOD_PW));
+        let third = passdb(&f, "192.0.2.1", "alice0003@chat.example", GOOD_PW);
+        assert!(third.log.unwrap_or_default().contains("reason=ip-limit"));
+        // Logins of existing accounts and creation from elsewhere still work.
+        assert_eq!(passdb(&f, "192.0.2.1", "alice0001@chat.example", GOOD_PW).reply, plain(GOOD_PW));
+        assert_eq!(passdb(&f, "192.0.2.9", "alice0003@chat.example", GOOD_PW).reply, plain(GOOD_PW));
+    }
+
+    #[test]
+    fn parallel_first_logins_make_one_account() {
+        let f = Arc::new(fixture(100, FINE));
+        let handles: Vec<_> = (0..10)
+            .map(|i| {
+                let f = Arc::clone(&f);
+                std::thread::spawn(move || {
+                    // Half with the right password, half with another one.
+                    let pw = if i % 2 == 0 { GOOD_PW.to_owned() } else { format!("other-pw-{i}") };
+                    (pw.clone(), passdb(&f, "192.0.2.1", "racer0001@chat.example", &pw))
+                })
+            })
+            .collect();
+        let results: Vec<(String, LookupOutcome)> = handles.into_iter().map(|h| h.join().expect("thread")).collect();
+        let created: Vec<&String> =
+            results.iter().filter(|(_, o)| o.log.as_deref().is_some_and(|l| l.contains("result=created"))).map(|(pw, _)| pw).collect();
+        assert_eq!(created.len(), 1, "{results:?}");
+        // Exactly the winner's password logs in.
+        for (pw, outcome) in &results {
+            assert_eq!(outcome.reply == plain(pw), pw == created[0], "{pw}: {outcome:?}");
+        }
+    }
+
+    #[test]
+    fn bad_keys_fail_clearly() {
+        let f = fixture(10, FINE);
+        let outcome = f.service.lookup(b"shared/quota/x");
+        assert!(matches!(outcome.reply, Reply::Failed(_)), "{outcome:?}");
+    }
+}

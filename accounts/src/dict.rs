@@ -1,0 +1,208 @@
+//! Dovecot 2.3's dict protocol, server side, as far as a read-only dict
+//! that answers passdb/userdb lookups needs it.
+//!
+//! The client (Dovecot's `proxy:` dict driver, `src/lib-dict/dict-client.c`)
+//! sends one command per line, fields separated by tabs; tabs, newlines and
+//! the escape byte inside a field are escaped with `\x01` (`str_tabescape`).
+//! The first line is the handshake `H<major>\t<minor>\t<value type>\t<user>\t<dict name>`,
+//! which gets no reply. A lookup is `L<key>\t<user>` and is answered with
+//! `O<value>` (found), `N` (not found) or `F<error>` (failure), in order.
+
+use std::fmt;
+
+/// The protocol major version this server speaks (Dovecot 2.3's client sends 3).
+pub const MAJOR_VERSION: u32 = 3;
+/// Longest line the client sends or accepts (`DICT_CLIENT_MAX_LINE_LENGTH`).
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Undoes `str_tabescape`: `\x01` followed by `0`, `1`, `t`, `r` or `n`
+/// stands for NUL, `\x01`, tab, CR and LF. A dangling or unknown escape is an
+/// error rather than guessed at.
+pub fn unescape(field: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut bytes = field.iter();
+    while let Some(&b) = bytes.next() {
+        if b != 0x01 {
+            out.push(b);
+            continue;
+        }
+        out.push(match bytes.next() {
+            Some(b'0') => 0,
+            Some(b'1') => 0x01,
+            Some(b't') => b'\t',
+            Some(b'r') => b'\r',
+            Some(b'n') => b'\n',
+            _ => return Err(ProtocolError("bad escape sequence")),
+        });
+    }
+    Ok(out)
+}
+
+/// `str_tabescape`: makes `value` safe as one field of a line.
+pub fn escape(value: &str, out: &mut String) {
+    for c in value.chars() {
+        match c {
+            '\0' => out.push_str("\x010"),
+            '\x01' => out.push_str("\x011"),
+            '\t' => out.push_str("\x01t"),
+            '\r' => out.push_str("\x01r"),
+            '\n' => out.push_str("\x01n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// A line the client sent that is not valid protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError(pub &'static str);
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// One command from the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Hello { major: u32, minor: u32, dict_name: String },
+    /// `key` as sent (e.g. `shared/passdb/…`); bytes, since a password inside
+    /// it need not be UTF-8.
+    Lookup { key: Vec<u8> },
+    /// Iteration (`I`): this dict does not list its accounts.
+    Iterate,
+    /// Transaction commands: this dict is read-only. Commit (`C`, `D`)
+    /// needs a reply naming the transaction; the others get none.
+    Commit { id: String },
+    OtherWrite,
+}
+
+/// Parses one line (without its `\n`).
+pub fn parse_line(line: &[u8]) -> Result<Command, ProtocolError> {
+    let (&kind, rest) = line.split_first().ok_or(ProtocolError("empty line"))?;
+    let mut fields = rest.split(|&b| b == b'\t');
+    match kind {
+        b'H' => {
+            let number = |f: Option<&[u8]>| -> Result<u32, ProtocolError> {
+                std::str::from_utf8(f.ok_or(ProtocolError("short handshake"))?)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or(ProtocolError("handshake version is not a number"))
+            };
+            let major = number(fields.next())?;
+            let minor = number(fields.next())?;
+            let _value_type = fields.next().ok_or(ProtocolError("short handshake"))?;
+            let _user = fields.next().ok_or(ProtocolError("short handshake"))?;
+            let name = unescape(fields.next().ok_or(ProtocolError("short handshake"))?)?;
+            Ok(Command::Hello { major, minor, dict_name: String::from_utf8_lossy(&name).into_owned() })
+        }
+        b'L' => {
+            // The key is the first field; the user name (second) is not
+            // needed: the key carries everything.
+            let key = unescape(fields.next().unwrap_or_default())?;
+            Ok(Command::Lookup { key })
+        }
+        b'I' => Ok(Command::Iterate),
+        b'C' | b'D' => {
+            let id = String::from_utf8_lossy(fields.next().unwrap_or_default()).into_owned();
+            Ok(Command::Commit { id })
+        }
+        b'B' | b'R' | b'S' | b'U' | b'A' | b'T' => Ok(Command::OtherWrite),
+        _ => Err(ProtocolError("unknown command")),
+    }
+}
+
+/// The answer to a lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Found(String),
+    NotFound,
+    Failed(String),
+}
+
+impl Reply {
+    /// The reply line, with its `\n`.
+    pub fn line(&self) -> String {
+        let mut out = String::new();
+        match self {
+            Reply::Found(value) => {
+                out.push('O');
+                escape(value, &mut out);
+            }
+            Reply::NotFound => out.push('N'),
+            Reply::Failed(error) => {
+                out.push('F');
+                escape(error, &mut out);
+            }
+        }
+        out.push('\n');
+        out
+    }
+}
+
+/// The reply to a commit on this read-only dict.
+pub fn commit_refused(id: &str) -> String {
+    let mut out = format!("F{id}\t");
+    escape("chatmail auth dict is read-only", &mut out);
+    out.push('\n');
+    out
+}
+
+/// The reply that ends an iteration: this dict lists nothing (an empty line
+/// means "finished" to the client).
+pub const ITERATION_FINISHED: &str = "\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_round_trips() {
+        let cases = ["", "plain", "tab\there", "nl\nand\rcr", "esc\x01ape", "nul\0byte", "ümlaut/und\\back"];
+        for case in cases {
+            let mut escaped = String::new();
+            escape(case, &mut escaped);
+            assert!(!escaped.contains(['\t', '\n', '\r', '\0']), "{escaped:?}");
+            assert_eq!(unescape(escaped.as_bytes()).expect("valid"), case.as_bytes(), "{case:?}");
+        }
+    }
+
+    #[test]
+    fn bad_escapes_are_errors() {
+        for bad in [&b"\x01"[..], b"a\x01x", b"end\x01"] {
+            assert!(unescape(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn commands() {
+        let table: Vec<(&[u8], Result<Command, ProtocolError>)> = vec![
+            (b"H3\t2\t0\t\tchatmail", Ok(Command::Hello { major: 3, minor: 2, dict_name: "chatmail".into() })),
+            (b"H3\t2", Err(ProtocolError("short handshake"))),
+            (b"Hx\t2\t0\t\tn", Err(ProtocolError("handshake version is not a number"))),
+            (b"Lshared/userdb/a@b\ta@b", Ok(Command::Lookup { key: b"shared/userdb/a@b".to_vec() })),
+            (b"Lshared/passdb/1.2.3.4/a@b/p\x01tw\ta@b", Ok(Command::Lookup { key: b"shared/passdb/1.2.3.4/a@b/p\tw".to_vec() })),
+            (b"L", Ok(Command::Lookup { key: Vec::new() })),
+            (b"Lbad\x01", Err(ProtocolError("bad escape sequence"))),
+            (b"I0\t0\tshared/userdb/\t", Ok(Command::Iterate)),
+            (b"C7", Ok(Command::Commit { id: "7".into() })),
+            (b"B7\tuser", Ok(Command::OtherWrite)),
+            (b"S7\tk\tv", Ok(Command::OtherWrite)),
+            (b"", Err(ProtocolError("empty line"))),
+            (b"Zwhat", Err(ProtocolError("unknown command"))),
+        ];
+        for (line, want) in table {
+            assert_eq!(parse_line(line), want, "{:?}", String::from_utf8_lossy(line));
+        }
+    }
+
+    #[test]
+    fn replies() {
+        assert_eq!(Reply::Found("{\"a\":\"x\ty\"}".into()).line(), "O{\"a\":\"x\x01ty\"}\n");
+        assert_eq!(Reply::NotFound.line(), "N\n");
+        assert_eq!(Reply::Failed("disk\nbroken".into()).line(), "Fdisk\x01nbroken\n");
+        assert_eq!(commit_refused("7"), "F7\tchatmail auth dict is read-only\n");
+    }
+}

@@ -1,0 +1,30 @@
+//! Accounts of a chatmail relay.
+//!
+//! - `chatmail-auth`: a daemon speaking Dovecot 2.3's dict protocol, used as
+//!   Dovecot's passdb and userdb. The first login with an unknown, valid
+//!   address creates the account; later logins check its password.
+//! - Onboarding: `/new` hands out fresh random credentials; web pages with the
+//!   onboarding QR code; an operator command that prints a `dclogin:` link.
+//!
+//! Policy (who may get an account) is pure and lives in `policy`; the
+//! on-disk layout (chatmail's) in `store`; the wire protocol in `dict`.
+
+mod auth;
+mod crypt;
+mod dict;
+mod keys;
+mod policy;
+mod resources;
+mod store;
+pub mod web;
+
+pub use auth::{serve, AuthService, AuthSettings, LookupOutcome};
+pub use crypt::{hash_password, verify_password, PasswordScheme};
+pub use dict::{escape as dict_escape, parse_line as parse_dict_line, unescape as dict_unescape, Command as DictCommand, ProtocolError, Reply as DictReply};
+pub use keys::{parse_key, KeyError, Request};
+pub use policy::{
+    check_password_bytes, random_credentials, AccountPolicy, NewAccountLimiter, Refusal, ResourceGate, Resources,
+    MAX_PASSWORD_LEN, RESERVED_LOCAL_PARTS,
+};
+pub use resources::measure as measure_resources;
+pub use store::{CreateOutcome, Store};

@@ -1,0 +1,1 @@
+//! Onboarding over HTTPS: `/new` and the relay's web pages (being written).
