@@ -1,7 +1,9 @@
-//! Golden tests over captured real messages: every message Delta Chat core
-//! sent through the relay (milter/tests/fixtures/deltachat/, captured with
+//! Golden tests over real messages: every message Delta Chat core sent
+//! through the relay (milter/tests/fixtures/deltachat/, captured with
 //! scripts/capture-deltachat-fixtures.py) passes the encrypted-message
-//! check, and hostile variants made from them fail it for the right reason.
+//! check, and hostile variants made from them fail it for the right reason;
+//! the rPGP-made corpus (milter/tests/fixtures/pgp/, made by
+//! milter/fixture-gen) gets the verdicts its manifest `expect.txt` lists.
 
 use std::path::{Path, PathBuf};
 
@@ -89,4 +91,92 @@ fn hostile_variants_fail() {
     }
     // The sample itself still passes after the newline normalisation.
     assert!(check_message(good.as_bytes()).is_ok());
+}
+
+/// What `expect.txt` says about one fixture.
+#[derive(Debug)]
+enum Expected {
+    Pass { keys: u32, version_header: bool },
+    Fail(String),
+}
+
+/// Parses `NAME | EXPECTATION | DESCRIPTION` lines; `#` lines are comments.
+fn manifest(text: &str) -> Vec<(String, Expected)> {
+    let mut entries = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut columns = line.splitn(3, " | ");
+        let (Some(name), Some(expectation)) = (columns.next(), columns.next()) else {
+            panic!("expect.txt line {}: not NAME | EXPECTATION | DESCRIPTION", n + 1);
+        };
+        let expected = if let Some(error) = expectation.strip_prefix("fail: ") {
+            assert!(!error.trim().is_empty(), "expect.txt line {}: empty error text", n + 1);
+            Expected::Fail(error.trim().to_owned())
+        } else {
+            let fields: Vec<&str> = expectation.split_whitespace().collect();
+            let (keys, version) = match fields.as_slice() {
+                ["pass", keys, version] => (keys.strip_prefix("keys="), version.strip_prefix("version=")),
+                _ => (None, None),
+            };
+            let keys = keys.and_then(|k| k.parse().ok());
+            let version_header = match version {
+                Some("yes") => Some(true),
+                Some("no") => Some(false),
+                _ => None,
+            };
+            let (Some(keys), Some(version_header)) = (keys, version_header) else {
+                panic!("expect.txt line {}: bad expectation {expectation:?}", n + 1);
+            };
+            Expected::Pass { keys, version_header }
+        };
+        entries.push((name.trim().to_owned(), expected));
+    }
+    entries
+}
+
+#[test]
+fn rpgp_corpus_matches_manifest() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pgp");
+    let text = std::fs::read_to_string(dir.join("expect.txt")).expect("read expect.txt");
+    let entries = manifest(&text);
+    let on_disk: Vec<String> =
+        fixtures("pgp").iter().map(|p| p.file_name().expect("name").to_string_lossy().into_owned()).collect();
+    let listed: Vec<&str> = entries.iter().map(|(name, _)| name.as_str()).collect();
+    let unlisted: Vec<&String> = on_disk.iter().filter(|f| !listed.contains(&f.as_str())).collect();
+    let missing: Vec<&&str> = listed.iter().filter(|name| !on_disk.iter().any(|f| f == *name)).collect();
+    assert!(unlisted.is_empty(), "fixtures not in expect.txt: {unlisted:?}");
+    assert!(missing.is_empty(), "expect.txt lists missing files: {missing:?}");
+    let mut seen = std::collections::HashSet::new();
+    for name in &listed {
+        assert!(seen.insert(*name), "expect.txt lists {name} twice");
+    }
+    assert!(entries.len() >= 30, "rPGP corpus too small: {}", entries.len());
+    assert!(entries.iter().any(|(_, e)| matches!(e, Expected::Fail(_))), "no refused fixture");
+
+    let mut wrong = Vec::new();
+    for (name, expected) in &entries {
+        let raw = std::fs::read(dir.join(name)).expect("read fixture");
+        match (expected, check_message(&raw)) {
+            (Expected::Pass { keys, version_header }, Ok(summary)) => {
+                if summary.key_packets != *keys || summary.has_version_header != *version_header {
+                    wrong.push(format!(
+                        "{name}: passed with keys={} version={}, want keys={keys} version={version_header}",
+                        summary.key_packets, summary.has_version_header
+                    ));
+                }
+            }
+            (Expected::Pass { .. }, Err(problem)) => wrong.push(format!("{name}: refused ({problem}), want pass")),
+            (Expected::Fail(want), Ok(_)) => wrong.push(format!("{name}: accepted, want refusal containing {want:?}")),
+            (Expected::Fail(want), Err(problem)) => {
+                let message = problem.to_string();
+                if !message.contains(want.as_str()) {
+                    wrong.push(format!("{name}: refused with {message:?}, want {want:?}"));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{} of {} fixtures got the wrong verdict:\n{}", wrong.len(), entries.len(), wrong.join("\n"));
 }
