@@ -76,8 +76,21 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    fn open(port: u16, security: Security, cert_der: &[u8]) -> Result<Connection> {
-        let tcp = TcpStream::connect(("127.0.0.1", port)).context(|| format!("connecting to 127.0.0.1:{port}"))?;
+    /// Connects to 127.0.0.1:`port`, from the loopback address `source`
+    /// if given (any 127.0.0.0/8 address works on Linux): the servers then
+    /// see a client of that IP, which keeps per-IP limits and penalties of
+    /// different tests apart.
+    fn open_from(source: Option<std::net::Ipv4Addr>, port: u16, security: Security, cert_der: &[u8]) -> Result<Connection> {
+        let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let tcp = match source {
+            None => TcpStream::connect(target).context(|| format!("connecting to {target}"))?,
+            Some(ip) => {
+                let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).context(|| "making a socket".into())?;
+                socket.bind(&std::net::SocketAddr::from((ip, 0)).into()).context(|| format!("binding to {ip}"))?;
+                socket.connect(&target.into()).context(|| format!("connecting to {target} from {ip}"))?;
+                socket.into()
+            }
+        };
         tcp.set_read_timeout(Some(IO_TIMEOUT)).context(|| "setting a read timeout".into())?;
         tcp.set_write_timeout(Some(IO_TIMEOUT)).context(|| "setting a write timeout".into())?;
         tcp.set_nodelay(true).context(|| "setting TCP_NODELAY".into())?;
@@ -187,7 +200,12 @@ pub struct SmtpClient {
 
 impl SmtpClient {
     pub fn connect(port: u16, security: Security, cert_der: &[u8]) -> Result<SmtpClient> {
-        let mut conn = Connection::open(port, security, cert_der)?;
+        SmtpClient::connect_from(None, port, security, cert_der)
+    }
+
+    /// Connects from the loopback address `source` (see `ImapClient::connect_from`).
+    pub fn connect_from(source: Option<std::net::Ipv4Addr>, port: u16, security: Security, cert_der: &[u8]) -> Result<SmtpClient> {
+        let mut conn = Connection::open_from(source, port, security, cert_der)?;
         let greeting = read_smtp_reply(&mut conn)?;
         Ok(SmtpClient { conn, greeting })
     }
@@ -312,7 +330,14 @@ pub struct ImapClient {
 
 impl ImapClient {
     pub fn connect(port: u16, security: Security, cert_der: &[u8]) -> Result<ImapClient> {
-        let mut conn = Connection::open(port, security, cert_der)?;
+        ImapClient::connect_from(None, port, security, cert_der)
+    }
+
+    /// Connects from the loopback address `source` (e.g. 127.0.0.7): Dovecot
+    /// then sees a client of that IP, so per-IP account limits and failed-login
+    /// penalties of one test do not slow down another.
+    pub fn connect_from(source: Option<std::net::Ipv4Addr>, port: u16, security: Security, cert_der: &[u8]) -> Result<ImapClient> {
+        let mut conn = Connection::open_from(source, port, security, cert_der)?;
         let greeting = conn.read_line()?;
         if !greeting.starts_with("* OK") {
             return Err(Error::new(format!("unexpected IMAP greeting {greeting:?}")));

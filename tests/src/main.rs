@@ -68,6 +68,7 @@ fn run() -> Result<(), String> {
         ports,
         milter: true,
         capture: std::env::var("CHATMAIL_CAPTURE").is_ok_and(|v| v == "1"),
+        accounts: chatmail_testrelay::AccountBackend::Auth,
     };
 
     // Install the handlers before starting, so a Ctrl-C during startup
@@ -124,6 +125,11 @@ fn print_banner(relay: &Relay, accounts: &[Account], json_path: &std::path::Path
         println!("  {}  password {}", account.addr, account.password);
         println!("    {}", relay.dclogin(account));
     }
+    println!();
+    println!(
+        "Accounts are created on first login: any unused {}-character name @{} with a password of at least {} characters logs in.",
+        relay.config.username_max_length, relay.domain, relay.config.password_min_length
+    );
     println!();
     println!("Press Ctrl-C to stop.");
 }

@@ -4,6 +4,7 @@
 use std::fs;
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use chatmail_config::Config;
 use nix::unistd::{Group, User};
 
 use crate::client::{ImapClient, Security, SmtpClient, SmtpReply};
-use crate::dovecot::{self, DovecotSettings};
+use crate::dovecot::{self, DovecotAccounts, DovecotSettings};
 use crate::error::{Context, Error, Result};
 use crate::ports::{PortChoice, Ports};
 use crate::postfix::{self, PostfixSettings};
@@ -44,6 +45,19 @@ pub struct RelayOptions {
     /// `capture@{domain}` (Postfix `always_bcc`), which no client reads:
     /// Delta Chat deletes what it fetched, so fixtures are captured here.
     pub capture: bool,
+    /// Where logins are checked (chatmail-auth unless a benchmark asks for
+    /// the passwd-file baseline).
+    pub accounts: AccountBackend,
+}
+
+/// Who answers Dovecot's passdb and userdb lookups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountBackend {
+    /// chatmail-auth over the dict protocol: accounts are made on first login.
+    Auth,
+    /// Dovecot's passwd-file with accounts the harness adds (a baseline for
+    /// benchmarks).
+    PasswdFile,
 }
 
 impl Default for RelayOptions {
@@ -56,6 +70,7 @@ impl Default for RelayOptions {
             ports: PortChoice::default(),
             milter: true,
             capture: false,
+            accounts: AccountBackend::Auth,
         }
     }
 }
@@ -80,6 +95,7 @@ pub struct Relay {
     pub cert_der: Vec<u8>,
     pub cert_pem: PathBuf,
     passwd_file: PathBuf,
+    accounts: AccountBackend,
     postfix_conf: PathBuf,
     // Field order is drop order: Postfix stops before Dovecot, and the
     // temporary directory goes last.
@@ -87,7 +103,9 @@ pub struct Relay {
     postfix: Option<Daemon>,
     milter: Option<Daemon>,
     dovecot: Option<Daemon>,
+    auth: Option<Daemon>,
     milter_socket: PathBuf,
+    auth_socket: PathBuf,
     mailboxes_dir: PathBuf,
     /// uid and gid of the mail store's owner.
     mail_owner: (u32, u32),
@@ -202,10 +220,25 @@ impl Relay {
                     options.mail_domain,
                     run_dir.join("mailboxes").display()
                 );
-                // Test accounts are minutes old; unless a test asks for it,
-                // they get the established accounts' send rate.
-                if !options.params.iter().any(|(k, _)| k == "reduced_rate_new_account_hours") {
-                    ini.push_str("reduced_rate_new_account_hours = 0\n");
+                let nocreate = run_dir.join("nocreate");
+                let nocreate = nocreate.display().to_string();
+                // Test accounts are minutes old, all come from 127.0.0.1, and
+                // tests run in parallel on small machines: unless a test asks
+                // for them, the send-rate rating, the per-IP limit and the
+                // resource gate stay out of the way. The nocreate file is the
+                // relay's own, not the host's /etc/chatmail-nocreate.
+                let harness_defaults = [
+                    ("reduced_rate_new_account_hours", "0"),
+                    ("new_accounts_per_ip_per_hour", "1000000"),
+                    ("max_load_1m", "1000"),
+                    ("min_available_memory", "1"),
+                    ("min_free_disk_space", "1"),
+                    ("nocreate_file", nocreate.as_str()),
+                ];
+                for (key, value) in harness_defaults {
+                    if !options.params.iter().any(|(k, _)| k == key) {
+                        ini.push_str(&format!("{key} = {value}\n"));
+                    }
                 }
                 for (key, value) in &options.params {
                     ini.push_str(&format!("{key} = {value}\n"));
@@ -244,6 +277,14 @@ impl Relay {
         make_dir(&milter_dir, 0o755)?;
         let milter_socket = milter_dir.join("milter.sock");
         check_socket_path(&milter_socket)?;
+        // chatmail-auth runs as the mail user and creates its socket here.
+        let auth_dir = run_dir.join("auth");
+        make_dir(&auth_dir, 0o755)?;
+        set_owner(&auth_dir, users.mail_uid, users.mail_gid)?;
+        let auth_socket_path = auth_dir.join("auth.sock");
+        check_socket_path(&auth_socket_path)?;
+        let auth_dict_conf = dovecot_dir.join("auth-dict.conf.ext");
+        write_file(&auth_dict_conf, &dovecot::render_auth_dict(&auth_socket_path), 0o644)?;
         let lmtp_socket = dovecot_base.join(dovecot::LMTP_SOCKET);
         let auth_socket = dovecot_base.join(dovecot::AUTH_SOCKET);
         check_socket_path(&lmtp_socket)?;
@@ -276,7 +317,10 @@ impl Relay {
                 cert_pem: &cert.cert_pem,
                 key_pem: &cert.key_pem,
                 mailboxes_dir: &config.mailboxes_dir,
-                passwd_file: &passwd_file,
+                accounts: match options.accounts {
+                    AccountBackend::Auth => DovecotAccounts::Dict { conf: &auth_dict_conf },
+                    AccountBackend::PasswdFile => DovecotAccounts::PasswdFile(&passwd_file),
+                },
                 imap_port: ports.imap,
                 imaps_port: ports.imaps,
                 mail_user: MAIL_USER,
@@ -319,12 +363,15 @@ impl Relay {
             cert_der: cert.cert_der,
             cert_pem: cert.cert_pem.clone(),
             passwd_file,
+            accounts: options.accounts,
             postfix_conf,
             postfix_watchdog: None,
             postfix: None,
             milter: None,
             dovecot: None,
+            auth: None,
             milter_socket,
+            auth_socket: auth_socket_path,
             mailboxes_dir: config_mailboxes_dir,
             mail_owner: (users.mail_uid, users.mail_gid),
             _temp_dir: temp_dir,
@@ -339,6 +386,9 @@ impl Relay {
     }
 
     fn start_servers(&mut self, dovecot_conf: &Path, with_milter: bool) -> Result<()> {
+        if self.accounts == AccountBackend::Auth {
+            self.start_auth()?;
+        }
         let mut command = Command::new("dovecot");
         command.arg("-F").arg("-c").arg(dovecot_conf);
         let dovecot = self.dovecot.insert(Daemon::spawn("dovecot", command, &self.log_dir.join("dovecot.out"), true)?);
@@ -378,7 +428,7 @@ impl Relay {
 
     /// Starts the chatmail milter that Postfix consults for every message.
     fn start_milter(&mut self) -> Result<()> {
-        let binary = milter_binary()?;
+        let binary = sibling_binary("chatmail-milter", "CHATMAIL_MILTER")?;
         let _ = fs::remove_file(&self.milter_socket);
         let mut command = Command::new(&binary);
         command
@@ -388,6 +438,38 @@ impl Relay {
             .arg(format!("unix:{}", self.milter_socket.display()));
         let milter = self.milter.insert(Daemon::spawn("chatmail-milter", command, &self.log_dir.join("milter.log"), true)?);
         wait_for_path(&self.milter_socket, STARTUP_TIMEOUT, || milter.check_running())
+    }
+
+    /// Starts chatmail-auth, which answers Dovecot's passdb and userdb.
+    /// It is started as the mail user (not root dropping privileges later),
+    /// so it keeps the signal that ends it with the harness.
+    fn start_auth(&mut self) -> Result<()> {
+        let binary = sibling_binary("chatmail-auth", "CHATMAIL_AUTH")?;
+        let _ = fs::remove_file(&self.auth_socket);
+        let mut command = Command::new(&binary);
+        command
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--socket")
+            .arg(&self.auth_socket)
+            .args(["--socket-group", MAIL_USER, "--mail-user", MAIL_USER])
+            .uid(self.mail_owner.0)
+            .gid(self.mail_owner.1);
+        let auth = self.auth.insert(Daemon::spawn("chatmail-auth", command, &self.log_dir.join("auth.log"), true)?);
+        wait_for_path(&self.auth_socket, STARTUP_TIMEOUT, || auth.check_running())
+    }
+
+    /// Creates or removes the relay's nocreate file (account creation off/on).
+    pub fn set_nocreate(&self, on: bool) -> Result<()> {
+        let path = &self.config.nocreate_file;
+        if on {
+            write_file(path, "", 0o644)
+        } else {
+            match fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::new(format!("removing {}: {e}", path.display()))),
+                _ => Ok(()),
+            }
+        }
     }
 
     /// Messages in Postfix's queue (received, not yet delivered or bounced).
@@ -435,9 +517,32 @@ impl Relay {
         }
     }
 
-    /// Adds a login to the static test passdb (until accounts are created on
-    /// first login by the account issue's auth daemon).
+    /// Makes the account `local_part@domain` with `password` exist, as an
+    /// operator would: written straight into the account store (chatmail's
+    /// layout, as chatmail-auth writes it) or into the baseline's passwd-file.
+    /// Accounts made this way need not follow the creation policy (e.g. the
+    /// `capture` box).
     pub fn add_account(&self, local_part: &str, password: &str) -> Result<Account> {
+        if self.accounts == AccountBackend::PasswdFile {
+            return self.add_passwd_file_account(local_part, password);
+        }
+        let addr = format!("{local_part}@{}", self.domain);
+        let hash = chatmail_accounts::hash_password(password).map_err(Error::new)?;
+        let store = chatmail_accounts::Store::new(&self.mailboxes_dir);
+        match store.create(&addr, &hash).context(|| format!("creating account {addr}"))? {
+            chatmail_accounts::CreateOutcome::Created => {}
+            chatmail_accounts::CreateOutcome::Existed(_) => return Err(Error::new(format!("account {addr} exists already"))),
+        }
+        let dir = store.account_dir(&addr);
+        let (uid, gid) = self.mail_owner;
+        set_owner(&dir, uid, gid)?;
+        for entry in fs::read_dir(&dir).context(|| format!("listing {}", dir.display()))?.flatten() {
+            set_owner(&entry.path(), uid, gid)?;
+        }
+        Ok(Account { addr, password: password.to_owned() })
+    }
+
+    fn add_passwd_file_account(&self, local_part: &str, password: &str) -> Result<Account> {
         let addr = format!("{local_part}@{}", self.domain);
         if addr.contains([':', '\n', '\r']) || password.contains([':', '\n', '\r']) {
             return Err(Error::new(format!("test account {addr:?} or its password contains ':' or a newline")));
@@ -475,9 +580,20 @@ impl Relay {
         fs::remove_file(&marker).context(|| format!("removing {}", marker.display()))
     }
 
-    /// Adds a test account with a random 9-character name and password.
+    /// A new account with a random 9-character name and 12-character
+    /// password, made as Delta Chat makes one: by its first (IMAP) login,
+    /// which chatmail-auth turns into an account.
     pub fn new_account(&self) -> Result<Account> {
-        self.add_account(&crate::random::token(9), &crate::random::token(12))
+        let account = Account {
+            addr: format!("{}@{}", crate::random::token(9), self.domain),
+            password: crate::random::token(12),
+        };
+        if self.accounts == AccountBackend::PasswdFile {
+            let local = account.addr.split('@').next().unwrap_or_default();
+            return self.add_account(local, &account.password);
+        }
+        self.imap_login(&account).context(|| format!("first login of {}", account.addr))?.logout();
+        Ok(account)
     }
 
     /// A `dclogin:` link with which Delta Chat configures `account` against
@@ -500,9 +616,16 @@ impl Relay {
 
     /// Connects to IMAP with STARTTLS and logs in.
     pub fn imap_login(&self, account: &Account) -> Result<ImapClient> {
-        let mut imap = ImapClient::connect(self.ports.imap, Security::Plain, &self.cert_der)?;
-        imap.starttls()?;
+        let mut imap = self.imap_from(None)?;
         imap.login(&account.addr, &account.password)?.ok()?;
+        Ok(imap)
+    }
+
+    /// An IMAP connection after STARTTLS, not logged in, from the loopback
+    /// address `source` (default 127.0.0.1).
+    pub fn imap_from(&self, source: Option<std::net::Ipv4Addr>) -> Result<ImapClient> {
+        let mut imap = ImapClient::connect_from(source, self.ports.imap, Security::Plain, &self.cert_der)?;
+        imap.starttls()?;
         Ok(imap)
     }
 
@@ -616,6 +739,9 @@ impl Relay {
         if let Some(mut dovecot) = self.dovecot.take() {
             dovecot.stop(Duration::from_secs(5));
         }
+        if let Some(mut auth) = self.auth.take() {
+            auth.stop(Duration::from_secs(5));
+        }
     }
 }
 
@@ -639,19 +765,21 @@ fn percent_encode(text: &str) -> String {
 
 /// The chatmail-milter binary: `CHATMAIL_MILTER`, or the one built beside
 /// this program (target/debug/ for binaries, its parent for test binaries in deps/).
-fn milter_binary() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("CHATMAIL_MILTER") {
+/// A binary of this workspace: from the environment variable `env`, else
+/// beside the running program (target/debug/ for tests and the harness).
+fn sibling_binary(name: &str, env: &str) -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(env) {
         return Ok(PathBuf::from(path));
     }
     let exe = std::env::current_exe().context(|| "finding the running program".into())?;
     for dir in exe.ancestors().skip(1).take(2) {
-        let candidate = dir.join("chatmail-milter");
+        let candidate = dir.join(name);
         if candidate.is_file() {
             return Ok(candidate);
         }
     }
     Err(Error::new(format!(
-        "chatmail-milter not found beside {}; build it (cargo build --workspace) or set CHATMAIL_MILTER",
+        "{name} not found beside {}; build it (cargo build --workspace) or set {env}",
         exe.display()
     )))
 }

@@ -55,15 +55,6 @@ fn wrong_password_fails_on_imap() {
 }
 
 #[test]
-fn unknown_account_fails_on_imap() {
-    let relay = start();
-    let mut imap = chatmail_testrelay::ImapClient::connect(relay.ports.imap, Security::Plain, &relay.cert_der).expect("connect");
-    imap.starttls().expect("starttls");
-    let reply = imap.login("nobody123@chatmail.test", "some-password").expect("response");
-    assert_eq!(reply.status, "NO", "{reply:?}");
-}
-
-#[test]
 fn wrong_password_fails_on_submission() {
     let relay = start();
     let account = relay.new_account().expect("account");
