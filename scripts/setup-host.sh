@@ -8,7 +8,7 @@
 set -eu
 
 PACKAGES="postfix dovecot-core dovecot-imapd dovecot-lmtpd dovecot-dev libclang-dev \
-clang openssl ssl-cert pkg-config python3-venv python3-pip make"
+clang openssl ssl-cert pkg-config python3-venv python3-pip make chromium"
 
 log() { echo "setup-host: $*" >&2; }
 
