@@ -408,6 +408,35 @@ impl ImapClient {
     }
 }
 
+/// One HTTPS request without a body to 127.0.0.1:`port` (certificate
+/// pinned to `cert_der`), from the loopback address `source` if given:
+/// returns the status code and the body.
+pub fn https_request(source: Option<std::net::Ipv4Addr>, port: u16, cert_der: &[u8], method: &str, path: &str) -> Result<(u16, String)> {
+    let mut conn = Connection::open_from(source, port, Security::Implicit, cert_der)?;
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    conn.send_raw(request.as_bytes())?;
+    let status_line = conn.read_line()?;
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| Error::new(format!("bad HTTP status line {status_line:?}")))?;
+    let mut length = 0;
+    loop {
+        let line = conn.read_line()?;
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().map_err(|_| Error::new(format!("bad Content-Length {value:?}")))?;
+            }
+        }
+    }
+    let body = conn.read_exact(length)?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
 fn literal_length(line: &str) -> Option<usize> {
     let open = line.rfind('{')?;
     let inner = line.get(open + 1..)?.strip_suffix('}')?;

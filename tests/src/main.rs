@@ -12,6 +12,7 @@
 //!   CHATMAIL_SMTPS_PORT       submission, implicit TLS (default 2465)
 //!   CHATMAIL_IMAP_PORT        IMAP, STARTTLS (default 2143)
 //!   CHATMAIL_IMAPS_PORT       IMAP, implicit TLS (default 2993)
+//!   CHATMAIL_HTTPS_PORT       onboarding web page and /new (default 2443)
 //!   CHATMAIL_TEST_ACCOUNTS    how many test accounts to create (default 2)
 //!   CHATMAIL_CAPTURE=1        copy every accepted message to capture@DOMAIN's maildir
 //! A port of 0 means "any free port" (relay.json tells which).
@@ -58,6 +59,7 @@ fn run() -> Result<(), String> {
         smtps: port_from_env("CHATMAIL_SMTPS_PORT", defaults.smtps)?,
         imap: port_from_env("CHATMAIL_IMAP_PORT", defaults.imap)?,
         imaps: port_from_env("CHATMAIL_IMAPS_PORT", defaults.imaps)?,
+        https: port_from_env("CHATMAIL_HTTPS_PORT", defaults.https)?,
     };
     let run_dir = PathBuf::from(std::env::var("CHATMAIL_RUN_DIR").unwrap_or_else(|_| DEFAULT_RUN_DIR.into()));
     let options = RelayOptions {
@@ -114,6 +116,7 @@ fn print_banner(relay: &Relay, accounts: &[Account], json_path: &std::path::Path
     println!("  submission TLS       {}", p.smtps);
     println!("  IMAP STARTTLS        {}", p.imap);
     println!("  IMAP TLS             {}", p.imaps);
+    println!("  web (onboarding QR)  https://127.0.0.1:{}/", p.https);
     println!();
     println!("  config     {}", relay.config_path.display());
     println!("  logs       {}", relay.log_dir.display());

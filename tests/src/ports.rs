@@ -38,6 +38,8 @@ pub struct Ports {
     pub imap: u16,
     /// IMAP with implicit TLS (993 on a real relay).
     pub imaps: u16,
+    /// HTTPS: onboarding (`/new`) and the web pages (443 on a real relay).
+    pub https: u16,
 }
 
 /// Which ports a relay should use: a fixed number, or `None` for a free one.
@@ -48,10 +50,11 @@ pub struct PortChoice {
     pub smtps: Option<u16>,
     pub imap: Option<u16>,
     pub imaps: Option<u16>,
+    pub https: Option<u16>,
 }
 
 impl PortChoice {
-    /// Defaults of `make run`: the usual mail ports plus 2000 (2025, 2587, 2465, 2143, 2993),
+    /// Defaults of `make run`: the usual ports plus 2000 (2025, 2587, 2465, 2143, 2993, 2443),
     /// high enough to need no privileges and to stay clear of a system mail server.
     pub const LOCAL_DEFAULTS: PortChoice = PortChoice {
         smtp: Some(2025),
@@ -59,6 +62,7 @@ impl PortChoice {
         smtps: Some(2465),
         imap: Some(2143),
         imaps: Some(2993),
+        https: Some(2443),
     };
 
     /// Resolves every `None` to a free port.
@@ -73,6 +77,7 @@ impl PortChoice {
             smtps: pick(self.smtps)?,
             imap: pick(self.imap)?,
             imaps: pick(self.imaps)?,
+            https: pick(self.https)?,
         })
     }
 }

@@ -158,6 +158,20 @@ fn read_greeting(port: u16) -> std::io::Result<String> {
     Ok(line)
 }
 
+/// Waits until something accepts TCP connections on 127.0.0.1:`port`
+/// (a server without a greeting, e.g. HTTPS).
+pub fn wait_for_port(port: u16, timeout: Duration, mut alive: impl FnMut() -> Result<()>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        alive()?;
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(Error::new(format!("nothing listened on 127.0.0.1:{port} within {timeout:?}")))
+}
+
 /// Waits until `path` exists (a server's unix socket).
 pub fn wait_for_path(path: &Path, timeout: Duration, mut alive: impl FnMut() -> Result<()>) -> Result<()> {
     let deadline = Instant::now() + timeout;

@@ -16,7 +16,7 @@ use crate::dovecot::{self, DovecotAccounts, DovecotSettings};
 use crate::error::{Context, Error, Result};
 use crate::ports::{PortChoice, Ports};
 use crate::postfix::{self, PostfixSettings};
-use crate::process::{spawn_watchdog, wait_for_greeting, wait_for_path, Daemon};
+use crate::process::{spawn_watchdog, wait_for_greeting, wait_for_path, wait_for_port, Daemon};
 use crate::tls;
 
 /// The system user that owns the mail store (created by scripts/setup-host.sh).
@@ -104,6 +104,7 @@ pub struct Relay {
     milter: Option<Daemon>,
     dovecot: Option<Daemon>,
     auth: Option<Daemon>,
+    web: Option<Daemon>,
     milter_socket: PathBuf,
     auth_socket: PathBuf,
     mailboxes_dir: PathBuf,
@@ -370,6 +371,7 @@ impl Relay {
             milter: None,
             dovecot: None,
             auth: None,
+            web: None,
             milter_socket,
             auth_socket: auth_socket_path,
             mailboxes_dir: config_mailboxes_dir,
@@ -400,6 +402,7 @@ impl Relay {
         if with_milter {
             self.start_milter()?;
         }
+        self.start_web()?;
 
         // `postfix check` creates the queue directories with the right owners;
         // the master then runs in the foreground (-s) so the harness owns it.
@@ -457,6 +460,38 @@ impl Relay {
             .gid(self.mail_owner.1);
         let auth = self.auth.insert(Daemon::spawn("chatmail-auth", command, &self.log_dir.join("auth.log"), true)?);
         wait_for_path(&self.auth_socket, STARTUP_TIMEOUT, || auth.check_running())
+    }
+
+    /// Starts chatmail-web, the HTTPS onboarding server, in its mode for
+    /// test relays: the page's QR code is a `dclogin:` link for a fresh
+    /// account with this relay's host and ports (and "accept any
+    /// certificate"), since `dcaccount:` needs a publicly trusted one.
+    fn start_web(&mut self) -> Result<()> {
+        let binary = sibling_binary("chatmail-web", "CHATMAIL_WEB")?;
+        let tls_dir = self.run_dir.join("tls");
+        let mut command = Command::new(&binary);
+        command
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.ports.https))
+            .arg("--cert")
+            .arg(&self.cert_pem)
+            .arg("--key")
+            .arg(tls_dir.join("key.pem"))
+            .args(["--onboarding", "dclogin", "--host", "127.0.0.1", "--security", "ssl", "--accept-invalid-certs"])
+            .arg("--imap-port")
+            .arg(self.ports.imaps.to_string())
+            .arg("--smtp-port")
+            .arg(self.ports.smtps.to_string());
+        let web = self.web.insert(Daemon::spawn("chatmail-web", command, &self.log_dir.join("web.log"), true)?);
+        wait_for_port(self.ports.https, STARTUP_TIMEOUT, || web.check_running())
+    }
+
+    /// `POST /new` on the relay's web server from the loopback address
+    /// `source`: the HTTP status and body.
+    pub fn post_new(&self, source: Option<std::net::Ipv4Addr>) -> Result<(u16, String)> {
+        crate::client::https_request(source, self.ports.https, &self.cert_der, "POST", "/new")
     }
 
     /// Creates or removes the relay's nocreate file (account creation off/on).
@@ -548,7 +583,10 @@ impl Relay {
             return Err(Error::new(format!("test account {addr:?} or its password contains ':' or a newline")));
         }
         let mut users = fs::read_to_string(&self.passwd_file).context(|| format!("reading {}", self.passwd_file.display()))?;
-        users.push_str(&format!("{addr}:{{PLAIN}}{password}::::::\n"));
+        // Hashed as an operator's passwd-file would be (and as chatmail-auth
+        // stores them), so benchmarks compare like with like.
+        let hash = chatmail_accounts::hash_password(password).map_err(Error::new)?;
+        users.push_str(&format!("{addr}:{hash}::::::\n"));
         self.create_mailbox(&addr)?;
         // Dovecot rereads the passwd-file when its mtime changes; write via a
         // rename so it never sees a half-written file.
@@ -716,6 +754,7 @@ impl Relay {
             "smtps_port": self.ports.smtps,
             "imap_port": self.ports.imap,
             "imaps_port": self.ports.imaps,
+            "https_port": self.ports.https,
             "config": self.config_path,
             "log_dir": self.log_dir,
             "run_dir": self.run_dir,
@@ -738,6 +777,9 @@ impl Relay {
         }
         if let Some(mut dovecot) = self.dovecot.take() {
             dovecot.stop(Duration::from_secs(5));
+        }
+        if let Some(mut web) = self.web.take() {
+            web.stop(Duration::from_secs(5));
         }
         if let Some(mut auth) = self.auth.take() {
             auth.stop(Duration::from_secs(5));

@@ -168,3 +168,24 @@ fn ten_parallel_first_logins_make_one_account() {
     let log = std::fs::read_to_string(relay.log_dir.join("auth.log")).expect("auth log");
     assert_eq!(log.matches("result=created").count(), 1, "{log}");
 }
+
+#[test]
+fn new_gives_credentials_that_log_in() {
+    let relay = start_with(&[("new_accounts_per_ip_per_hour", "3")]);
+    let source = Ipv4Addr::new(127, 0, 5, 1);
+    let (status, body) = relay.post_new(Some(source)).expect("POST /new");
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let account = Account {
+        addr: json["email"].as_str().expect("email").to_owned(),
+        password: json["password"].as_str().expect("password").to_owned(),
+    };
+    assert!(account.addr.ends_with(&format!("@{}", relay.domain)), "{body}");
+    assert!(!relay.config.mailboxes_dir.join(&account.addr).exists(), "/new writes nothing");
+    // Delta Chat logs in with them next, which creates the account.
+    assert_eq!(imap_login_status(&relay, source, &account.addr, &account.password), "OK");
+    relay.submission_session(&account).expect("submission with the same password").quit();
+    // /new is limited per IP as well.
+    let statuses: Vec<u16> = (0..3).map(|_| relay.post_new(Some(source)).expect("POST /new").0).collect();
+    assert_eq!(statuses, [200, 200, 429]);
+}
