@@ -134,16 +134,33 @@ impl AuthService {
         }
         match self.store.exists(user) {
             Ok(true) => {
-                let value = json!({
-                    "home": self.store.account_dir(user).display().to_string(),
-                    "uid": self.settings.mail_uid,
-                    "gid": self.settings.mail_gid,
-                });
+                let value = serde_json::Value::Object(self.userdb_fields(user));
                 LookupOutcome { reply: Reply::Found(value.to_string()), log: None }
             }
             Ok(false) => LookupOutcome { reply: Reply::NotFound, log: None },
             Err(e) => self.error("userdb", user, &e.to_string()),
         }
+    }
+
+    /// The userdb fields of an existing account.
+    fn userdb_fields(&self, user: &str) -> serde_json::Map<String, serde_json::Value> {
+        let mut fields = serde_json::Map::new();
+        fields.insert("home".into(), self.store.account_dir(user).display().to_string().into());
+        fields.insert("uid".into(), self.settings.mail_uid.into());
+        fields.insert("gid".into(), self.settings.mail_gid.into());
+        fields
+    }
+
+    /// The passdb answer for a correct password: the password to compare
+    /// (trivially), and the userdb fields prefixed `userdb_`, which Dovecot's
+    /// `userdb { driver = prefetch }` uses instead of a second lookup.
+    fn login_answer(&self, user: &str, password: &str) -> String {
+        let mut fields = serde_json::Map::new();
+        fields.insert("password".into(), format!("{{PLAIN}}{password}").into());
+        for (key, value) in self.userdb_fields(user) {
+            fields.insert(format!("userdb_{key}"), value);
+        }
+        serde_json::Value::Object(fields).to_string()
     }
 
     fn error(&self, op: &str, user: &str, problem: &str) -> LookupOutcome {
@@ -179,7 +196,7 @@ impl AuthService {
                     eprintln!("chatmail-auth: op=passdb user={} result=warning problem={:?}", loggable(user), format!("recording last login: {e}"));
                 }
                 let text = String::from_utf8_lossy(password);
-                LookupOutcome { reply: Reply::Found(json!({ "password": format!("{{PLAIN}}{text}") }).to_string()), log: None }
+                LookupOutcome { reply: Reply::Found(self.login_answer(user, &text)), log: None }
             }
             Ok(false) => LookupOutcome {
                 // Dovecot compares and reports the mismatch itself.
@@ -243,7 +260,7 @@ impl AuthService {
             Ok(CreateOutcome::Created) => {
                 let text = password_text.to_owned();
                 LookupOutcome {
-                    reply: Reply::Found(json!({ "password": format!("{{PLAIN}}{text}") }).to_string()),
+                    reply: Reply::Found(self.login_answer(user, &text)),
                     log: Some(format!("op=passdb user={user} ip={ip} result=created")),
                 }
             }
@@ -374,25 +391,33 @@ mod tests {
         f.service.lookup(format!("shared/passdb/{ip}/{user}/{pw}").as_bytes())
     }
 
+    /// The answer to a correct login (`userdb_*` fields for prefetch).
     fn plain(pw: &str) -> Reply {
-        Reply::Found(json!({ "password": format!("{{PLAIN}}{pw}") }).to_string())
+        Reply::Found(format!("{{\"password\":{}", serde_json::to_string(&format!("{{PLAIN}}{pw}")).expect("json")))
+    }
+
+    fn is_login_ok(reply: &Reply, pw: &str) -> bool {
+        let Reply::Found(json) = reply else { return false };
+        let Reply::Found(prefix) = plain(pw) else { return false };
+        json.starts_with(&prefix) && json.contains("\"userdb_home\"") && json.contains("\"userdb_uid\":5000")
     }
 
     #[test]
     fn first_login_creates_then_password_is_checked() {
         let f = fixture(10, FINE);
         let created = passdb(&f, "192.0.2.1", "alice0001@chat.example", GOOD_PW);
-        assert_eq!(created.reply, plain(GOOD_PW));
+        assert!(is_login_ok(&created.reply, GOOD_PW), "{created:?}");
         assert!(created.log.as_deref().is_some_and(|l| l.contains("result=created")), "{created:?}");
         assert!(f.mailboxes.join("alice0001@chat.example/enforceE2EEincoming").exists());
         // Right password again: plain answer, nothing logged.
-        assert_eq!(passdb(&f, "192.0.2.1", "alice0001@chat.example", GOOD_PW), LookupOutcome { reply: plain(GOOD_PW), log: None });
+        let again = passdb(&f, "192.0.2.1", "alice0001@chat.example", GOOD_PW);
+        assert!(is_login_ok(&again.reply, GOOD_PW) && again.log.is_none(), "{again:?}");
         // Wrong password: the stored hash, so Dovecot reports a mismatch; never overwritten.
         let wrong = passdb(&f, "192.0.2.1", "alice0001@chat.example", "wrongpassword");
         let stored = std::fs::read_to_string(f.mailboxes.join("alice0001@chat.example/password")).expect("stored");
         assert_eq!(wrong.reply, Reply::Found(json!({ "password": stored }).to_string()));
         assert!(wrong.log.as_deref().is_some_and(|l| l.contains("result=wrong-password") && !l.contains("wrongpassword")));
-        assert_eq!(passdb(&f, "192.0.2.1", "alice0001@chat.example", GOOD_PW).reply, plain(GOOD_PW));
+        assert!(is_login_ok(&passdb(&f, "192.0.2.1", "alice0001@chat.example", GOOD_PW).reply, GOOD_PW));
         // userdb knows the account now.
         let user = f.service.lookup(b"shared/userdb/alice0001@chat.example");
         let home = f.mailboxes.join("alice0001@chat.example");
@@ -449,34 +474,34 @@ mod tests {
     #[test]
     fn nocreate_stops_creation_but_not_logins() {
         let f = fixture(10, FINE);
-        assert_eq!(passdb(&f, "192.0.2.1", "alice0001@chat.example", GOOD_PW).reply, plain(GOOD_PW));
+        assert!(is_login_ok(&passdb(&f, "192.0.2.1", "alice0001@chat.example", GOOD_PW).reply, GOOD_PW));
         std::fs::write(&f.nocreate, "").expect("nocreate");
         let refused = passdb(&f, "192.0.2.1", "bob000001@chat.example", GOOD_PW);
         assert!(refused.log.unwrap_or_default().contains("reason=nocreate-file"));
-        assert_eq!(passdb(&f, "192.0.2.1", "alice0001@chat.example", GOOD_PW).reply, plain(GOOD_PW));
+        assert!(is_login_ok(&passdb(&f, "192.0.2.1", "alice0001@chat.example", GOOD_PW).reply, GOOD_PW));
     }
 
     #[test]
     fn resource_gate_stops_creation_but_not_logins() {
         let f = fixture(10, FINE);
-        assert_eq!(passdb(&f, "192.0.2.1", "alice0001@chat.example", GOOD_PW).reply, plain(GOOD_PW));
+        assert!(is_login_ok(&passdb(&f, "192.0.2.1", "alice0001@chat.example", GOOD_PW).reply, GOOD_PW));
         let busy = AuthService::with_measure(f.service.settings.clone(), Box::new(|_| Ok(Resources { load_1m: 9.0, ..FINE })));
         let refused = busy.lookup(format!("shared/passdb/1.2.3.4/bob000001@chat.example/{GOOD_PW}").as_bytes());
         assert!(refused.log.unwrap_or_default().contains("reason=load-too-high"));
         let login = busy.lookup(format!("shared/passdb/1.2.3.4/alice0001@chat.example/{GOOD_PW}").as_bytes());
-        assert_eq!(login.reply, plain(GOOD_PW));
+        assert!(is_login_ok(&login.reply, GOOD_PW));
     }
 
     #[test]
     fn per_ip_limit() {
         let f = fixture(2, FINE);
-        assert_eq!(passdb(&f, "192.0.2.1", "alice0001@chat.example", GOOD_PW).reply, plain(GOOD_PW));
-        assert_eq!(passdb(&f, "192.0.2.1", "alice0002@chat.example", GOOD_PW).reply, plain(GOOD_PW));
+        assert!(is_login_ok(&passdb(&f, "192.0.2.1", "alice0001@chat.example", GOOD_PW).reply, GOOD_PW));
+        assert!(is_login_ok(&passdb(&f, "192.0.2.1", "alice0002@chat.example", GOOD_PW).reply, GOOD_PW));
         let third = passdb(&f, "192.0.2.1", "alice0003@chat.example", GOOD_PW);
         assert!(third.log.unwrap_or_default().contains("reason=ip-limit"));
         // Logins of existing accounts and creation from elsewhere still work.
-        assert_eq!(passdb(&f, "192.0.2.1", "alice0001@chat.example", GOOD_PW).reply, plain(GOOD_PW));
-        assert_eq!(passdb(&f, "192.0.2.9", "alice0003@chat.example", GOOD_PW).reply, plain(GOOD_PW));
+        assert!(is_login_ok(&passdb(&f, "192.0.2.1", "alice0001@chat.example", GOOD_PW).reply, GOOD_PW));
+        assert!(is_login_ok(&passdb(&f, "192.0.2.9", "alice0003@chat.example", GOOD_PW).reply, GOOD_PW));
     }
 
     #[test]
@@ -498,7 +523,7 @@ mod tests {
         assert_eq!(created.len(), 1, "{results:?}");
         // Exactly the winner's password logs in.
         for (pw, outcome) in &results {
-            assert_eq!(outcome.reply == plain(pw), pw == created[0], "{pw}: {outcome:?}");
+            assert_eq!(is_login_ok(&outcome.reply, pw), pw == created[0], "{pw}: {outcome:?}");
         }
     }
 

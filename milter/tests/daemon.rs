@@ -61,14 +61,16 @@ async fn serves_on_unix_and_inet_sockets_and_stops_on_sigterm() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     let socket = dir.path().join("milter.sock");
     for spec in [format!("unix:{}", socket.display()), format!("inet:127.0.0.1:{port}")] {
-        let mut child = Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .args(["--socket", &spec])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start");
+        let mut child = KillOnDrop(
+            Command::new(BIN)
+                .arg("--config")
+                .arg(&config)
+                .args(["--socket", &spec])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start"),
+        );
         let mut conn = if spec.starts_with("unix:") {
             wait_until("unix socket", || socket.exists());
             TestConnection::configure().open_unix(&socket).await.expect("open")
@@ -78,11 +80,23 @@ async fn serves_on_unix_and_inet_sockets_and_stops_on_sigterm() {
         };
         assert_eq!(one_encrypted_message(&mut conn).await, Status::Continue, "{spec}");
         conn.close().await.expect("close");
-        nix_kill(child.id());
-        let status = child.wait().expect("wait");
+        nix_kill(child.0.id());
+        let status = child.0.wait().expect("wait");
         assert_eq!(status.code(), Some(0), "{spec}: exit after SIGTERM");
         if spec.starts_with("unix:") {
             assert!(!socket.exists(), "socket removed on shutdown");
+        }
+    }
+}
+
+/// A daemon under test that is killed if the test fails before stopping it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
         }
     }
 }

@@ -73,17 +73,16 @@ passdb {{
   driver = dict
   args = {conf}
 }}
+# A login's passdb answer carries the userdb fields (userdb_home, …), so
+# logins need no second lookup; LMTP delivery has no passdb answer and asks
+# the dict userdb.
+userdb {{
+  driver = prefetch
+}}
 userdb {{
   driver = dict
   args = {conf}
-}}
-# Cached answers are keyed by user and password (see auth-dict.conf.ext);
-# refusals are not cached, so a login refused while account creation was
-# off works as soon as it is on again. Entries live an hour, well within
-# the day granularity of the last-login record.
-auth_cache_size = 10M
-auth_cache_ttl = 1 hour
-auth_cache_negative_ttl = 0",
+}}",
             conf = conf.display()
         ),
         DovecotAccounts::PasswdFile(file) => format!(
@@ -147,6 +146,13 @@ namespace inbox {{
 imap_capability = +XCHATMAIL
 
 {accounts}
+# With chatmail-auth, cached answers are keyed by user and password (see
+# auth-dict.conf.ext); refusals are not cached, so a login refused while
+# account creation was off works as soon as it is on again. Entries live an
+# hour, well within the day granularity of the last-login record.
+auth_cache_size = 10M
+auth_cache_ttl = 1 hour
+auth_cache_negative_ttl = 0
 service imap-login {{
   inet_listener imap {{
     address = 127.0.0.1
