@@ -12,23 +12,19 @@
 //! first logins exactly one creates the account and the others see it.
 //! Callers pass addresses the policy has checked (a single safe path name).
 
-use std::fs::{self, DirBuilder, File, FileTimes, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-/// File holding the password hash.
-pub const PASSWORD_FILE: &str = "password";
-/// Marker file: incoming cleartext mail to this account is refused.
-pub const ENFORCE_E2EE_MARKER: &str = "enforceE2EEincoming";
+pub use chatmail_config::layout::{ENFORCE_E2EE_MARKER, PASSWORD_FILE};
 
 /// Account directories: the owner (the mail user) has everything; its group
 /// may look in (the milter checks the marker as a member of the group).
 const DIR_MODE: u32 = 0o750;
 const FILE_MODE: u32 = 0o640;
-const DAY: u64 = 86_400;
 
 /// What `create` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,17 +115,10 @@ impl Store {
         }
     }
 
-    /// Records a login at `now`: the password file's mtime becomes the start
-    /// of the day (UTC), as chatmail does; written at most once a day.
+    /// Records a login at `now` (see `chatmail_config::layout::record_login`:
+    /// the password file's mtime, day granularity).
     pub fn record_login(&self, addr: &str, now: SystemTime) -> io::Result<()> {
-        let path = self.account_dir(addr).join(PASSWORD_FILE);
-        let day_start = UNIX_EPOCH + Duration::from_secs(now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() / DAY * DAY));
-        let current = fs::metadata(&path).and_then(|m| m.modified()).map_err(|e| context(e, "reading", &path))?;
-        if current == day_start {
-            return Ok(());
-        }
-        let file = OpenOptions::new().write(true).open(&path).map_err(|e| context(e, "opening", &path))?;
-        file.set_times(FileTimes::new().set_modified(day_start)).map_err(|e| context(e, "setting mtime of", &path))
+        chatmail_config::layout::record_login(&self.account_dir(addr), now)
     }
 
     /// Last login day of `addr` (the password file's mtime).
@@ -147,6 +136,9 @@ impl Store {
 mod tests {
     use super::*;
     use std::sync::{Arc, Barrier};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    const DAY: u64 = 86_400;
 
     #[test]
     fn create_then_exists() {

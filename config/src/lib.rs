@@ -11,6 +11,7 @@
 
 mod address;
 mod ini;
+pub mod layout;
 mod value;
 
 use std::fmt;

@@ -83,7 +83,7 @@ impl Shared {
         if rcpt.contains('/') || rcpt.starts_with('.') || rcpt.is_empty() {
             return Ok(false);
         }
-        let marker = self.settings.mailboxes_dir.join(rcpt).join("enforceE2EEincoming");
+        let marker = self.settings.mailboxes_dir.join(rcpt).join(chatmail_config::layout::ENFORCE_E2EE_MARKER);
         match std::fs::metadata(&marker) {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
