@@ -1,5 +1,16 @@
-//! Dovecot plugin for a chatmail relay (quota, expiry, per-account
-//! connection limits, delivery hook).
+//! Dovecot plugin for a chatmail relay, loaded by Dovecot as
+//! `mail_plugins = … chatmail` from `lib90_chatmail_plugin.so`.
 //!
-//! Not implemented yet: arrives with its own issue, built as a cdylib with
-//! the C shim in `c-shim/`.
+//! The C shim (`c-shim/`) registers Dovecot's hooks and calls into Rust;
+//! `exports` holds every symbol Dovecot or the shim calls, and no panic
+//! crosses that boundary. Decisions are plain Rust functions, unit-tested
+//! without Dovecot (`login`).
+//!
+//! Now: last-login recording for logins Dovecot's auth cache answered (which
+//! chatmail-auth never sees). Quota, expiry, connection limits and the
+//! delivery hook come with the rest of the plugin issue.
+
+mod bindings;
+mod exports;
+mod log;
+pub mod login;

@@ -25,6 +25,9 @@ pub struct DovecotSettings<'a> {
     /// Postfix's user, which must reach the LMTP and auth sockets.
     pub postfix_user: &'a str,
     pub max_mailbox_size: u64,
+    /// Directory with the chatmail plugin (as lib90_chatmail_plugin.so)
+    /// beside links to Dovecot's own modules; `None`: no plugin.
+    pub plugin_dir: Option<&'a Path>,
 }
 
 /// Where Dovecot looks up logins and users.
@@ -63,6 +66,14 @@ user_key = userdb/%u
 pub const LMTP_SOCKET: &str = "lmtp";
 /// Name of the SASL auth socket for Postfix inside `base_dir`.
 pub const AUTH_SOCKET: &str = "auth-postfix";
+
+fn plugins_section(s: &DovecotSettings<'_>) -> String {
+    match s.plugin_dir {
+        // Global, before any protocol block, so it reaches imap and lmtp.
+        Some(dir) => format!("mail_plugin_dir = {}\nmail_plugins = $mail_plugins chatmail\n", dir.display()),
+        None => String::new(),
+    }
+}
 
 fn accounts_section(s: &DovecotSettings<'_>) -> String {
     let mailboxes = s.mailboxes_dir.display();
@@ -146,6 +157,7 @@ namespace inbox {{
 imap_capability = +XCHATMAIL
 
 {accounts}
+{plugins}
 # With chatmail-auth, cached answers are keyed by user and password (see
 # auth-dict.conf.ext); refusals are not cached, so a login refused while
 # account creation was off works as soon as it is on again. Entries live an
@@ -193,6 +205,7 @@ protocol lmtp {{
         mail_uid = s.mail_uid,
         mailboxes = p(s.mailboxes_dir),
         accounts = accounts_section(s),
+        plugins = plugins_section(s),
         imap = s.imap_port,
         imaps = s.imaps_port,
         lmtp = LMTP_SOCKET,

@@ -71,6 +71,7 @@ fn run() -> Result<(), String> {
         milter: true,
         capture: std::env::var("CHATMAIL_CAPTURE").is_ok_and(|v| v == "1"),
         accounts: chatmail_testrelay::AccountBackend::Auth,
+        dovecot_plugin: true,
     };
 
     // Install the handlers before starting, so a Ctrl-C during startup

@@ -48,6 +48,9 @@ pub struct RelayOptions {
     /// Where logins are checked (chatmail-auth unless a benchmark asks for
     /// the passwd-file baseline).
     pub accounts: AccountBackend,
+    /// Load the chatmail Dovecot plugin (the default); off only for
+    /// benchmarks that need a baseline without it.
+    pub dovecot_plugin: bool,
 }
 
 /// Who answers Dovecot's passdb and userdb lookups.
@@ -71,6 +74,7 @@ impl Default for RelayOptions {
             milter: true,
             capture: false,
             accounts: AccountBackend::Auth,
+            dovecot_plugin: true,
         }
     }
 }
@@ -304,6 +308,11 @@ impl Relay {
         }
         set_owner(&passwd_file, 0, users.dovecot_gid)?;
 
+        let plugin_dir = dovecot_dir.join("modules");
+        if options.dovecot_plugin {
+            prepare_plugin_dir(&plugin_dir)?;
+        }
+
         let instance_name = format!("chatmail-{}", ports.imap);
         let dovecot_conf = dovecot_dir.join("dovecot.conf");
         let dovecot_log = log_dir.join("dovecot.log");
@@ -328,6 +337,7 @@ impl Relay {
                 mail_uid: users.mail_uid,
                 postfix_user: "postfix",
                 max_mailbox_size: config.max_mailbox_size,
+                plugin_dir: options.dovecot_plugin.then_some(plugin_dir.as_path()),
             }),
             0o644,
         )?;
@@ -807,6 +817,25 @@ fn percent_encode(text: &str) -> String {
 
 /// The chatmail-milter binary: `CHATMAIL_MILTER`, or the one built beside
 /// this program (target/debug/ for binaries, its parent for test binaries in deps/).
+/// Dovecot's own modules directory.
+const DOVECOT_MODULES: &str = "/usr/lib/dovecot/modules";
+
+/// Fills `dir` with the chatmail plugin (named as Dovecot expects) and links
+/// to Dovecot's own modules, so `mail_plugin_dir = dir` finds both.
+fn prepare_plugin_dir(dir: &Path) -> Result<()> {
+    let _ = fs::remove_dir_all(dir);
+    make_dir(dir, 0o755)?;
+    let plugin = sibling_binary("libchatmail_dovecot_plugin.so", "CHATMAIL_DOVECOT_PLUGIN")?;
+    fs::copy(&plugin, dir.join("lib90_chatmail_plugin.so")).context(|| format!("copying {}", plugin.display()))?;
+    for entry in fs::read_dir(DOVECOT_MODULES).context(|| format!("listing {DOVECOT_MODULES}"))?.flatten() {
+        let name = entry.file_name();
+        if name.to_string_lossy().ends_with(".so") {
+            std::os::unix::fs::symlink(entry.path(), dir.join(&name)).context(|| format!("linking {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// A binary of this workspace: from the environment variable `env`, else
 /// beside the running program (target/debug/ for tests and the harness).
 fn sibling_binary(name: &str, env: &str) -> Result<PathBuf> {

@@ -1,0 +1,100 @@
+//! Every symbol Dovecot looks up in the plugin, and every Rust function the
+//! C shim calls. No panic may unwind into Dovecot's C code (it would abort
+//! the imap or lmtp process): each entry point catches them and logs.
+
+use std::ffi::{c_char, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::time::SystemTime;
+
+use crate::bindings::{self, chatmail_user_info, module, DOVECOT_ABI_VERSION};
+use crate::log;
+use crate::login::{is_login, UserEvent};
+
+/// Dovecot reads `<name>_plugin_version` as a pointer to a C string and
+/// refuses the plugin unless it equals its own ABI version.
+#[repr(transparent)]
+pub struct AbiVersion(*const c_char);
+
+// SAFETY: the pointer refers to a `'static` constant that is never written.
+unsafe impl Sync for AbiVersion {}
+
+#[no_mangle]
+pub static chatmail_plugin_version: AbiVersion = AbiVersion(DOVECOT_ABI_VERSION.as_ptr().cast());
+
+/// Runs `f`, turning a panic into an error in Dovecot's log.
+fn guarded(what: &str, f: impl FnOnce()) {
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(f)) {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        // Logging itself must not panic across the boundary either.
+        let _ = catch_unwind(|| log::error(&format!("internal error in {what}: {why}")));
+    }
+}
+
+/// Called by Dovecot when it loads the plugin.
+#[no_mangle]
+pub extern "C" fn chatmail_plugin_init(module: *mut module) {
+    guarded("plugin init", || {
+        // SAFETY: `module` is the pointer Dovecot passed for this plugin;
+        // the shim only hands it to mail_storage_hooks_add.
+        unsafe { bindings::chatmail_shim_init(module) }
+    });
+}
+
+/// Called by Dovecot before it unloads the plugin.
+#[no_mangle]
+pub extern "C" fn chatmail_plugin_deinit() {
+    guarded("plugin deinit", || {
+        // SAFETY: undoes chatmail_shim_init; Dovecot calls deinit once.
+        unsafe { bindings::chatmail_shim_deinit() }
+    });
+}
+
+/// A C string from the shim, if not NULL and valid UTF-8.
+///
+/// # Safety
+/// `ptr` must be NULL or point to a NUL-terminated string valid for `'a`.
+unsafe fn text<'a>(ptr: *const c_char) -> Option<&'a str> {
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: non-NULL and NUL-terminated per this function's contract.
+    unsafe { CStr::from_ptr(ptr) }.to_str().ok()
+}
+
+/// Called by the shim from Dovecot's `mail_user_created` hook.
+#[no_mangle]
+pub extern "C" fn chatmail_rs_user_created(info: *const chatmail_user_info) {
+    guarded("mail_user_created", || {
+        if info.is_null() {
+            return;
+        }
+        // SAFETY: the shim passes a pointer to a struct on its stack whose
+        // strings belong to the mail user and live during this call.
+        let info = unsafe { &*info };
+        // SAFETY: as above, each field is NULL or a NUL-terminated string.
+        let (username, home, service) = unsafe { (text(info.username), text(info.home), text(info.service)) };
+        let event = UserEvent {
+            service: service.unwrap_or(""),
+            has_home: home.is_some(),
+            autocreated: info.autocreated != 0,
+            session_restored: info.session_restored != 0,
+        };
+        if !is_login(&event) {
+            return;
+        }
+        let Some(home) = home else { return };
+        // Logins Dovecot's auth cache answered never reach chatmail-auth,
+        // so the plugin records them (at most one write a day).
+        match chatmail_config::layout::record_login(Path::new(home), SystemTime::now()) {
+            Ok(()) => {}
+            // Not an account with a password file (e.g. a static passdb).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => log::warning(&format!("recording the last login of {}: {e}", username.unwrap_or("?"))),
+        }
+    });
+}

@@ -1,0 +1,83 @@
+//! The chatmail Dovecot plugin in the harness's real Dovecot: it loads in
+//! both imap and lmtp, and records logins.
+
+use std::fs::{File, FileTimes};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use chatmail_testrelay::mail::encrypted;
+use chatmail_testrelay::{Relay, RelayOptions};
+
+fn start() -> Relay {
+    Relay::start(RelayOptions::default()).unwrap_or_else(|e| panic!("relay did not start: {e}"))
+}
+
+fn doveconf(relay: &Relay, protocol: &str, setting: &str) -> String {
+    let conf = relay.run_dir.join("dovecot").join("dovecot.conf");
+    let out = Command::new("doveconf").arg("-c").arg(&conf).args(["-h", "-f", &format!("protocol={protocol}"), setting]).output().expect("doveconf");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn plugin_loads_in_imap_and_lmtp() {
+    let relay = start();
+    for protocol in ["imap", "lmtp"] {
+        let plugins = doveconf(&relay, protocol, "mail_plugins");
+        assert!(plugins.split_whitespace().any(|p| p == "chatmail"), "{protocol}: mail_plugins = {plugins:?}");
+    }
+    // It really is loaded: an IMAP session and an LMTP delivery work, and
+    // Dovecot complains about nothing (a wrong ABI version would show here).
+    let alice = relay.new_account().expect("alice");
+    let bob = relay.new_account().expect("bob");
+    relay.submit(&alice, &[&bob.addr], &encrypted(&alice.addr, &bob.addr, "through lmtp")).expect("submit");
+    relay.wait_for_message(&bob, "through lmtp", Duration::from_secs(20)).expect("delivered");
+    let log = std::fs::read_to_string(relay.log_dir.join("dovecot.log")).expect("dovecot log");
+    for bad in ["Module is for different ABI version", "chatmail: internal error", "Error:"] {
+        assert!(!log.contains(bad), "{bad:?} in the Dovecot log:\n{log}");
+    }
+}
+
+fn set_mtime(path: &std::path::Path, when: SystemTime) {
+    File::options().write(true).open(path).expect("open").set_times(FileTimes::new().set_modified(when)).expect("set mtime");
+}
+
+fn mtime(path: &std::path::Path) -> SystemTime {
+    std::fs::metadata(path).and_then(|m| m.modified()).expect("mtime")
+}
+
+#[test]
+fn logins_answered_by_the_auth_cache_are_recorded_but_deliveries_are_not() {
+    let relay = start();
+    let alice = relay.new_account().expect("alice");
+    let bob = relay.new_account().expect("bob");
+    let long_ago = SystemTime::now() - Duration::from_secs(30 * 86_400);
+    let alice_password = relay.config.mailboxes_dir.join(&alice.addr).join("password");
+    let bob_password = relay.config.mailboxes_dir.join(&bob.addr).join("password");
+    set_mtime(&alice_password, long_ago);
+    set_mtime(&bob_password, long_ago);
+
+    // Alice's second login comes from Dovecot's auth cache (chatmail-auth
+    // is not asked); the plugin records it, with day granularity.
+    relay.imap_login(&alice).expect("login").logout();
+    let today = chatmail_config::layout::day_start(SystemTime::now());
+    assert_eq!(mtime(&alice_password), today);
+
+    // Mail delivered to Bob is not Bob logging in.
+    relay.submit(&alice, &[&bob.addr], &encrypted(&alice.addr, &bob.addr, "not a login")).expect("submit");
+    relay.wait_for_empty_queue(Duration::from_secs(20)).expect("delivered");
+    assert_eq!(mtime(&bob_password), long_ago);
+}
+
+#[test]
+fn without_the_plugin_cached_logins_go_unrecorded() {
+    // The counterpart of the test above: it shows that the second login
+    // really is answered by the auth cache, so the plugin is what records it.
+    let relay = Relay::start(RelayOptions { dovecot_plugin: false, ..RelayOptions::default() }).expect("relay");
+    let alice = relay.new_account().expect("alice");
+    let long_ago = SystemTime::now() - Duration::from_secs(30 * 86_400);
+    let password = relay.config.mailboxes_dir.join(&alice.addr).join("password");
+    set_mtime(&password, long_ago);
+    relay.imap_login(&alice).expect("login").logout();
+    assert_eq!(mtime(&password), long_ago);
+}
