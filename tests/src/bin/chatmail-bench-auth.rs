@@ -10,7 +10,11 @@
 //! Each round: PARALLEL threads each connect, (STARTTLS,) LOGIN, LOGOUT once,
 //! all at the same moment; logins/s = PARALLEL / wall time of the round; the
 //! latency of each login is from connect to the tagged OK of LOGIN. Rounds
-//! alternate between the relays. Override with BENCH_PARALLEL, BENCH_ROUNDS.
+//! alternate between the relays. Both relays run with the same Dovecot auth
+//! cache settings: "cold" rounds use accounts that never logged in (no cache
+//! entry: the full check), "warm" rounds repeat the logins of the round
+//! before (as clients reconnecting do). Override with BENCH_PARALLEL,
+//! BENCH_ROUNDS.
 
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -90,18 +94,23 @@ fn main() {
     let make = |r: &Relay| -> Vec<Account> {
         (0..parallel).map(|_| r.add_account(&chatmail_testrelay::token(9), &chatmail_testrelay::token(12)).expect("account")).collect()
     };
-    let auth_accounts = make(&auth);
-    let file_accounts = make(&file);
 
     println!("{parallel} parallel IMAP logins, {rounds} rounds per case (median logins/s; latency p50/p99 over all rounds)");
-    println!("{:<10} {:<24} {:>10} {:>9} {:>9}", "transport", "passdb", "logins/s", "p50 ms", "p99 ms");
+    println!("{:<10} {:<6} {:<24} {:>10} {:>9} {:>9}", "transport", "cache", "passdb", "logins/s", "p50 ms", "p99 ms");
+    // Warm up both (process pools, TLS contexts).
+    round(&auth, &make(&auth), Transport::StartTls);
+    round(&file, &make(&file), Transport::StartTls);
     let mut medians = Vec::new();
     for (transport, name) in [(Transport::StartTls, "STARTTLS"), (Transport::Plain, "plaintext")] {
-        // Warm up both (process pools, TLS contexts).
-        round(&auth, &auth_accounts, transport);
-        round(&file, &file_accounts, transport);
+      for warm in [false, true] {
+        let cache = if warm { "warm" } else { "cold" };
         let (mut auth_rates, mut file_rates, mut auth_lat, mut file_lat) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
+            let (auth_accounts, file_accounts) = (make(&auth), make(&file));
+            if warm {
+                round(&auth, &auth_accounts, transport);
+                round(&file, &file_accounts, transport);
+            }
             let a = round(&auth, &auth_accounts, transport);
             let f = round(&file, &file_accounts, transport);
             auth_rates.push(a.per_second);
@@ -114,19 +123,21 @@ fn main() {
         let (a, f) = (median(&mut auth_rates), median(&mut file_rates));
         for (passdb, rate, lat) in [("chatmail-auth (dict)", a, &auth_lat), ("passwd-file", f, &file_lat)] {
             println!(
-                "{name:<10} {passdb:<24} {rate:>10.0} {:>9.1} {:>9.1}",
+                "{name:<10} {cache:<6} {passdb:<24} {rate:>10.0} {:>9.1} {:>9.1}",
                 percentile(lat, 0.5).as_secs_f64() * 1e3,
                 percentile(lat, 0.99).as_secs_f64() * 1e3
             );
         }
-        println!("{name:<10} ratio chatmail-auth / passwd-file: {:.2}  (goal >= 0.9)", a / f);
+        println!("{name:<10} {cache:<6} ratio chatmail-auth / passwd-file: {:.2}  (goal >= 0.9)", a / f);
         medians.push((a, f));
+      }
     }
-    let ((auth_tls, file_tls), (auth_plain, file_plain)) = (medians[0], medians[1]);
+    // Cold rounds: STARTTLS is medians[0], plaintext medians[2].
+    let ((auth_tls, file_tls), (auth_plain, file_plain)) = (medians[0], medians[2]);
     // Time per login is 1/rate; what TLS adds is the difference.
     let tls_share = |tls: f64, plain: f64| (1.0 / tls - 1.0 / plain) / (1.0 / tls);
     println!(
-        "TLS share of a login's cost: {:.0} % with chatmail-auth, {:.0} % with passwd-file",
+        "TLS share of a cold login's cost: {:.0} % with chatmail-auth, {:.0} % with passwd-file",
         tls_share(auth_tls, auth_plain) * 100.0,
         tls_share(file_tls, file_plain) * 100.0
     );
@@ -142,7 +153,7 @@ fn main() {
     let per_check = start.elapsed().as_secs_f64() / checks as f64;
     let cores = thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     println!(
-        "SHA512-CRYPT check: {:.2} ms CPU; share of a STARTTLS login's machine time: {:.0} % (chatmail-auth), {:.0} % (passwd-file)",
+        "SHA512-CRYPT check: {:.2} ms CPU; share of a cold STARTTLS login's machine time: {:.0} % (chatmail-auth), {:.0} % (passwd-file)",
         per_check * 1e3,
         per_check / (cores / auth_tls) * 100.0,
         per_check / (cores / file_tls) * 100.0
