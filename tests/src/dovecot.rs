@@ -25,6 +25,7 @@ pub struct DovecotSettings<'a> {
     /// Postfix's user, which must reach the LMTP and auth sockets.
     pub postfix_user: &'a str,
     pub max_mailbox_size: u64,
+    pub max_message_size: u64,
     /// Directory with the chatmail plugin (as lib90_chatmail_plugin.so)
     /// beside links to Dovecot's own modules; `None`: no plugin.
     pub plugin_dir: Option<&'a Path>,
@@ -68,11 +69,49 @@ pub const LMTP_SOCKET: &str = "lmtp";
 pub const AUTH_SOCKET: &str = "auth-postfix";
 
 fn plugins_section(s: &DovecotSettings<'_>) -> String {
-    match s.plugin_dir {
-        // Global, before any protocol block, so it reaches imap and lmtp.
+    let chatmail = match s.plugin_dir {
         Some(dir) => format!("mail_plugin_dir = {}\nmail_plugins = $mail_plugins chatmail\n", dir.display()),
         None => String::new(),
+    };
+    // The global mail_plugins comes before any protocol block, so it reaches
+    // imap and lmtp (a later global line would not).
+    format!(
+        "\
+# Quota: Dovecot's quota plugin enforces max_mailbox_size (APPEND/COPY get
+# NO [OVERQUOTA], LMTP 552 5.2.2) with the count backend, which keeps usage
+# up to date per save and expunge; imap_quota answers GETQUOTAROOT.
+mail_plugins = $mail_plugins quota
+{chatmail}protocol imap {{
+  mail_plugins = $mail_plugins imap_quota
+  # APPEND of a message over max_message_size: NO [LIMIT]. Not for LMTP,
+  # where Dovecot would answer 451 (retry) to a message that can never fit;
+  # Postfix and the milter refuse such mail at SMTP time already.
+  plugin {{
+    quota_max_mail_size = {max_mail}B
+  }}
+}}
+plugin {{
+  quota = count:User quota
+  quota_vsizes = yes
+  quota_rule = *:storage={storage}B
+  quota_full_tempfail = no
+  quota_exceeded_message = Mailbox full (quota of {storage_text} exceeded)
+}}
+",
+        storage = s.max_mailbox_size,
+        max_mail = s.max_message_size,
+        storage_text = human_size(s.max_mailbox_size),
+    )
+}
+
+/// `104857600` → `100 MB` (1024-based, as chatmail.ini's units).
+fn human_size(bytes: u64) -> String {
+    for (unit, factor) in [("GB", 1u64 << 30), ("MB", 1 << 20), ("KB", 1 << 10)] {
+        if bytes >= factor && bytes % factor == 0 {
+            return format!("{} {unit}", bytes / factor);
+        }
     }
+    format!("{bytes} bytes")
 }
 
 fn accounts_section(s: &DovecotSettings<'_>) -> String {
@@ -212,6 +251,5 @@ protocol lmtp {{
         auth = AUTH_SOCKET,
         postfix = s.postfix_user,
     );
-    let _ = s.max_mailbox_size; // enforced by the Dovecot plugin once it exists
     c
 }

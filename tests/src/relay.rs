@@ -337,6 +337,7 @@ impl Relay {
                 mail_uid: users.mail_uid,
                 postfix_user: "postfix",
                 max_mailbox_size: config.max_mailbox_size,
+                max_message_size: config.max_message_size,
                 plugin_dir: options.dovecot_plugin.then_some(plugin_dir.as_path()),
             }),
             0o644,
