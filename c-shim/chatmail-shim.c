@@ -1,22 +1,70 @@
 /* Dovecot hooks of the chatmail plugin; see chatmail-shim.h. */
 #include "lib.h"
+#include "module-context.h"
 #include "mail-user.h"
+#include "mail-namespace.h"
+#include "mail-storage.h"
 #include "mail-storage-hooks.h"
+#include "mail-search-build.h"
+#include "quota.h"
 #include "chatmail-shim.h"
 
-static void chatmail_mail_user_created(struct mail_user *user)
+#define CHATMAIL_USER_CONTEXT(obj) \
+	MODULE_CONTEXT_REQUIRE(obj, chatmail_user_module)
+
+struct chatmail_user {
+	union mail_user_module_context module_ctx;
+};
+
+static MODULE_CONTEXT_DEFINE_INIT(chatmail_user_module,
+				  &mail_user_module_register);
+
+static void chatmail_user_info_fill(struct mail_user *user,
+				    struct chatmail_user_info *info)
 {
-	struct chatmail_user_info info;
 	const char *home = NULL;
 
 	if (mail_user_get_home(user, &home) <= 0)
 		home = NULL;
-	info.username = user->username;
-	info.home = home;
-	info.service = user->service;
-	info.autocreated = user->autocreated ? 1 : 0;
-	info.session_restored = user->session_restored ? 1 : 0;
+	info->username = user->username;
+	info->home = home;
+	info->service = user->service;
+	info->autocreated = user->autocreated ? 1 : 0;
+	info->session_restored = user->session_restored ? 1 : 0;
+	info->config_path = mail_user_plugin_getenv(user, "chatmail_config");
+}
+
+/* deinit_pre runs while every plugin's state is still alive: deinit would
+   be too late, since the quota plugin (loaded before us, so earlier in the
+   deinit chain) has freed its quota by the time ours would run. */
+static void chatmail_user_deinit_pre(struct mail_user *user)
+{
+	struct chatmail_user *cuser = CHATMAIL_USER_CONTEXT(user);
+	struct chatmail_user_info info;
+
+	chatmail_user_info_fill(user, &info);
+	chatmail_rs_user_deinit(user, &info);
+	cuser->module_ctx.super.deinit_pre(user);
+}
+
+static void chatmail_mail_user_created(struct mail_user *user)
+{
+	struct mail_user_vfuncs *v = user->vlast;
+	struct chatmail_user *cuser;
+	struct chatmail_user_info info;
+
+	chatmail_user_info_fill(user, &info);
 	chatmail_rs_user_created(&info);
+	if (user->autocreated)
+		return;
+
+	/* Chain our deinit_pre: the Rust side does its maintenance while the
+	   user's storage and quota are still usable. */
+	cuser = p_new(user->pool, struct chatmail_user, 1);
+	cuser->module_ctx.super = *v;
+	user->vlast = &cuser->module_ctx.super;
+	v->deinit_pre = chatmail_user_deinit_pre;
+	MODULE_CONTEXT_SET(user, chatmail_user_module, cuser);
 }
 
 static struct mail_storage_hooks chatmail_mail_storage_hooks = {
@@ -50,4 +98,124 @@ void chatmail_shim_log(enum chatmail_log_level level, const char *message)
 		i_error("chatmail: %s", message);
 		break;
 	}
+}
+
+int chatmail_shim_quota_usage(struct mail_user *user, uint64_t *used_r,
+			      uint64_t *limit_r)
+{
+	struct quota_root_iter *iter;
+	struct quota_root *root;
+	int ret = 0;
+
+	iter = quota_root_iter_init_user(user);
+	while ((root = quota_root_iter_next(iter)) != NULL) {
+		uint64_t value, limit;
+		const char *error;
+		enum quota_get_result result =
+			quota_get_resource(root, "INBOX", QUOTA_NAME_STORAGE_BYTES,
+					   &value, &limit, &error);
+		if (result == QUOTA_GET_RESULT_LIMITED) {
+			*used_r = value;
+			*limit_r = limit;
+			ret = 1;
+			break;
+		}
+		if (result == QUOTA_GET_RESULT_INTERNAL_ERROR) {
+			i_error("chatmail: quota of %s: %s",
+				user->username, error);
+			ret = -1;
+			break;
+		}
+	}
+	quota_root_iter_deinit(&iter);
+	return ret;
+}
+
+static struct mailbox *chatmail_inbox_open(struct mail_user *user)
+{
+	struct mail_namespace *ns;
+	struct mailbox *box;
+
+	ns = mail_namespace_find_inbox(user->namespaces);
+	if (ns == NULL) {
+		i_error("chatmail: %s has no INBOX namespace", user->username);
+		return NULL;
+	}
+	box = mailbox_alloc(ns->list, "INBOX", 0);
+	if (mailbox_open(box) < 0 || mailbox_sync(box, 0) < 0) {
+		i_error("chatmail: opening INBOX of %s: %s", user->username,
+			mailbox_get_last_internal_error(box, NULL));
+		mailbox_free(&box);
+		return NULL;
+	}
+	return box;
+}
+
+int chatmail_shim_inbox_list(struct mail_user *user,
+			     chatmail_mail_cb *callback, void *context)
+{
+	struct mailbox *box;
+	struct mailbox_transaction_context *trans;
+	struct mail_search_args *args;
+	struct mail_search_context *search;
+	struct mail *mail;
+	int ret = 0;
+
+	if ((box = chatmail_inbox_open(user)) == NULL)
+		return -1;
+	trans = mailbox_transaction_begin(box, 0, "chatmail list");
+	args = mail_search_build_init();
+	mail_search_build_add_all(args);
+	search = mailbox_search_init(trans, args, NULL,
+				     MAIL_FETCH_RECEIVED_DATE |
+				     MAIL_FETCH_VIRTUAL_SIZE, NULL);
+	mail_search_args_unref(&args);
+	while (mailbox_search_next(search, &mail)) {
+		time_t received;
+		uoff_t size;
+
+		/* A mail whose date or size cannot be read is skipped:
+		   it is never deleted on a guess. */
+		if (mail_get_received_date(mail, &received) < 0 ||
+		    mail_get_virtual_size(mail, &size) < 0)
+			continue;
+		callback(context, mail->uid, (int64_t)received, (uint64_t)size);
+	}
+	if (mailbox_search_deinit(&search) < 0) {
+		i_error("chatmail: listing INBOX of %s: %s", user->username,
+			mailbox_get_last_internal_error(box, NULL));
+		ret = -1;
+	}
+	(void)mailbox_transaction_commit(&trans);
+	mailbox_free(&box);
+	return ret;
+}
+
+int chatmail_shim_inbox_expunge(struct mail_user *user, const uint32_t *uids,
+				unsigned int count)
+{
+	struct mailbox *box;
+	struct mailbox_transaction_context *trans;
+	struct mail *mail;
+	unsigned int i;
+	int ret = 0;
+
+	if ((box = chatmail_inbox_open(user)) == NULL)
+		return -1;
+	trans = mailbox_transaction_begin(box, 0, "chatmail expunge");
+	mail = mail_alloc(trans, 0, NULL);
+	for (i = 0; i < count; i++) {
+		if (mail_set_uid(mail, uids[i]))
+			mail_expunge(mail);
+	}
+	mail_free(&mail);
+	if (mailbox_transaction_commit(&trans) < 0 ||
+	    mailbox_sync(box, 0) < 0) {
+		i_error("chatmail: expunging from INBOX of %s: %s",
+			user->username,
+			mailbox_get_last_internal_error(box, NULL));
+		ret = -1;
+	}
+	mailbox_free(&box);
+	return ret;
 }

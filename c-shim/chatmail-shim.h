@@ -6,7 +6,10 @@
 #ifndef CHATMAIL_SHIM_H
 #define CHATMAIL_SHIM_H
 
+#include <stdint.h>
+
 struct module;
+struct mail_user;
 
 /* What the plugin learns about a mail user when Dovecot creates it. */
 struct chatmail_user_info {
@@ -19,7 +22,14 @@ struct chatmail_user_info {
 	int autocreated;
 	/* IMAP unhibernation, not a new login. */
 	int session_restored;
+	/* The plugin setting chatmail_config (path of chatmail.ini), or NULL. */
+	const char *config_path;
 };
+
+/* Receives one mail of a listing: UID, received date (Unix seconds; for
+ * maildir the file's mtime, which chatmail's expiry also goes by), size in
+ * bytes (virtual size, as the quota counts it). */
+typedef void chatmail_mail_cb(void *context, uint32_t uid, int64_t saved, uint64_t size);
 
 enum chatmail_log_level {
 	CHATMAIL_LOG_DEBUG = 0,
@@ -35,7 +45,19 @@ void chatmail_shim_deinit(void);
 /* Logs through Dovecot's own log, prefixed "chatmail: ". */
 void chatmail_shim_log(enum chatmail_log_level level, const char *message);
 
+/* Quota usage of the user's storage in bytes. Returns 1 with a limit,
+ * 0 if no quota limits storage, -1 on error (logged). */
+int chatmail_shim_quota_usage(struct mail_user *user, uint64_t *used_r, uint64_t *limit_r);
+/* Calls callback for every mail in the user's INBOX. 0 ok, -1 error (logged). */
+int chatmail_shim_inbox_list(struct mail_user *user, chatmail_mail_cb *callback, void *context);
+/* Expunges these UIDs from the user's INBOX (missing ones are skipped).
+ * 0 ok, -1 error (logged). */
+int chatmail_shim_inbox_expunge(struct mail_user *user, const uint32_t *uids, unsigned int count);
+
 /* Implemented in Rust: called for every mail user Dovecot creates. */
 void chatmail_rs_user_created(const struct chatmail_user_info *info);
+/* Implemented in Rust: called when a (logged-in or delivered-to) user's
+ * session ends, while its storage is still usable. */
+void chatmail_rs_user_deinit(struct mail_user *user, const struct chatmail_user_info *info);
 
 #endif

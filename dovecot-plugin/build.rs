@@ -32,6 +32,7 @@ fn main() {
         .header_contents("wrapper.h", &wrapper)
         .allowlist_function("chatmail_.*")
         .allowlist_type("chatmail_.*")
+        .opaque_type("mail_user")
         .allowlist_var("DOVECOT_ABI_VERSION")
         .rustified_enum("chatmail_log_level")
         .generate()

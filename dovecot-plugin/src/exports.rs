@@ -7,9 +7,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::time::SystemTime;
 
-use crate::bindings::{self, chatmail_user_info, module, DOVECOT_ABI_VERSION};
+use crate::bindings::{self, chatmail_user_info, mail_user, module, DOVECOT_ABI_VERSION};
 use crate::log;
 use crate::login::{is_login, UserEvent};
+use crate::maintenance;
 
 /// Dovecot reads `<name>_plugin_version` as a pointer to a C string and
 /// refuses the plugin unless it equals its own ABI version.
@@ -21,6 +22,17 @@ unsafe impl Sync for AbiVersion {}
 
 #[no_mangle]
 pub static chatmail_plugin_version: AbiVersion = AbiVersion(DOVECOT_ABI_VERSION.as_ptr().cast());
+
+/// A NULL-terminated list of plugins that must be loaded before this one:
+/// the quota plugin, whose functions the shim calls for the usage.
+#[repr(transparent)]
+pub struct PluginName(*const c_char);
+
+// SAFETY: the pointers refer to `'static` constants (or are NULL).
+unsafe impl Sync for PluginName {}
+
+#[no_mangle]
+pub static chatmail_plugin_dependencies: [PluginName; 2] = [PluginName(c"quota".as_ptr()), PluginName(std::ptr::null())];
 
 /// Runs `f`, turning a panic into an error in Dovecot's log.
 fn guarded(what: &str, f: impl FnOnce()) {
@@ -96,5 +108,28 @@ pub extern "C" fn chatmail_rs_user_created(info: *const chatmail_user_info) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => log::warning(&format!("recording the last login of {}: {e}", username.unwrap_or("?"))),
         }
+    });
+}
+
+/// Called by the shim when a user's session ends (its deinit vfunc), while
+/// the user's storage is still usable: maintenance for accounts that logged
+/// in or got mail.
+#[no_mangle]
+pub extern "C" fn chatmail_rs_user_deinit(user: *mut mail_user, info: *const chatmail_user_info) {
+    guarded("mail_user deinit", || {
+        if user.is_null() || info.is_null() {
+            return;
+        }
+        // SAFETY: as in chatmail_rs_user_created: a valid struct from the
+        // shim's stack whose strings live during this call.
+        let info = unsafe { &*info };
+        // SAFETY: each field is NULL or a NUL-terminated string.
+        let (username, home, service, config) =
+            unsafe { (text(info.username), text(info.home), text(info.service), text(info.config_path)) };
+        if info.autocreated != 0 || !matches!(service, Some("imap" | "lmtp" | "pop3")) {
+            return;
+        }
+        let Some(home) = home else { return };
+        maintenance::run(user, username.unwrap_or("?"), Path::new(home), config, SystemTime::now());
     });
 }

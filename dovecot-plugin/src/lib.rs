@@ -7,10 +7,15 @@
 //! without Dovecot (`login`).
 //!
 //! Now: last-login recording for logins Dovecot's auth cache answered (which
-//! chatmail-auth never sees). Quota, expiry, connection limits and the
-//! delivery hook come with the rest of the plugin issue.
+//! chatmail-auth never sees); when a session ends, the adaptive quota
+//! (past 75 % of the quota, oldest mail older than 24 h goes until 70 %)
+//! and, hourly per account, the expiry of old mail. Dovecot's own quota
+//! plugin enforces the hard limit. Connection limits and the delivery hook
+//! come with the rest of the plugin issue.
 
 mod bindings;
+pub mod cleanup;
 mod exports;
 mod log;
 pub mod login;
+mod maintenance;

@@ -13,6 +13,10 @@ fn log(level: chatmail_log_level, message: &str) {
     unsafe { chatmail_shim_log(level, text.as_ptr()) }
 }
 
+pub fn info(message: &str) {
+    log(chatmail_log_level::CHATMAIL_LOG_INFO, message);
+}
+
 pub fn warning(message: &str) {
     log(chatmail_log_level::CHATMAIL_LOG_WARNING, message);
 }

@@ -26,6 +26,8 @@ pub struct DovecotSettings<'a> {
     pub postfix_user: &'a str,
     pub max_mailbox_size: u64,
     pub max_message_size: u64,
+    /// chatmail.ini, for the plugin's expiry settings.
+    pub chatmail_config: &'a Path,
     /// Directory with the chatmail plugin (as lib90_chatmail_plugin.so)
     /// beside links to Dovecot's own modules; `None`: no plugin.
     pub plugin_dir: Option<&'a Path>,
@@ -70,7 +72,11 @@ pub const AUTH_SOCKET: &str = "auth-postfix";
 
 fn plugins_section(s: &DovecotSettings<'_>) -> String {
     let chatmail = match s.plugin_dir {
-        Some(dir) => format!("mail_plugin_dir = {}\nmail_plugins = $mail_plugins chatmail\n", dir.display()),
+        Some(dir) => format!(
+            "mail_plugin_dir = {}\nmail_plugins = $mail_plugins chatmail\nplugin {{\n  chatmail_config = {}\n}}\n",
+            dir.display(),
+            s.chatmail_config.display()
+        ),
         None => String::new(),
     };
     // The global mail_plugins comes before any protocol block, so it reaches
@@ -94,6 +100,8 @@ plugin {{
   quota = count:User quota
   quota_vsizes = yes
   quota_rule = *:storage={storage}B
+  # A hard limit: no 10 % grace for the message that crosses it.
+  quota_grace = 0
   quota_full_tempfail = no
   quota_exceeded_message = Mailbox full (quota of {storage_text} exceeded)
 }}
@@ -107,7 +115,7 @@ plugin {{
 /// `104857600` → `100 MB` (1024-based, as chatmail.ini's units).
 fn human_size(bytes: u64) -> String {
     for (unit, factor) in [("GB", 1u64 << 30), ("MB", 1 << 20), ("KB", 1 << 10)] {
-        if bytes >= factor && bytes % factor == 0 {
+        if bytes >= factor && bytes.is_multiple_of(factor) {
             return format!("{} {unit}", bytes / factor);
         }
     }

@@ -338,6 +338,7 @@ impl Relay {
                 postfix_user: "postfix",
                 max_mailbox_size: config.max_mailbox_size,
                 max_message_size: config.max_message_size,
+                chatmail_config: &config_path,
                 plugin_dir: options.dovecot_plugin.then_some(plugin_dir.as_path()),
             }),
             0o644,

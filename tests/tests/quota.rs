@@ -78,14 +78,11 @@ fn lmtp_deliver(relay: &Relay, to: &str, text: &str) -> String {
     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
     let mut writer = stream;
     let mut reply = || {
-        let mut last = String::new();
         loop {
             let mut line = String::new();
             reader.read_line(&mut line).expect("read");
-            let done = line.as_bytes().get(3) == Some(&b' ');
-            last = line.trim_end().to_owned();
-            if done || line.is_empty() {
-                return last;
+            if line.as_bytes().get(3) == Some(&b' ') || line.is_empty() {
+                return line.trim_end().to_owned();
             }
         }
     };
@@ -119,4 +116,114 @@ fn lmtp_delivery_over_quota_gets_552_and_stores_nothing() {
     let answer = lmtp_deliver(&relay, &bob.addr, &message(&bob.addr, "huge", 70_000));
     assert!(answer.starts_with("552 5.2.2"), "{answer}");
     assert_eq!(stored_messages(&relay, &bob), 2);
+}
+
+/// IMAP date-time (`"23-Nov-2026 10:00:00 +0000"`) of `secs_ago` seconds ago.
+fn imap_date(secs_ago: u64) -> String {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() - secs_ago;
+    let (days, rest) = (t / 86_400, t % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    format!("{day:02}-{}-{year} {:02}:{:02}:{:02} +0000", MONTHS[month as usize - 1], rest / 3600, rest % 3600 / 60, rest % 60)
+}
+
+/// APPENDs `text` with a received date `secs_ago` seconds ago.
+fn append_dated(imap: &mut ImapClient, text: &str, secs_ago: u64) {
+    let reply = imap.command(&format!("APPEND INBOX \"{}\" {{{}+}}\r\n{text}", imap_date(secs_ago), text.len())).expect("append");
+    assert_eq!(reply.status, "OK", "{}", reply.text);
+}
+
+const HOUR: u64 = 3600;
+const DAY: u64 = 24 * HOUR;
+
+fn subjects(relay: &Relay, account: &Account) -> Vec<String> {
+    let mut imap = relay.imap_login(account).expect("login");
+    imap.command("SELECT INBOX").expect("select").ok().expect("OK");
+    let reply = imap.command("FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])").expect("fetch");
+    imap.logout();
+    let mut found: Vec<String> = reply
+        .untagged
+        .iter()
+        .flat_map(|l| l.lines())
+        .filter_map(|l| l.strip_prefix("Subject: "))
+        .map(str::to_owned)
+        .collect();
+    found.sort();
+    found
+}
+
+fn plugin_log(relay: &Relay) -> String {
+    std::fs::read_to_string(relay.log_dir.join("dovecot.log")).expect("dovecot log")
+}
+
+#[test]
+fn past_75_percent_the_oldest_mail_goes_down_to_70_percent() {
+    // 100 KiB quota: cleanup above 76 800 bytes, down to 71 680.
+    let relay = start_with(&[("max_mailbox_size", "100K"), ("max_message_size", "60000")]);
+    let alice = relay.new_account().expect("alice");
+    let mut imap = relay.imap_login(&alice).expect("login");
+    for (i, hours) in [(1, 75), (2, 74), (3, 73), (4, 72)] {
+        append_dated(&mut imap, &message(&alice.addr, &format!("old {i}"), 15_000), hours * HOUR);
+    }
+    append_dated(&mut imap, &message(&alice.addr, "young imap", 10_000), HOUR);
+    imap.logout();
+    // About 70 000 bytes: below the threshold, nothing removed.
+    assert_eq!(subjects(&relay, &alice).len(), 5);
+
+    // A delivery takes usage to ~80 000 bytes; when it is done, the oldest
+    // mail goes, and only that one.
+    let answer = lmtp_deliver(&relay, &alice.addr, &message(&alice.addr, "young lmtp", 10_000));
+    assert!(answer.starts_with("250"), "{answer}");
+    assert_eq!(subjects(&relay, &alice), ["old 2", "old 3", "old 4", "young imap", "young lmtp"]);
+    assert!(plugin_log(&relay).contains("expunged 0 expired and 1 oldest mails"), "{}", plugin_log(&relay));
+}
+
+#[test]
+fn mail_younger_than_a_day_is_never_removed_and_then_the_limit_bites() {
+    let relay = start_with(&[("max_mailbox_size", "100K"), ("max_message_size", "60000")]);
+    let bob = relay.new_account().expect("bob");
+    for i in 0..5 {
+        let answer = lmtp_deliver(&relay, &bob.addr, &message(&bob.addr, &format!("young {i}"), 16_000));
+        assert!(answer.starts_with("250"), "{answer}");
+    }
+    assert_eq!(subjects(&relay, &bob).len(), 5);
+    assert!(plugin_log(&relay).contains("all mail is younger than 24 hours"), "{}", plugin_log(&relay));
+    let answer = lmtp_deliver(&relay, &bob.addr, &message(&bob.addr, "one too many", 30_000));
+    assert!(answer.starts_with("552 5.2.2"), "{answer}");
+}
+
+#[test]
+fn old_and_old_large_mail_expire() {
+    // Defaults: delete_mails_after 40 days, delete_large_after 7 days.
+    let relay = start_with(&[]);
+    let carol = relay.new_account().expect("carol");
+    let mut imap = relay.imap_login(&carol).expect("login");
+    append_dated(&mut imap, &message(&carol.addr, "41 days", 1_000), 41 * DAY);
+    append_dated(&mut imap, &message(&carol.addr, "39 days", 1_000), 39 * DAY);
+    append_dated(&mut imap, &message(&carol.addr, "8 days large", 250_000), 8 * DAY);
+    append_dated(&mut imap, &message(&carol.addr, "6 days large", 250_000), 6 * DAY);
+    // The first session of the account already ran expiry (and stamped it),
+    // so this logout does not: expiry runs at most hourly per account.
+    imap.logout();
+    assert_eq!(subjects(&relay, &carol).len(), 4);
+    let stamp = relay.config.mailboxes_dir.join(&carol.addr).join("chatmail-expiry");
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(2 * HOUR);
+    std::fs::File::options()
+        .write(true)
+        .open(&stamp)
+        .expect("stamp exists")
+        .set_times(std::fs::FileTimes::new().set_modified(two_hours_ago))
+        .expect("age the stamp");
+    relay.imap_login(&carol).expect("login").logout();
+    assert_eq!(subjects(&relay, &carol), ["39 days", "6 days large"]);
+    assert!(plugin_log(&relay).contains("expunged 2 expired and 0 oldest mails"), "{}", plugin_log(&relay));
 }
