@@ -12,6 +12,7 @@
 mod address;
 mod ini;
 pub mod layout;
+pub mod retention;
 mod value;
 
 use std::fmt;
@@ -88,6 +89,8 @@ pub const KEYS: &[KeyDoc] = &[
         meaning: "Accounts younger than this many hours get the reduced send rate." },
     KeyDoc { name: "reduced_rate_after_cleartext_minutes", default: Some("60"), origin: Origin::New,
         meaning: "After a refused unencrypted message, the account gets the reduced send rate for this many minutes." },
+    KeyDoc { name: "max_user_connections", default: Some("10"), origin: Origin::New,
+        meaning: "Most concurrent IMAP sessions per account, across all client addresses; further logins are refused." },
     KeyDoc { name: "nocreate_file", default: Some("/etc/chatmail-nocreate"), origin: Origin::New,
         meaning: "While this file exists, no new accounts are created (existing accounts still log in); chatmail uses this fixed path." },
     KeyDoc { name: "new_accounts_per_ip_per_hour", default: Some("20"), origin: Origin::New,
@@ -173,6 +176,7 @@ pub struct Config {
     pub reduced_send_burst_size: u32,
     pub reduced_rate_new_account_hours: u32,
     pub reduced_rate_after_cleartext_minutes: u32,
+    pub max_user_connections: u32,
     pub nocreate_file: PathBuf,
     pub new_accounts_per_ip_per_hour: u32,
 }
@@ -329,6 +333,7 @@ impl Config {
             reduced_send_burst_size: narrow(uint("reduced_send_burst_size", 1, 1_000_000)?),
             reduced_rate_new_account_hours: narrow(uint("reduced_rate_new_account_hours", 0, 100_000)?),
             reduced_rate_after_cleartext_minutes: narrow(uint("reduced_rate_after_cleartext_minutes", 0, 1_000_000)?),
+            max_user_connections: narrow(uint("max_user_connections", 1, 100_000)?),
             nocreate_file,
             new_accounts_per_ip_per_hour: narrow(uint("new_accounts_per_ip_per_hour", 0, 1_000_000)?),
             mail_domain,

@@ -14,7 +14,6 @@
 //! come with the rest of the plugin issue.
 
 mod bindings;
-pub mod cleanup;
 mod exports;
 mod log;
 pub mod login;

@@ -1,6 +1,6 @@
 //! Maintenance when a user's session ends (IMAP logout, LMTP delivery
 //! done): the adaptive quota and, at most once an hour per account, the
-//! expiry of old mail. Decisions are `cleanup`'s; this module measures,
+//! expiry of old mail. Decisions are `chatmail_config::retention`'s; this module measures,
 //! lists and expunges through the C shim.
 
 use std::ffi::c_void;
@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use chatmail_config::Config;
 
 use crate::bindings::{self, mail_user};
-use crate::cleanup::{bytes_to_free, plan, Expiry, MailMeta, Usage};
+use chatmail_config::retention::{bytes_to_free, plan, Expiry, MailMeta, Usage};
 use crate::log;
 
 /// File in the account's home whose mtime is the last expiry run.

@@ -1,6 +1,7 @@
 //! Which mails to delete, and when: the adaptive quota (chatmail's rule)
 //! and the expiry of old mail. Pure: the mails' metadata and the clock are
-//! passed in; the plugin lists and expunges through the C shim.
+//! passed in. Shared by the Dovecot plugin (during sessions) and the sweep
+//! command (all accounts, daily).
 
 /// Cleanup starts when usage passes this share of the quota …
 pub const CLEANUP_START_PERCENT: u64 = 75;
