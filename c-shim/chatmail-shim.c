@@ -54,7 +54,7 @@ static void chatmail_mail_user_created(struct mail_user *user)
 	struct chatmail_user_info info;
 
 	chatmail_user_info_fill(user, &info);
-	chatmail_rs_user_created(&info);
+	chatmail_rs_user_created(user, &info);
 	if (user->autocreated)
 		return;
 
@@ -79,6 +79,12 @@ void chatmail_shim_init(struct module *module)
 void chatmail_shim_deinit(void)
 {
 	mail_storage_hooks_remove(&chatmail_mail_storage_hooks);
+}
+
+void chatmail_shim_user_fail(struct mail_user *user, const char *reason)
+{
+	/* mail_user_init() fails when a hook has set user->error. */
+	user->error = p_strdup(user->pool, reason);
 }
 
 void chatmail_shim_log(enum chatmail_log_level level, const char *message)

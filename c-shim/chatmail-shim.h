@@ -54,8 +54,12 @@ int chatmail_shim_inbox_list(struct mail_user *user, chatmail_mail_cb *callback,
  * 0 ok, -1 error (logged). */
 int chatmail_shim_inbox_expunge(struct mail_user *user, const uint32_t *uids, unsigned int count);
 
+/* Makes the user's initialisation fail with this error (the session ends;
+ * Dovecot logs the reason). Only from chatmail_rs_user_created. */
+void chatmail_shim_user_fail(struct mail_user *user, const char *reason);
+
 /* Implemented in Rust: called for every mail user Dovecot creates. */
-void chatmail_rs_user_created(const struct chatmail_user_info *info);
+void chatmail_rs_user_created(struct mail_user *user, const struct chatmail_user_info *info);
 /* Implemented in Rust: called when a (logged-in or delivered-to) user's
  * session ends, while its storage is still usable. */
 void chatmail_rs_user_deinit(struct mail_user *user, const struct chatmail_user_info *info);

@@ -2,15 +2,14 @@
 //! C shim calls. No panic may unwind into Dovecot's C code (it would abort
 //! the imap or lmtp process): each entry point catches them and logs.
 
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::time::SystemTime;
 
 use crate::bindings::{self, chatmail_user_info, mail_user, module, DOVECOT_ABI_VERSION};
-use crate::log;
 use crate::login::{is_login, UserEvent};
-use crate::maintenance;
+use crate::{connections, log, maintenance, settings};
 
 /// Dovecot reads `<name>_plugin_version` as a pointer to a C string and
 /// refuses the plugin unless it equals its own ABI version.
@@ -80,33 +79,54 @@ unsafe fn text<'a>(ptr: *const c_char) -> Option<&'a str> {
 
 /// Called by the shim from Dovecot's `mail_user_created` hook.
 #[no_mangle]
-pub extern "C" fn chatmail_rs_user_created(info: *const chatmail_user_info) {
+pub extern "C" fn chatmail_rs_user_created(user: *mut mail_user, info: *const chatmail_user_info) {
     guarded("mail_user_created", || {
-        if info.is_null() {
+        if user.is_null() || info.is_null() {
             return;
         }
         // SAFETY: the shim passes a pointer to a struct on its stack whose
         // strings belong to the mail user and live during this call.
         let info = unsafe { &*info };
         // SAFETY: as above, each field is NULL or a NUL-terminated string.
-        let (username, home, service) = unsafe { (text(info.username), text(info.home), text(info.service)) };
+        let (username, home, service, config) =
+            unsafe { (text(info.username), text(info.home), text(info.service), text(info.config_path)) };
         let event = UserEvent {
             service: service.unwrap_or(""),
             has_home: home.is_some(),
             autocreated: info.autocreated != 0,
             session_restored: info.session_restored != 0,
         };
+        let Some(home) = home else { return };
+        let username = username.unwrap_or("?");
+        if connections::counts(event.service) && !event.autocreated {
+            if let Some(max) = settings::config(config).map(|c| c.max_user_connections) {
+                match connections::acquire(Path::new(home), max) {
+                    Ok(connections::Acquired::Slot(slot)) => connections::hold(user as usize, slot),
+                    Ok(connections::Acquired::AllBusy) => {
+                        let reason = format!("{username} has {max} sessions already (max_user_connections); session refused");
+                        log::warning(&reason);
+                        let reason = CString::new(reason).unwrap_or_default();
+                        // SAFETY: `user` is the live mail user being
+                        // initialised; the shim copies the string.
+                        unsafe { bindings::chatmail_shim_user_fail(user, reason.as_ptr()) };
+                        return;
+                    }
+                    // Fail open: a broken slot directory must not lock
+                    // everyone out; the operator sees the warning.
+                    Err(e) => log::warning(&format!("connection limit of {username} not checked: {e}")),
+                }
+            }
+        }
         if !is_login(&event) {
             return;
         }
-        let Some(home) = home else { return };
         // Logins Dovecot's auth cache answered never reach chatmail-auth,
         // so the plugin records them (at most one write a day).
         match chatmail_config::layout::record_login(Path::new(home), SystemTime::now()) {
             Ok(()) => {}
             // Not an account with a password file (e.g. a static passdb).
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => log::warning(&format!("recording the last login of {}: {e}", username.unwrap_or("?"))),
+            Err(e) => log::warning(&format!("recording the last login of {username}: {e}")),
         }
     });
 }
@@ -120,6 +140,8 @@ pub extern "C" fn chatmail_rs_user_deinit(user: *mut mail_user, info: *const cha
         if user.is_null() || info.is_null() {
             return;
         }
+        // The session's connection slot (if any) is freed whatever happens below.
+        let _slot = connections::ReleaseOnDrop(user as usize);
         // SAFETY: as in chatmail_rs_user_created: a valid struct from the
         // shim's stack whose strings live during this call.
         let info = unsafe { &*info };

@@ -14,7 +14,9 @@
 //! come with the rest of the plugin issue.
 
 mod bindings;
+pub mod connections;
 mod exports;
 mod log;
 pub mod login;
 mod maintenance;
+mod settings;

@@ -6,38 +6,18 @@
 use std::ffi::c_void;
 use std::fs::{self, File, FileTimes};
 use std::path::Path;
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chatmail_config::Config;
 
 use crate::bindings::{self, mail_user};
 use chatmail_config::retention::{bytes_to_free, plan, Expiry, MailMeta, Usage};
-use crate::log;
+use crate::{log, settings};
 
 /// File in the account's home whose mtime is the last expiry run.
 pub const EXPIRY_STAMP: &str = "chatmail-expiry";
 /// Expiry runs at most this often per account.
 pub const EXPIRY_INTERVAL: Duration = Duration::from_secs(3600);
-/// Where chatmail.ini is unless the plugin setting `chatmail_config` says.
-pub const DEFAULT_CONFIG: &str = "/etc/chatmail/chatmail.ini";
-
-/// chatmail.ini, read once per process (a process serves one relay).
-fn expiry_settings(path: &str) -> Option<Expiry> {
-    static LOADED: OnceLock<Result<Expiry, String>> = OnceLock::new();
-    let loaded = LOADED.get_or_init(|| {
-        Config::load(Path::new(path)).map(|l| expiry_from(&l.config)).map_err(|e| e.to_string())
-    });
-    match loaded {
-        Ok(expiry) => Some(*expiry),
-        Err(e) => {
-            static WARNED: OnceLock<()> = OnceLock::new();
-            WARNED.get_or_init(|| log::warning(&format!("no expiry of old mail: {e}")));
-            None
-        }
-    }
-}
-
 fn expiry_from(config: &Config) -> Expiry {
     Expiry { delete_mails_after_days: config.delete_mails_after, delete_large_after_days: config.delete_large_after }
 }
@@ -89,7 +69,7 @@ fn expunge(user: *mut mail_user, uids: &[u32]) -> bool {
 /// One maintenance pass for `username` (home `home`).
 pub fn run(user: *mut mail_user, username: &str, home: &Path, config_path: Option<&str>, now: SystemTime) {
     let to_free = quota_usage(user).and_then(bytes_to_free);
-    let expiry = if expiry_due(home, now) { expiry_settings(config_path.unwrap_or(DEFAULT_CONFIG)) } else { None };
+    let expiry = if expiry_due(home, now) { settings::config(config_path).map(expiry_from) } else { None };
     if to_free.is_none() && expiry.is_none() {
         return;
     }

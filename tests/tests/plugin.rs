@@ -81,3 +81,46 @@ fn without_the_plugin_cached_logins_go_unrecorded() {
     relay.imap_login(&alice).expect("login").logout();
     assert_eq!(mtime(&password), long_ago);
 }
+
+/// Process ids of the IMAP sessions of `addr`, from Dovecot's login lines.
+fn imap_pids(relay: &Relay, addr: &str) -> Vec<i32> {
+    let log = std::fs::read_to_string(relay.log_dir.join("dovecot.log")).expect("dovecot log");
+    log.lines()
+        .filter(|l| l.contains("imap-login: Info: Login:") && l.contains(&format!("user=<{addr}>")))
+        .filter_map(|l| l.split("mpid=").nth(1)?.split(',').next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn the_eleventh_session_is_refused_and_a_killed_one_frees_its_slot() {
+    let relay = start();
+    let alice = relay.new_account().expect("alice");
+    // Ten sessions, from different client addresses (the limit is per account).
+    let sessions: Vec<_> = (0..10u8)
+        .map(|i| {
+            let mut imap = relay.imap_from(Some(std::net::Ipv4Addr::new(127, 0, 6, i + 1))).expect("connect");
+            imap.login(&alice.addr, &alice.password).expect("login").ok().expect("session accepted");
+            imap
+        })
+        .collect();
+    let mut eleventh = relay.imap_from(Some(std::net::Ipv4Addr::new(127, 0, 6, 100))).expect("connect");
+    let refused = eleventh.login(&alice.addr, &alice.password);
+    assert!(refused.as_ref().map_or(true, |r| r.status != "OK"), "{refused:?}");
+    let log = std::fs::read_to_string(relay.log_dir.join("dovecot.log")).expect("dovecot log");
+    assert!(log.contains("has 10 sessions already (max_user_connections)"), "{log}");
+
+    // kill -9 one session's process: its slot is free at once.
+    let pids = imap_pids(&relay, &alice.addr);
+    let victim = *pids.iter().find(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists()).expect("a live imap process");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim), nix::sys::signal::Signal::SIGKILL).expect("kill -9");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut imap = relay.imap_from(Some(std::net::Ipv4Addr::new(127, 0, 6, 101))).expect("connect");
+        match imap.login(&alice.addr, &alice.password) {
+            Ok(r) if r.status == "OK" => break,
+            other => assert!(std::time::Instant::now() < deadline, "no free slot after kill -9: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(sessions);
+}
