@@ -506,6 +506,53 @@ impl Relay {
         crate::client::https_request(source, self.ports.https, &self.cert_der, "POST", "/new")
     }
 
+    /// Delivers `text` to `to` straight over Dovecot's LMTP socket, as
+    /// Postfix would, and returns Dovecot's reply to the message data
+    /// (e.g. `250 2.0.0 <…> Saved` or `552 5.2.2 …`).
+    pub fn lmtp_deliver(&self, to: &str, text: &str) -> Result<String> {
+        use std::io::{BufRead, BufReader, Write};
+        let socket = self.run_dir.join("dovecot").join("run").join(dovecot::LMTP_SOCKET);
+        let stream = std::os::unix::net::UnixStream::connect(&socket).context(|| format!("connecting to {}", socket.display()))?;
+        stream.set_read_timeout(Some(Duration::from_secs(30))).context(|| "setting a timeout".into())?;
+        let mut reader = BufReader::new(stream.try_clone().context(|| "cloning the LMTP stream".into())?);
+        let mut writer = stream;
+        let mut reply = || -> Result<String> {
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).context(|| "reading from LMTP".into())? == 0 {
+                    return Err(Error::new("LMTP server closed the connection"));
+                }
+                if line.as_bytes().get(3) == Some(&b' ') {
+                    return Ok(line.trim_end().to_owned());
+                }
+            }
+        };
+        let greeting = reply()?;
+        if !greeting.starts_with("220") {
+            return Err(Error::new(format!("unexpected LMTP greeting {greeting:?}")));
+        }
+        let mut send = |data: &str| writer.write_all(data.as_bytes()).context(|| "writing to LMTP".into());
+        for command in ["LHLO harness.test".to_owned(), "MAIL FROM:<sender@other.example>".into(), format!("RCPT TO:<{to}>")] {
+            send(&format!("{command}\r\n"))?;
+            let answer = reply()?;
+            if !answer.starts_with('2') {
+                return Ok(answer);
+            }
+        }
+        send("DATA\r\n")?;
+        let answer = reply()?;
+        if !answer.starts_with("354") {
+            return Ok(answer);
+        }
+        // Dot-stuffing: a line starting with '.' gets another.
+        let body = text.replace("\r\n.", "\r\n..");
+        send(&body)?;
+        send(if body.ends_with("\r\n") { ".\r\n" } else { "\r\n.\r\n" })?;
+        let answer = reply()?;
+        let _ = send("QUIT\r\n");
+        Ok(answer)
+    }
+
     /// Creates or removes the relay's nocreate file (account creation off/on).
     pub fn set_nocreate(&self, on: bool) -> Result<()> {
         let path = &self.config.nocreate_file;

@@ -1,8 +1,6 @@
 //! Quota in the harness's real Dovecot: max_mailbox_size from chatmail.ini
 //! limits IMAP APPEND and LMTP delivery, and clients see their usage.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use chatmail_testrelay::{Account, ImapClient, Relay, RelayOptions};
@@ -70,35 +68,8 @@ fn append_over_quota_gets_overquota() {
     assert_eq!(stored_messages(&relay, &alice), 2);
 }
 
-/// One LMTP delivery straight to Dovecot's socket: the reply to the data.
 fn lmtp_deliver(relay: &Relay, to: &str, text: &str) -> String {
-    let socket = relay.run_dir.join("dovecot/run/lmtp");
-    let stream = UnixStream::connect(&socket).expect("connect to LMTP");
-    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
-    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-    let mut writer = stream;
-    let mut reply = || {
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).expect("read");
-            if line.as_bytes().get(3) == Some(&b' ') || line.is_empty() {
-                return line.trim_end().to_owned();
-            }
-        }
-    };
-    assert!(reply().starts_with("220"));
-    for command in ["LHLO test.example".to_owned(), "MAIL FROM:<sender@other.example>".into(), format!("RCPT TO:<{to}>")] {
-        writer.write_all(format!("{command}\r\n").as_bytes()).expect("write");
-        let answer = reply();
-        assert!(answer.starts_with('2'), "{command}: {answer}");
-    }
-    writer.write_all(b"DATA\r\n").expect("write");
-    assert!(reply().starts_with("354"));
-    writer.write_all(text.as_bytes()).expect("write");
-    writer.write_all(b"\r\n.\r\n").expect("write");
-    let answer = reply();
-    let _ = writer.write_all(b"QUIT\r\n");
-    answer
+    relay.lmtp_deliver(to, text).expect("LMTP delivery")
 }
 
 #[test]
