@@ -3,10 +3,13 @@
 #include "module-context.h"
 #include "mail-user.h"
 #include "mail-namespace.h"
-#include "mail-storage.h"
+#include "mail-storage-private.h"
 #include "mail-storage-hooks.h"
 #include "mail-search-build.h"
 #include "quota.h"
+#include "array.h"
+#include "seq-range-array.h"
+#include "notify-plugin.h"
 #include "chatmail-shim.h"
 
 #define CHATMAIL_USER_CONTEXT(obj) \
@@ -71,13 +74,101 @@ static struct mail_storage_hooks chatmail_mail_storage_hooks = {
 	.mail_user_created = chatmail_mail_user_created,
 };
 
+/* A transaction that may save mails the bot daemon wants to hear of
+   (notify plugin events). */
+struct chatmail_txn {
+	struct mailbox *box;
+	bool wanted;
+	bool saved;
+};
+
+static struct mail_user *chatmail_box_user(struct mailbox *box)
+{
+	return mailbox_list_get_user(mailbox_get_namespace(box)->list);
+}
+
+static void *chatmail_txn_begin(struct mailbox_transaction_context *t)
+{
+	struct chatmail_txn *txn = i_new(struct chatmail_txn, 1);
+	struct mail_user *user;
+	struct chatmail_user_info info;
+
+	txn->box = mailbox_transaction_get_mailbox(t);
+	user = chatmail_box_user(txn->box);
+	chatmail_user_info_fill(user, &info);
+	if (chatmail_rs_wants_jobs(&info, mailbox_get_vname(txn->box)) != 0) {
+		/* Have UIDs assigned at commit even where Dovecot would not
+		   (LMTP with one recipient): the job names the mail by UID. */
+		t->flags |= MAILBOX_TRANSACTION_FLAG_ASSIGN_UIDS;
+		txn->wanted = TRUE;
+	}
+	return txn;
+}
+
+static void chatmail_mail_save(void *txn, struct mail *mail ATTR_UNUSED)
+{
+	((struct chatmail_txn *)txn)->saved = TRUE;
+}
+
+static void chatmail_mail_copy(void *txn, struct mail *src ATTR_UNUSED,
+			       struct mail *dst ATTR_UNUSED)
+{
+	((struct chatmail_txn *)txn)->saved = TRUE;
+}
+
+static void chatmail_txn_commit(void *_txn,
+				struct mail_transaction_commit_changes *changes)
+{
+	struct chatmail_txn *txn = _txn;
+
+	if (txn->wanted && txn->saved) T_BEGIN {
+		struct mail_user *user = chatmail_box_user(txn->box);
+		struct chatmail_user_info info;
+		ARRAY_TYPE(uint32_t) uids;
+		struct seq_range_iter iter;
+		unsigned int n = 0;
+		uint32_t uid, uid_validity = 0;
+
+		t_array_init(&uids, 4);
+		if (changes != NULL) {
+			uid_validity = changes->uid_validity;
+			seq_range_array_iter_init(&iter, &changes->saved_uids);
+			while (seq_range_array_iter_nth(&iter, n++, &uid))
+				array_push_back(&uids, &uid);
+		}
+		chatmail_user_info_fill(user, &info);
+		chatmail_rs_mails_saved(&info, mailbox_get_vname(txn->box),
+					uid_validity, array_front(&uids),
+					array_count(&uids));
+	} T_END;
+	i_free(txn);
+}
+
+static void chatmail_txn_rollback(void *txn)
+{
+	i_free(txn);
+}
+
+static const struct notify_vfuncs chatmail_notify_vfuncs = {
+	.mail_transaction_begin = chatmail_txn_begin,
+	.mail_save = chatmail_mail_save,
+	.mail_copy = chatmail_mail_copy,
+	.mail_transaction_commit = chatmail_txn_commit,
+	.mail_transaction_rollback = chatmail_txn_rollback,
+};
+
+static struct notify_context *chatmail_notify_ctx;
+
 void chatmail_shim_init(struct module *module)
 {
 	mail_storage_hooks_add(module, &chatmail_mail_storage_hooks);
+	chatmail_notify_ctx = notify_register(&chatmail_notify_vfuncs);
 }
 
 void chatmail_shim_deinit(void)
 {
+	if (chatmail_notify_ctx != NULL)
+		notify_unregister(chatmail_notify_ctx);
 	mail_storage_hooks_remove(&chatmail_mail_storage_hooks);
 }
 

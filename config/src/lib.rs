@@ -13,6 +13,7 @@ mod address;
 mod ini;
 pub mod layout;
 pub mod retention;
+pub mod spool;
 mod value;
 
 use std::fmt;
@@ -91,6 +92,10 @@ pub const KEYS: &[KeyDoc] = &[
         meaning: "After a refused unencrypted message, the account gets the reduced send rate for this many minutes." },
     KeyDoc { name: "max_user_connections", default: Some("10"), origin: Origin::New,
         meaning: "Most concurrent IMAP sessions per account, across all client addresses; further logins are refused." },
+    KeyDoc { name: "bot_spool_dir", default: Some("/var/spool/chatmail-bots"), origin: Origin::New,
+        meaning: "Where the Dovecot plugin leaves jobs for the bot daemon (deliveries to bot accounts, bot installs)." },
+    KeyDoc { name: "bot_install_folder", default: Some("DeltaBot"), origin: Origin::New,
+        meaning: "IMAP folder in which an account stores its bot package; saving a mail there asks the bot daemon to install it." },
     KeyDoc { name: "nocreate_file", default: Some("/etc/chatmail-nocreate"), origin: Origin::New,
         meaning: "While this file exists, no new accounts are created (existing accounts still log in); chatmail uses this fixed path." },
     KeyDoc { name: "new_accounts_per_ip_per_hour", default: Some("20"), origin: Origin::New,
@@ -177,6 +182,8 @@ pub struct Config {
     pub reduced_rate_new_account_hours: u32,
     pub reduced_rate_after_cleartext_minutes: u32,
     pub max_user_connections: u32,
+    pub bot_spool_dir: PathBuf,
+    pub bot_install_folder: String,
     pub nocreate_file: PathBuf,
     pub new_accounts_per_ip_per_hour: u32,
 }
@@ -304,6 +311,12 @@ impl Config {
             return Err(error(nocreate_line, Some("nocreate_file"), format!("{:?} is not an absolute path", nocreate_file.display().to_string())));
         }
 
+        let (spool_text, spool_line) = lookup("bot_spool_dir")?;
+        let bot_spool_dir = PathBuf::from(spool_text);
+        if !bot_spool_dir.is_absolute() {
+            return Err(error(spool_line, Some("bot_spool_dir"), format!("{:?} is not an absolute path", bot_spool_dir.display().to_string())));
+        }
+
         let (load_text, load_line) = lookup("max_load_1m")?;
         let max_load_1m = parse_decimal(&load_text).map_err(|p| error(load_line, Some("max_load_1m"), p))?;
 
@@ -334,6 +347,8 @@ impl Config {
             reduced_rate_new_account_hours: narrow(uint("reduced_rate_new_account_hours", 0, 100_000)?),
             reduced_rate_after_cleartext_minutes: narrow(uint("reduced_rate_after_cleartext_minutes", 0, 1_000_000)?),
             max_user_connections: narrow(uint("max_user_connections", 1, 100_000)?),
+            bot_spool_dir,
+            bot_install_folder: lookup("bot_install_folder")?.0,
             nocreate_file,
             new_accounts_per_ip_per_hour: narrow(uint("new_accounts_per_ip_per_hour", 0, 1_000_000)?),
             mail_domain,

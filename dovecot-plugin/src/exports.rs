@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use crate::bindings::{self, chatmail_user_info, mail_user, module, DOVECOT_ABI_VERSION};
 use crate::login::{is_login, UserEvent};
-use crate::{connections, log, maintenance, settings};
+use crate::{connections, delivery, log, maintenance, settings};
 
 /// Dovecot reads `<name>_plugin_version` as a pointer to a C string and
 /// refuses the plugin unless it equals its own ABI version.
@@ -23,7 +23,7 @@ unsafe impl Sync for AbiVersion {}
 pub static chatmail_plugin_version: AbiVersion = AbiVersion(DOVECOT_ABI_VERSION.as_ptr().cast());
 
 /// A NULL-terminated list of plugins that must be loaded before this one:
-/// the quota plugin, whose functions the shim calls for the usage.
+/// quota (the shim reads the usage) and notify (the shim learns of saves).
 #[repr(transparent)]
 pub struct PluginName(*const c_char);
 
@@ -31,7 +31,8 @@ pub struct PluginName(*const c_char);
 unsafe impl Sync for PluginName {}
 
 #[no_mangle]
-pub static chatmail_plugin_dependencies: [PluginName; 2] = [PluginName(c"quota".as_ptr()), PluginName(std::ptr::null())];
+pub static chatmail_plugin_dependencies: [PluginName; 3] =
+    [PluginName(c"quota".as_ptr()), PluginName(c"notify".as_ptr()), PluginName(std::ptr::null())];
 
 /// Runs `f`, turning a panic into an error in Dovecot's log.
 fn guarded(what: &str, f: impl FnOnce()) {
@@ -153,5 +154,59 @@ pub extern "C" fn chatmail_rs_user_deinit(user: *mut mail_user, info: *const cha
         }
         let Some(home) = home else { return };
         maintenance::run(user, username.unwrap_or("?"), Path::new(home), config, SystemTime::now());
+    });
+}
+
+/// The user fields the delivery hook needs, from the shim's struct.
+///
+/// # Safety
+/// `info` must be NULL or point to a valid `chatmail_user_info` whose
+/// strings live for `'a`.
+unsafe fn hook_user<'a>(info: *const chatmail_user_info) -> Option<(&'a str, &'a Path, &'a str, Option<&'a str>)> {
+    if info.is_null() {
+        return None;
+    }
+    // SAFETY: non-NULL and valid per this function's contract.
+    let info = unsafe { &*info };
+    // SAFETY: each field is NULL or a NUL-terminated string living for 'a.
+    let (username, home, service, config) = unsafe { (text(info.username), text(info.home), text(info.service), text(info.config_path)) };
+    Some((username?, Path::new(home?), service.unwrap_or(""), config))
+}
+
+/// Called by the shim when a transaction begins: whether its saves could
+/// make bot jobs (then UIDs get assigned at commit).
+#[no_mangle]
+pub extern "C" fn chatmail_rs_wants_jobs(info: *const chatmail_user_info, mailbox: *const c_char) -> std::ffi::c_int {
+    let mut wanted = 0;
+    guarded("transaction begin", || {
+        // SAFETY: the shim passes its stack struct and the mailbox's name,
+        // both alive during this call.
+        let (user, mailbox) = unsafe { (hook_user(info), text(mailbox)) };
+        let (Some((_, home, service, config)), Some(mailbox)) = (user, mailbox) else { return };
+        wanted = i32::from(delivery::wants_jobs(home, service, config, mailbox));
+    });
+    wanted
+}
+
+/// Called by the shim after a transaction that saved mails committed.
+#[no_mangle]
+pub extern "C" fn chatmail_rs_mails_saved(
+    info: *const chatmail_user_info,
+    mailbox: *const c_char,
+    uid_validity: u32,
+    uids: *const u32,
+    count: std::ffi::c_uint,
+) {
+    guarded("mails saved", || {
+        // SAFETY: as in chatmail_rs_wants_jobs.
+        let (user, mailbox) = unsafe { (hook_user(info), text(mailbox)) };
+        let (Some((username, home, service, config)), Some(mailbox)) = (user, mailbox) else { return };
+        let uids: &[u32] = if uids.is_null() || count == 0 {
+            &[]
+        } else {
+            // SAFETY: the shim passes `count` UIDs from an array alive during the call.
+            unsafe { std::slice::from_raw_parts(uids, count as usize) }
+        };
+        delivery::on_saved(&delivery::Saved { username, home, service, config_path: config, mailbox, uid_validity, uids });
     });
 }

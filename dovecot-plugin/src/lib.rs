@@ -15,6 +15,7 @@
 
 mod bindings;
 pub mod connections;
+pub mod delivery;
 mod exports;
 mod log;
 pub mod login;

@@ -73,7 +73,7 @@ pub const AUTH_SOCKET: &str = "auth-postfix";
 fn plugins_section(s: &DovecotSettings<'_>) -> String {
     let chatmail = match s.plugin_dir {
         Some(dir) => format!(
-            "mail_plugin_dir = {}\nmail_plugins = $mail_plugins chatmail\nplugin {{\n  chatmail_config = {}\n}}\n",
+            "mail_plugin_dir = {}\nmail_plugins = $mail_plugins notify chatmail\nplugin {{\n  chatmail_config = {}\n}}\n",
             dir.display(),
             s.chatmail_config.display()
         ),

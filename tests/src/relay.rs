@@ -227,6 +227,7 @@ impl Relay {
                 );
                 let nocreate = run_dir.join("nocreate");
                 let nocreate = nocreate.display().to_string();
+                let bot_spool = run_dir.join("bot-spool").display().to_string();
                 // Test accounts are minutes old, all come from 127.0.0.1, and
                 // tests run in parallel on small machines: unless a test asks
                 // for them, the send-rate rating, the per-IP limit and the
@@ -239,6 +240,7 @@ impl Relay {
                     ("min_available_memory", "1"),
                     ("min_free_disk_space", "1"),
                     ("nocreate_file", nocreate.as_str()),
+                    ("bot_spool_dir", bot_spool.as_str()),
                 ];
                 for (key, value) in harness_defaults {
                     if !options.params.iter().any(|(k, _)| k == key) {
@@ -278,6 +280,9 @@ impl Relay {
         make_dir(&config.mailboxes_dir, 0o700)?;
         set_owner(&config.mailboxes_dir, users.mail_uid, users.mail_gid)?;
         check_reachable(&config.mailboxes_dir)?;
+        // Dovecot's mail processes (the mail user) write bot jobs here.
+        make_dir(&config.bot_spool_dir, 0o750)?;
+        set_owner(&config.bot_spool_dir, users.mail_uid, users.mail_gid)?;
         let milter_dir = run_dir.join("milter");
         make_dir(&milter_dir, 0o755)?;
         let milter_socket = milter_dir.join("milter.sock");

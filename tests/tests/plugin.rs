@@ -124,3 +124,48 @@ fn the_eleventh_session_is_refused_and_a_killed_one_frees_its_slot() {
     }
     drop(sessions);
 }
+
+fn spool_jobs(relay: &Relay) -> Vec<chatmail_config::spool::Job> {
+    let new = relay.config.bot_spool_dir.join("new");
+    let mut names: Vec<_> = std::fs::read_dir(&new).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    names.sort();
+    names.iter().map(|p| chatmail_config::spool::Job::parse(&std::fs::read_to_string(p).expect("job")).expect("valid job")).collect()
+}
+
+#[test]
+fn deliveries_to_bot_accounts_and_bot_packages_leave_spool_jobs() {
+    use chatmail_config::spool::JobKind;
+    let relay = start();
+    let bot = relay.new_account().expect("bot account");
+    let person = relay.new_account().expect("person");
+    std::fs::write(relay.config.mailboxes_dir.join(&bot.addr).join(chatmail_config::spool::BOT_MARKER), "").expect("bot marker");
+
+    let text = encrypted(&person.addr, &bot.addr, "for the bot");
+    assert!(relay.lmtp_deliver(&bot.addr, &text).expect("lmtp").starts_with("250"));
+    let text = encrypted(&bot.addr, &person.addr, "for the person");
+    assert!(relay.lmtp_deliver(&person.addr, &text).expect("lmtp").starts_with("250"));
+    let jobs = spool_jobs(&relay);
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!((jobs[0].kind, jobs[0].account.as_str(), jobs[0].mailbox.as_str()), (JobKind::Deliver, bot.addr.as_str(), "INBOX"));
+    // The job names the mail by UID, which IMAP finds.
+    let uid = jobs[0].uid.expect("uid assigned");
+    let mut imap = relay.imap_login(&bot).expect("login");
+    imap.command("SELECT INBOX").expect("select").ok().expect("OK");
+    let fetched = imap.command(&format!("UID FETCH {uid} (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")).expect("fetch");
+    assert!(fetched.untagged.iter().any(|l| l.contains("for the bot")), "{fetched:?}");
+    imap.logout();
+
+    // Storing a package in the install folder (any account) asks for an install.
+    let mut imap = relay.imap_login(&person).expect("login");
+    imap.command("CREATE DeltaBot").expect("create").ok().expect("created");
+    let package = "From: <x@y.example>\r\nSubject: bot\r\n\r\npackage\r\n";
+    let reply = imap.command(&format!("APPEND DeltaBot {{{}+}}\r\n{package}", package.len())).expect("append");
+    assert_eq!(reply.status, "OK", "{}", reply.text);
+    imap.logout();
+    let jobs = spool_jobs(&relay);
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    let install = &jobs[1];
+    assert_eq!((install.kind, install.account.as_str(), install.mailbox.as_str()), (JobKind::Install, person.addr.as_str(), "DeltaBot"));
+    assert!(install.uid.is_some() && install.uidvalidity.is_some(), "{install:?}");
+    assert_eq!(std::fs::read_dir(relay.config.bot_spool_dir.join("tmp")).expect("tmp").count(), 0);
+}
