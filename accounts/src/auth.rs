@@ -148,6 +148,15 @@ impl AuthService {
         fields.insert("home".into(), self.store.account_dir(user).display().to_string().into());
         fields.insert("uid".into(), self.settings.mail_uid.into());
         fields.insert("gid".into(), self.settings.mail_gid.into());
+        // An operator's per-account quota (file max_mailbox_size in the
+        // account's home) replaces max_mailbox_size for Dovecot's quota.
+        match chatmail_config::layout::quota_override(&self.store.account_dir(user)) {
+            Ok(Some(bytes)) => {
+                fields.insert("quota_rule".into(), format!("*:storage={bytes}B").into());
+            }
+            Ok(None) => {}
+            Err(problem) => eprintln!("chatmail-auth: op=userdb user={} result=warning problem={problem:?}", loggable(user)),
+        }
         fields
     }
 

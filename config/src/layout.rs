@@ -5,6 +5,7 @@
 //! ```text
 //! {mailboxes_dir}/{addr}/password             {SHA512-CRYPT}$6$…; its mtime is the last login day
 //! {mailboxes_dir}/{addr}/enforceE2EEincoming  marker: incoming cleartext is refused
+//! {mailboxes_dir}/{addr}/max_mailbox_size     optional: this account's quota (operator's override)
 //! {mailboxes_dir}/{addr}/…                    the maildir, which is also the account's home
 //! ```
 
@@ -17,6 +18,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const PASSWORD_FILE: &str = "password";
 /// Marker file: incoming cleartext mail to this account is refused.
 pub const ENFORCE_E2EE_MARKER: &str = "enforceE2EEincoming";
+/// Optional file: this account's quota instead of `max_mailbox_size`, in
+/// chatmail.ini's size syntax (`500M`, `1G`; a plain number means megabytes).
+pub const QUOTA_OVERRIDE_FILE: &str = "max_mailbox_size";
+
+/// The account's own quota in bytes, if its home has a valid override file.
+/// `Err` names the problem of a file that exists but cannot be used.
+pub fn quota_override(home: &Path) -> Result<Option<u64>, String> {
+    let path = home.join(QUOTA_OVERRIDE_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => crate::parse_size(text.trim(), crate::BareNumber::Megabytes)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
 
 const DAY_SECS: u64 = 86_400;
 
@@ -44,6 +61,20 @@ pub fn record_login(home: &Path, now: SystemTime) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quota_overrides() {
+        let dir = std::env::temp_dir().join(format!("chatmail-quota-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("dir");
+        assert_eq!(quota_override(&dir), Ok(None));
+        for (text, want) in [("500M\n", Ok(Some(500 << 20))), ("2", Ok(Some(2 << 20))), ("1G", Ok(Some(1 << 30)))] {
+            fs::write(dir.join(QUOTA_OVERRIDE_FILE), text).expect("write");
+            assert_eq!(quota_override(&dir), want, "{text:?}");
+        }
+        fs::write(dir.join(QUOTA_OVERRIDE_FILE), "lots").expect("write");
+        assert!(quota_override(&dir).is_err());
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
 
     #[test]
     fn day_granularity() {

@@ -198,3 +198,15 @@ fn old_and_old_large_mail_expire() {
     assert_eq!(subjects(&relay, &carol), ["39 days", "6 days large"]);
     assert!(plugin_log(&relay).contains("expunged 2 expired and 0 oldest mails"), "{}", plugin_log(&relay));
 }
+
+#[test]
+fn an_account_can_have_its_own_quota() {
+    let relay = start_with(&[]);
+    let alice = relay.add_account("alicequot", "password-alice").expect("alice");
+    std::fs::write(relay.config.mailboxes_dir.join(&alice.addr).join("max_mailbox_size"), "1M\n").expect("override");
+    let mut imap = relay.imap_login(&alice).expect("login");
+    let reply = imap.command("GETQUOTAROOT INBOX").expect("getquotaroot").ok().expect("OK");
+    let quota = reply.untagged.iter().find(|l| l.starts_with("* QUOTA ")).expect("QUOTA line").clone();
+    assert!(quota.ends_with(" 1024)"), "{quota}");
+    imap.logout();
+}
