@@ -45,8 +45,12 @@ static void chatmail_user_deinit_pre(struct mail_user *user)
 	struct chatmail_user *cuser = CHATMAIL_USER_CONTEXT(user);
 	struct chatmail_user_info info;
 
-	chatmail_user_info_fill(user, &info);
-	chatmail_rs_user_deinit(user, &info);
+	/* A user whose initialisation failed (e.g. refused for too many
+	   sessions) has no namespaces: there is nothing to maintain. */
+	if (user->error == NULL && user->namespaces != NULL) {
+		chatmail_user_info_fill(user, &info);
+		chatmail_rs_user_deinit(user, &info);
+	}
 	cuser->module_ctx.super.deinit_pre(user);
 }
 

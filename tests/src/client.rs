@@ -302,7 +302,8 @@ fn read_smtp_reply(conn: &mut Connection) -> Result<SmtpReply> {
 /// The end of an IMAP command: its status and every untagged response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImapResponse {
-    /// `OK`, `NO` or `BAD`.
+    /// `OK`, `NO` or `BAD`; `BYE` when the server hung up after an
+    /// untagged BYE instead of answering (the BYE's text is then `text`).
     pub status: String,
     /// Text after the status in the tagged line.
     pub text: String,
@@ -350,9 +351,16 @@ impl ImapClient {
         let tag = format!("t{}", self.next_tag);
         self.next_tag += 1;
         self.conn.send(&format!("{tag} {command}"))?;
-        let mut untagged = Vec::new();
+        let mut untagged: Vec<String> = Vec::new();
         loop {
-            let mut line = self.conn.read_line()?;
+            let mut line = match self.conn.read_line() {
+                Ok(line) => line,
+                // The server said BYE and hung up before the tagged answer.
+                Err(e) => match untagged.iter().find_map(|l| l.strip_prefix("* BYE ")) {
+                    Some(text) => return Ok(ImapResponse { status: "BYE".into(), text: text.to_owned(), untagged: untagged.clone() }),
+                    None => return Err(e),
+                },
+            };
             // A line ending in {N} is followed by N bytes of literal data.
             while let Some(len) = literal_length(&line) {
                 let data = self.conn.read_exact(len)?;
