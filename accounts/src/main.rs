@@ -14,7 +14,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use chatmail_accounts::{AuthService, AuthSettings};
-use chatmail_config::Config;
 use nix::unistd::{Group, Uid, User};
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -67,16 +66,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let loaded = match Config::load(&args.config) {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            eprintln!("chatmail-auth: error: {e}");
-            return ExitCode::from(2);
-        }
+    let config = match chatmail_config::load_for("chatmail-auth", &args.config) {
+        Ok(config) => config,
+        Err(code) => return code,
     };
-    for warning in &loaded.warnings {
-        eprintln!("chatmail-auth: warning: {warning}");
-    }
     let user = match User::from_name(&args.mail_user) {
         Ok(Some(user)) => user,
         Ok(None) => {
@@ -88,7 +81,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let settings = AuthSettings::from_config(&loaded.config, user.uid.as_raw(), user.gid.as_raw());
+    let settings = AuthSettings::from_config(&config, user.uid.as_raw(), user.gid.as_raw());
     let runtime = match tokio::runtime::Builder::new_multi_thread().max_blocking_threads(MAX_BLOCKING_THREADS).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

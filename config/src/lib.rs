@@ -384,5 +384,23 @@ impl Config {
     }
 }
 
+/// Loads `path` for the daemon or command `program`, the way every binary
+/// of this project does: warnings go to stderr as `program: warning: …`;
+/// an error is printed as `program: error: …` and becomes exit code 2.
+pub fn load_for(program: &str, path: &Path) -> Result<Config, std::process::ExitCode> {
+    match Config::load(path) {
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                eprintln!("{program}: warning: {warning}");
+            }
+            Ok(loaded.config)
+        }
+        Err(e) => {
+            eprintln!("{program}: error: {e}");
+            Err(std::process::ExitCode::from(2))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chatmail_config::Config;
 use chatmail_milter::MilterSettings;
 use std::task::{Context, Poll};
 
@@ -53,17 +52,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let loaded = match Config::load(&args.config) {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            eprintln!("chatmail-milter: error: {e}");
-            return ExitCode::from(2);
-        }
+    let config = match chatmail_config::load_for("chatmail-milter", &args.config) {
+        Ok(config) => config,
+        Err(code) => return code,
     };
-    for warning in &loaded.warnings {
-        eprintln!("chatmail-milter: warning: {warning}");
-    }
-    let settings = MilterSettings::from_config(&loaded.config);
+    let settings = MilterSettings::from_config(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

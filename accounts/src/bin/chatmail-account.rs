@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use chatmail_accounts::web::{self, OsRandom, Parsed, QrMatrix};
 use chatmail_accounts::AccountPolicy;
-use chatmail_config::Config;
 
 fn main() -> ExitCode {
     let args = match web::parse_account_args(std::env::args().skip(1)) {
@@ -20,20 +19,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let loaded = match Config::load(&args.config) {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            eprintln!("chatmail-account: error: {e}");
-            return ExitCode::from(2);
-        }
+    let config = match chatmail_config::load_for("chatmail-account", &args.config) {
+        Ok(config) => config,
+        Err(code) => return code,
     };
-    for warning in &loaded.warnings {
-        eprintln!("chatmail-account: warning: {warning}");
-    }
     if let Some(hint) = web::security_hint(&args.hints) {
         eprintln!("chatmail-account: note: {hint}");
     }
-    let policy = AccountPolicy::from_config(&loaded.config);
+    let policy = AccountPolicy::from_config(&config);
     let (addr, password) = match web::fresh_credentials(&policy, &mut OsRandom) {
         Ok(credentials) => credentials,
         Err(e) => {

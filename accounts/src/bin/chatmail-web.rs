@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use chatmail_accounts::web::{self, App, CertStore, Onboarding, Parsed};
-use chatmail_config::Config;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -22,17 +21,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let loaded = match Config::load(&args.config) {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            eprintln!("chatmail-web: error: {e}");
-            return ExitCode::from(2);
-        }
+    let config = match chatmail_config::load_for("chatmail-web", &args.config) {
+        Ok(config) => config,
+        Err(code) => return code,
     };
-    for warning in &loaded.warnings {
-        eprintln!("chatmail-web: warning: {warning}");
-    }
-    let config = loaded.config;
     let onboarding = args.onboarding.clone().unwrap_or_else(|| Onboarding::default_for(&config));
     if let Onboarding::DcLogin(hints) = &onboarding {
         if let Some(hint) = web::security_hint(hints) {
