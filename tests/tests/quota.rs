@@ -210,3 +210,34 @@ fn an_account_can_have_its_own_quota() {
     assert!(quota.ends_with(" 1024)"), "{quota}");
     imap.logout();
 }
+
+/// STORAGE used (KiB) from GETQUOTAROOT.
+fn storage_used(relay: &Relay, account: &Account) -> u64 {
+    let mut imap = relay.imap_login(account).expect("login");
+    imap.command("SELECT INBOX").expect("select").ok().expect("OK");
+    let reply = imap.command("GETQUOTAROOT INBOX").expect("getquotaroot").ok().expect("OK");
+    imap.logout();
+    let quota = reply.untagged.iter().find(|l| l.starts_with("* QUOTA ")).expect("QUOTA line").clone();
+    let numbers: Vec<u64> = quota.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect();
+    numbers[numbers.len() - 2]
+}
+
+#[test]
+fn usage_follows_mail_removed_behind_dovecots_back() {
+    // What the daily sweep does: delete message files directly. Dovecot
+    // notices at its next sync and the quota usage follows.
+    let relay = start_with(&[]);
+    let alice = relay.new_account().expect("alice");
+    let mut imap = relay.imap_login(&alice).expect("login");
+    for i in 0..3 {
+        assert_eq!(append(&mut imap, &message(&alice.addr, &format!("mail {i}"), 30_000)).0, "OK");
+    }
+    imap.logout();
+    let before = storage_used(&relay, &alice);
+    assert!((85..=95).contains(&before), "{before}");
+    let cur = relay.config.mailboxes_dir.join(&alice.addr).join("cur");
+    let victim = std::fs::read_dir(&cur).expect("cur").flatten().next().expect("a message file").path();
+    std::fs::remove_file(&victim).expect("remove");
+    let after = storage_used(&relay, &alice);
+    assert!((55..=65).contains(&after), "{before} -> {after}");
+}
