@@ -70,17 +70,20 @@ pub struct Expiry {
     pub delete_large_after_days: u32,
 }
 
-/// Mails past their retention at `now`: everything older than
-/// `delete_mails_after` days, and mail larger than 200 KiB older than
-/// `delete_large_after` days.
+impl Expiry {
+    /// Whether one mail, received at `saved` (Unix seconds) and `size` bytes
+    /// large, is past its retention at `now`: older than `delete_mails_after`
+    /// days, or larger than 200 KiB and older than `delete_large_after` days.
+    pub fn is_expired(&self, saved: i64, size: u64, now: i64) -> bool {
+        let age = now.saturating_sub(saved);
+        age > i64::from(self.delete_mails_after_days) * DAY_SECS
+            || (size > LARGE_MAIL_BYTES && age > i64::from(self.delete_large_after_days) * DAY_SECS)
+    }
+}
+
+/// Mails past their retention at `now` (see [`Expiry::is_expired`]).
 pub fn select_expired(mails: &[MailMeta], expiry: Expiry, now: i64) -> Vec<u32> {
-    let all_cutoff = now - i64::from(expiry.delete_mails_after_days) * DAY_SECS;
-    let large_cutoff = now - i64::from(expiry.delete_large_after_days) * DAY_SECS;
-    mails
-        .iter()
-        .filter(|m| m.saved < all_cutoff || (m.size > LARGE_MAIL_BYTES && m.saved < large_cutoff))
-        .map(|m| m.uid)
-        .collect()
+    mails.iter().filter(|m| expiry.is_expired(m.saved, m.size, now)).map(|m| m.uid).collect()
 }
 
 #[cfg(test)]
