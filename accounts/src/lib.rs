@@ -28,3 +28,19 @@ pub use policy::{
 };
 pub use resources::measure as measure_resources;
 pub use store::{CreateOutcome, Store};
+
+/// Completes on SIGTERM or SIGINT, logging `program: shutting down`; the
+/// daemons of this crate stop serving then. Without signal handlers it
+/// never completes (the daemon runs until killed).
+pub async fn shutdown_signal(program: &str) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    eprintln!("{program}: shutting down");
+}

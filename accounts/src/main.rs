@@ -16,7 +16,6 @@ use std::sync::Arc;
 use chatmail_accounts::{AuthService, AuthSettings};
 use nix::unistd::{Group, Uid, User};
 use tokio::net::UnixListener;
-use tokio::signal::unix::{signal, SignalKind};
 
 const USAGE: &str = "usage: chatmail-auth [--config FILE] [--socket PATH] [--socket-group GROUP] [--mail-user USER]
 
@@ -98,18 +97,6 @@ fn main() -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    eprintln!("chatmail-auth: shutting down");
-}
-
 /// Runs as `user` from now on (if root): accounts must belong to the mail user.
 fn drop_privileges(user: &User) -> Result<(), String> {
     if !Uid::effective().is_root() {
@@ -150,5 +137,5 @@ async fn serve(args: &Args, user: &User, settings: AuthSettings) -> Result<(), S
         settings.mailboxes_dir.display()
     );
     let service = Arc::new(AuthService::new(settings));
-    chatmail_accounts::serve(listener, service, shutdown_signal()).await.map_err(|e| e.to_string())
+    chatmail_accounts::serve(listener, service, chatmail_accounts::shutdown_signal("chatmail-auth")).await.map_err(|e| e.to_string())
 }

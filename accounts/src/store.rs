@@ -126,9 +126,15 @@ impl Store {
         fs::metadata(self.account_dir(addr).join(PASSWORD_FILE)).and_then(|m| m.modified())
     }
 
-    /// Whether `addr` has an account (a password file).
+    /// Whether `addr` has an account (a password file); asked for every
+    /// delivery, so it only looks, without reading the file.
     pub fn exists(&self, addr: &str) -> io::Result<bool> {
-        Ok(self.read_password(addr)?.is_some())
+        let path = self.account_dir(addr).join(PASSWORD_FILE);
+        match fs::metadata(&path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(context(e, "reading", &path)),
+        }
     }
 }
 

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use chatmail_accounts::web::{self, App, CertStore, Onboarding, Parsed};
 use tokio::net::TcpListener;
-use tokio::signal::unix::{signal, SignalKind};
 
 fn main() -> ExitCode {
     let args = match web::parse_web_args(std::env::args().skip(1)) {
@@ -59,7 +58,7 @@ fn main() -> ExitCode {
                 eprintln!("chatmail-web: listening on {addr}, onboarding link {}", app.onboarding_link());
             }
         }
-        web::serve(listeners, app, certs, shutdown_signal()).await
+        web::serve(listeners, app, certs, chatmail_accounts::shutdown_signal("chatmail-web")).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -93,15 +92,3 @@ async fn bind(listen: &[String]) -> Result<Vec<TcpListener>, String> {
     Ok(listeners)
 }
 
-async fn shutdown_signal() {
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        // Without signal handlers the server still runs until killed.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    eprintln!("chatmail-web: shutting down");
-}
