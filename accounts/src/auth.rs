@@ -9,6 +9,14 @@
 //! SHA512-CRYPT, as with a passwd-file, and a login is recorded only when
 //! the password was right.
 //!
+//! A sessions lookup (a deny passdb, asked once the password is right)
+//! refuses an IMAP login when the account has `max_user_connections`
+//! sessions open already: the user is "found" there, with a `reason` the
+//! client sees as `NO [UNAVAILABLE] Maximum number of sessions …`. The
+//! Dovecot plugin still refuses a session that finds no free slot (two
+//! logins racing past this check), but there the client only gets
+//! Dovecot's generic internal error.
+//!
 //! Logging policy: one line per lookup that changes or refuses something
 //! (`result=created`, `result=refused`, `result=wrong-password`,
 //! `result=error`) on stderr, as `key=value` words; successful logins of
@@ -39,6 +47,7 @@ pub struct AuthSettings {
     pub nocreate_file: PathBuf,
     pub mailboxes_dir: PathBuf,
     pub new_accounts_per_ip_per_hour: u32,
+    pub max_user_connections: u32,
     /// The mail user's ids, returned by userdb lookups.
     pub mail_uid: u32,
     pub mail_gid: u32,
@@ -52,6 +61,7 @@ impl AuthSettings {
             nocreate_file: config.nocreate_file.clone(),
             mailboxes_dir: config.mailboxes_dir.clone(),
             new_accounts_per_ip_per_hour: config.new_accounts_per_ip_per_hour,
+            max_user_connections: config.max_user_connections,
             mail_uid,
             mail_gid,
         }
@@ -121,6 +131,7 @@ impl AuthService {
         match parse_key(key) {
             Ok(Request::Passdb { client_ip, user, password }) => self.passdb(&client_ip, &user, &password),
             Ok(Request::Userdb { user }) => self.userdb(&user),
+            Ok(Request::Sessions { service, user }) => self.sessions(&service, &user),
             Err(e) => LookupOutcome {
                 reply: Reply::Failed(format!("chatmail-auth: {e}")),
                 log: Some(format!("op=lookup result=error reason=bad-key problem={:?}", e.to_string())),
@@ -139,6 +150,40 @@ impl AuthService {
             }
             Ok(false) => LookupOutcome { reply: Reply::NotFound, log: None },
             Err(e) => self.error("userdb", user, &e.to_string()),
+        }
+    }
+
+    /// Whether `user` may open one more `service` session, answered for a
+    /// deny passdb: "not found" lets the login through; found (with any
+    /// password, since the first passdb checked it) refuses it, with the
+    /// reason the client sees. A reason starting with `[` is sent as the
+    /// response code; `nodelay` spares the client Dovecot's failure delay
+    /// and its IP the penalty meant for password guessing.
+    fn sessions(&self, service: &str, user: &str) -> LookupOutcome {
+        let no_objection = LookupOutcome { reply: Reply::NotFound, log: None };
+        if !chatmail_config::sessions::counts(service) || self.settings.policy.check_existing_address(user).is_err() {
+            return no_objection;
+        }
+        let max = self.settings.max_user_connections;
+        match chatmail_config::sessions::all_busy(&self.store.account_dir(user), max) {
+            Ok(false) => no_objection,
+            Ok(true) => LookupOutcome {
+                reply: Reply::Found(
+                    json!({
+                        "nopassword": "yes",
+                        "nodelay": "yes",
+                        "reason": format!("[UNAVAILABLE] Maximum number of sessions for this account exceeded (max_user_connections={max})"),
+                    })
+                    .to_string(),
+                ),
+                log: Some(format!("op=sessions user={} service={service} result=refused reason=max-user-connections max={max}", loggable(user))),
+            },
+            // Fail open, as the plugin does: a broken slot directory must
+            // not lock the account out; the plugin still counts.
+            Err(e) => LookupOutcome {
+                reply: Reply::NotFound,
+                log: Some(format!("op=sessions user={} result=warning problem={:?}", loggable(user), format!("connection limit not checked: {e}"))),
+            },
         }
     }
 
@@ -387,6 +432,7 @@ mod tests {
             nocreate_file: nocreate.clone(),
             mailboxes_dir: mailboxes.clone(),
             new_accounts_per_ip_per_hour: per_hour,
+            max_user_connections: 2,
             mail_uid: 5000,
             mail_gid: 5001,
         };
@@ -534,6 +580,31 @@ mod tests {
         for (pw, outcome) in &results {
             assert_eq!(is_login_ok(&outcome.reply, pw), pw == created[0], "{pw}: {outcome:?}");
         }
+    }
+
+    #[test]
+    fn sessions_over_the_limit_are_refused_with_a_reason() {
+        use chatmail_config::sessions::{acquire, Acquired};
+        let f = fixture(10, FINE);
+        let user = "alice0001@chat.example";
+        assert!(is_login_ok(&passdb(&f, "192.0.2.1", user, GOOD_PW).reply, GOOD_PW));
+        let ask = |service: &str, user: &str| f.service.lookup(format!("shared/sessions/{service}/{user}/c2Vzc2lvbg==").as_bytes());
+        assert_eq!(ask("imap", user), LookupOutcome { reply: Reply::NotFound, log: None }, "no sessions yet");
+        let home = f.mailboxes.join(user);
+        let slots: Vec<_> = (0..2).map(|_| acquire(&home, 2).expect("acquire")).collect();
+        assert!(slots.iter().all(|s| matches!(s, Acquired::Slot(_))));
+        let refused = ask("imap", user);
+        let Reply::Found(json) = &refused.reply else { panic!("{refused:?}") };
+        let fields: serde_json::Value = serde_json::from_str(json).expect("json");
+        assert_eq!(fields["nopassword"], "yes");
+        assert_eq!(fields["reason"], "[UNAVAILABLE] Maximum number of sessions for this account exceeded (max_user_connections=2)");
+        assert!(refused.log.as_deref().is_some_and(|l| l.contains("result=refused reason=max-user-connections")), "{refused:?}");
+        // The limit is for mail sessions only, and unknown users get no answer.
+        assert_eq!(ask("lmtp", user).reply, Reply::NotFound);
+        assert_eq!(ask("imap", "bob000001@chat.example").reply, Reply::NotFound);
+        assert_eq!(ask("imap", "../../etc@chat.example").reply, Reply::NotFound);
+        drop(slots);
+        assert_eq!(ask("imap", user).reply, Reply::NotFound, "a session ended");
     }
 
     #[test]

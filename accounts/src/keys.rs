@@ -5,6 +5,11 @@
 //!   The password comes last because it may contain `/`; the client IP is
 //!   empty when Dovecot does not know it.
 //! - `shared/userdb/%u` — the account's home and mail user.
+//! - `shared/sessions/%{service}/%u/%{session}` — may this login open one
+//!   more session? Asked by a deny passdb once the password is right. The
+//!   session id is there only so that Dovecot's auth cache never answers
+//!   it (it may contain `/`, hence last); the service decides whether the
+//!   limit applies.
 
 use std::fmt;
 
@@ -13,6 +18,7 @@ use std::fmt;
 pub enum Request {
     Passdb { client_ip: String, user: String, password: Vec<u8> },
     Userdb { user: String },
+    Sessions { service: String, user: String },
 }
 
 /// A key that is not one of ours.
@@ -51,8 +57,20 @@ pub fn parse_key(key: &[u8]) -> Result<Request, KeyError> {
     if let Some(user) = key.strip_prefix(b"shared/userdb/") {
         return Ok(Request::Userdb { user: text(user, "user name is not UTF-8")? });
     }
-    Err(KeyError("unknown key (expected shared/passdb/… or shared/userdb/…)"))
+    if let Some(rest) = key.strip_prefix(b"shared/sessions/") {
+        let (service, rest) = split_slash(rest).ok_or(KeyError("sessions key without user"))?;
+        // Without the session id the key would be cacheable: refuse it, so
+        // a wrong configuration shows at the first login.
+        let (user, _session) = split_slash(rest).ok_or(KeyError("sessions key without session id"))?;
+        return Ok(Request::Sessions {
+            service: text(service, "service is not UTF-8")?,
+            user: text(user, "user name is not UTF-8")?,
+        });
+    }
+    Err(KeyError(UNKNOWN_KEY))
 }
+
+const UNKNOWN_KEY: &str = "unknown key (expected shared/passdb/…, shared/userdb/… or shared/sessions/…)";
 
 #[cfg(test)]
 mod tests {
@@ -74,8 +92,12 @@ mod tests {
             (b"shared/passdb/1.2.3.4/\xff@b.c/pw", Err(KeyError("user name is not UTF-8"))),
             (b"shared/userdb/a@b.c", Ok(Request::Userdb { user: "a@b.c".into() })),
             (b"shared/userdb/", Ok(Request::Userdb { user: String::new() })),
-            (b"priv/passdb/x", Err(KeyError("unknown key (expected shared/passdb/… or shared/userdb/…)"))),
-            (b"", Err(KeyError("unknown key (expected shared/passdb/… or shared/userdb/…)"))),
+            (b"shared/sessions/imap/a@b.c/Xy+z/0w==", Ok(Request::Sessions { service: "imap".into(), user: "a@b.c".into() })),
+            (b"shared/sessions/lmtp/a@b.c/", Ok(Request::Sessions { service: "lmtp".into(), user: "a@b.c".into() })),
+            (b"shared/sessions/imap/a@b.c", Err(KeyError("sessions key without session id"))),
+            (b"shared/sessions/imap", Err(KeyError("sessions key without user"))),
+            (b"priv/passdb/x", Err(KeyError(UNKNOWN_KEY))),
+            (b"", Err(KeyError(UNKNOWN_KEY))),
         ];
         for (key, want) in table {
             assert_eq!(parse_key(key), want, "{:?}", String::from_utf8_lossy(key));

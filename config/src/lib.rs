@@ -13,6 +13,7 @@ mod address;
 mod ini;
 pub mod layout;
 pub mod retention;
+pub mod sessions;
 pub mod spool;
 mod value;
 

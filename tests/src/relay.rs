@@ -295,6 +295,8 @@ impl Relay {
         check_socket_path(&auth_socket_path)?;
         let auth_dict_conf = dovecot_dir.join("auth-dict.conf.ext");
         write_file(&auth_dict_conf, &dovecot::render_auth_dict(&auth_socket_path), 0o644)?;
+        let sessions_dict_conf = dovecot_dir.join("auth-sessions.conf.ext");
+        write_file(&sessions_dict_conf, &dovecot::render_sessions_dict(&auth_socket_path), 0o644)?;
         let lmtp_socket = dovecot_base.join(dovecot::LMTP_SOCKET);
         let auth_socket = dovecot_base.join(dovecot::AUTH_SOCKET);
         check_socket_path(&lmtp_socket)?;
@@ -333,7 +335,7 @@ impl Relay {
                 key_pem: &cert.key_pem,
                 mailboxes_dir: &config.mailboxes_dir,
                 accounts: match options.accounts {
-                    AccountBackend::Auth => DovecotAccounts::Dict { conf: &auth_dict_conf },
+                    AccountBackend::Auth => DovecotAccounts::Dict { conf: &auth_dict_conf, sessions_conf: &sessions_dict_conf },
                     AccountBackend::PasswdFile => DovecotAccounts::PasswdFile(&passwd_file),
                 },
                 imap_port: ports.imap,

@@ -5,8 +5,11 @@ use std::fs::{File, FileTimes};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
+use std::net::Ipv4Addr;
+
+use chatmail_testrelay::{ImapClient, ImapResponse};
 use chatmail_testrelay::mail::encrypted;
-use chatmail_testrelay::{Relay, RelayOptions};
+use chatmail_testrelay::{Account, AccountBackend, Relay, RelayOptions};
 
 fn start() -> Relay {
     Relay::start(RelayOptions::default()).unwrap_or_else(|e| panic!("relay did not start: {e}"))
@@ -91,40 +94,82 @@ fn imap_pids(relay: &Relay, addr: &str) -> Vec<i32> {
         .collect()
 }
 
-#[test]
-fn the_eleventh_session_is_refused_and_a_killed_one_frees_its_slot() {
-    let relay = start();
-    let alice = relay.new_account().expect("alice");
-    // Ten sessions, from different client addresses (the limit is per account).
+/// Opens ten IMAP sessions of `alice` from different client addresses (the
+/// limit is per account, not per address), then tries an eleventh.
+fn ten_sessions_and_an_eleventh(relay: &Relay, alice: &Account) -> (Vec<ImapClient>, Result<ImapResponse, chatmail_testrelay::Error>) {
     let sessions: Vec<_> = (0..10u8)
         .map(|i| {
-            let mut imap = relay.imap_from(Some(std::net::Ipv4Addr::new(127, 0, 6, i + 1))).expect("connect");
+            let mut imap = relay.imap_from(Some(Ipv4Addr::new(127, 0, 6, i + 1))).expect("connect");
             imap.login(&alice.addr, &alice.password).expect("login").ok().expect("session accepted");
             imap
         })
         .collect();
-    let mut eleventh = relay.imap_from(Some(std::net::Ipv4Addr::new(127, 0, 6, 100))).expect("connect");
-    // Dovecot ends the session ("Logged in, but initialization failed" and
-    // a BYE, or just the close); its log says why.
+    let mut eleventh = relay.imap_from(Some(Ipv4Addr::new(127, 0, 6, 100))).expect("connect");
     let refused = eleventh.login(&alice.addr, &alice.password);
-    assert!(refused.as_ref().map_or(true, |r| r.status != "OK" || r.text.contains("initialization failed")), "{refused:?}");
-    let log = std::fs::read_to_string(relay.log_dir.join("dovecot.log")).expect("dovecot log");
-    assert!(log.contains("has 10 sessions already (max_user_connections)"), "{log}");
-    assert!(!log.contains("Panic") && !log.contains("killed with signal"), "{log}");
+    (sessions, refused)
+}
 
-    // kill -9 one session's process: its slot is free at once.
-    let pids = imap_pids(&relay, &alice.addr);
+/// kill -9 of one session's process frees its slot at once: a new login
+/// succeeds.
+fn killed_session_frees_its_slot(relay: &Relay, alice: &Account) {
+    let pids = imap_pids(relay, &alice.addr);
     let victim = *pids.iter().find(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists()).expect("a live imap process");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim), nix::sys::signal::Signal::SIGKILL).expect("kill -9");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let mut imap = relay.imap_from(Some(std::net::Ipv4Addr::new(127, 0, 6, 101))).expect("connect");
+        let mut imap = relay.imap_from(Some(Ipv4Addr::new(127, 0, 6, 101))).expect("connect");
         match imap.login(&alice.addr, &alice.password) {
             Ok(r) if r.status == "OK" => break,
             other => assert!(std::time::Instant::now() < deadline, "no free slot after kill -9: {other:?}"),
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn the_eleventh_session_is_refused_with_a_reason_and_a_killed_one_frees_its_slot() {
+    let relay = start();
+    let alice = relay.new_account().expect("alice");
+    let (sessions, refused) = ten_sessions_and_an_eleventh(&relay, &alice);
+    // chatmail-auth refuses the login itself, so the client learns why.
+    let refused = refused.expect("an answer to LOGIN");
+    assert_eq!(refused.status, "NO", "{refused:?}");
+    assert_eq!(
+        refused.text, "[UNAVAILABLE] Maximum number of sessions for this account exceeded (max_user_connections=10)",
+        "{refused:?}"
+    );
+    let auth_log = std::fs::read_to_string(relay.log_dir.join("auth.log")).expect("auth log");
+    assert!(
+        auth_log.contains(&format!("op=sessions user={} service=imap result=refused reason=max-user-connections max=10", alice.addr)),
+        "{auth_log}"
+    );
+    // The ten sessions are unaffected.
+    for mut imap in sessions.into_iter().take(2) {
+        imap.command("NOOP").expect("noop").ok().expect("session still works");
+    }
+    // The eleventh never reached the plugin (no session was started).
+    let log = std::fs::read_to_string(relay.log_dir.join("dovecot.log")).expect("dovecot log");
+    assert!(!log.contains("sessions already (max_user_connections)"), "{log}");
+    assert!(!log.contains("Panic") && !log.contains("killed with signal"), "{log}");
+    killed_session_frees_its_slot(&relay, &alice);
+}
+
+/// Without chatmail-auth's check (a static passdb, or two logins racing
+/// past it), the plugin itself refuses the session that finds no slot; the
+/// client then only sees Dovecot's generic failure.
+#[test]
+fn without_the_login_check_the_plugin_refuses_the_eleventh_session() {
+    let relay = Relay::start(RelayOptions { accounts: AccountBackend::PasswdFile, ..RelayOptions::default() })
+        .unwrap_or_else(|e| panic!("relay did not start: {e}"));
+    let alice = relay.add_account("alicesess", "password-alice").expect("alice");
+    let (sessions, refused) = ten_sessions_and_an_eleventh(&relay, &alice);
+    // Dovecot ends the session ("Logged in, but initialization failed" and
+    // a BYE, or just the close); its log says why.
+    assert!(refused.as_ref().map_or(true, |r| r.status != "OK" || r.text.contains("initialization failed")), "{refused:?}");
+    let log = std::fs::read_to_string(relay.log_dir.join("dovecot.log")).expect("dovecot log");
+    assert!(log.contains(&format!("{} has 10 sessions already (max_user_connections); session refused", alice.addr)), "{log}");
+    assert!(!log.contains("Panic") && !log.contains("killed with signal"), "{log}");
+    killed_session_frees_its_slot(&relay, &alice);
     drop(sessions);
 }
 
