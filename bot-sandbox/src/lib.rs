@@ -1,3 +1,35 @@
-//! Daemon that runs WebAssembly Delta Chat bots per delivered mail.
+//! The bot sandbox: WebAssembly Delta Chat bots, installed by storing a
+//! package mail in an account's bot folder and run for each mail the
+//! account receives, one fresh worker process per run, under hard limits.
 //!
-//! Not implemented yet: arrives with its own issue.
+//! Jobs come from the spool the Dovecot plugin writes (`queue`); installs
+//! are checked and compiled once (`package`, `metadata`, `engine`) and
+//! reported to the account by mail (`lmtp`); runs happen in a worker
+//! process (`runner` starts it, `worker` is its side) that sees only the
+//! closed WASI of `wasi`; per-sender limits and the CPU budget are
+//! `limits`; the daemon's files per bot are `state`.
+
+mod daemon;
+mod engine;
+mod limits;
+mod lmtp;
+mod maildir;
+mod metadata;
+mod package;
+mod queue;
+mod runner;
+mod state;
+mod wasi;
+mod worker;
+
+pub use daemon::{serve, Daemon, Disposition, Settings};
+pub use engine::{compile, engine, POINTS_PER_CPU_SECOND, WASM_PAGE};
+pub use limits::{check, CpuBudget, OverLimit, RunRecord};
+pub use lmtp::REPORT_HEADER;
+pub use maildir::{find_mail, newest_mail};
+pub use metadata::{Metadata, SenderLimits};
+pub use package::{build as build_package, unpack, Package};
+pub use queue::{Spool, MAX_ATTEMPTS};
+pub use runner::{Run, RunEnd, Runner};
+pub use state::{Bot, Installed, Registry};
+pub use worker::{main as worker_main, Outcome, WorkerReport, WorkerRequest};

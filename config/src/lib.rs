@@ -97,6 +97,30 @@ pub const KEYS: &[KeyDoc] = &[
         meaning: "Where the Dovecot plugin leaves jobs for the bot daemon (deliveries to bot accounts, bot installs)." },
     KeyDoc { name: "bot_install_folder", default: Some("DeltaBot"), origin: Origin::New,
         meaning: "IMAP folder in which an account stores its bot package; saving a mail there asks the bot daemon to install it." },
+    KeyDoc { name: "bots_enabled", default: Some("false"), origin: Origin::New,
+        meaning: "Whether accounts may install and run WebAssembly bots (the bot daemon does nothing while this is false)." },
+    KeyDoc { name: "bot_accounts", default: Some("*"), origin: Origin::New,
+        meaning: "Accounts that may install a bot: addresses separated by spaces, or `*` for every account." },
+    KeyDoc { name: "bot_state_dir", default: Some("/var/lib/chatmail-bots"), origin: Origin::New,
+        meaning: "The bot daemon's own files: installed packages, compiled modules, usage, parked jobs." },
+    KeyDoc { name: "bot_max_parallel", default: Some("1"), origin: Origin::New,
+        meaning: "Most bot runs at the same time, so host IO, memory and CPU never spike." },
+    KeyDoc { name: "bot_memory_limit", default: Some("128M"), origin: Origin::New,
+        meaning: "Largest linear memory a bot run may have; a plain number means megabytes." },
+    KeyDoc { name: "bot_wall_time", default: Some("30"), origin: Origin::New,
+        meaning: "Seconds a bot run may take before its worker is killed." },
+    KeyDoc { name: "bot_output_limit", default: Some("1M"), origin: Origin::New,
+        meaning: "Most bytes a bot run may write to stdout; a plain number means bytes." },
+    KeyDoc { name: "bot_max_package_size", default: Some("16M"), origin: Origin::New,
+        meaning: "Largest bot.wasm accepted at install; a plain number means bytes." },
+    KeyDoc { name: "bot_cpu_percent_per_hour", default: Some("1"), origin: Origin::New,
+        meaning: "CPU one bot may use in any hour, in percent of one core (1 = 36 seconds)." },
+    KeyDoc { name: "bot_cpu_percent_per_day", default: Some("0.1"), origin: Origin::New,
+        meaning: "CPU one bot may use in any day, in percent of one core (0.1 = 86 seconds)." },
+    KeyDoc { name: "bot_allowed_origins", default: Some(""), origin: Origin::New,
+        meaning: "Network origins (e.g. https://api.example.org), separated by spaces, that bots may ever reach; a bot's own list narrows it. Empty: none." },
+    KeyDoc { name: "lmtp_socket", default: Some("/var/run/dovecot/lmtp"), origin: Origin::New,
+        meaning: "Dovecot's LMTP socket, through which the bot daemon delivers install reports." },
     KeyDoc { name: "nocreate_file", default: Some("/etc/chatmail-nocreate"), origin: Origin::New,
         meaning: "While this file exists, no new accounts are created (existing accounts still log in); chatmail uses this fixed path." },
     KeyDoc { name: "new_accounts_per_ip_per_hour", default: Some("20"), origin: Origin::New,
@@ -185,6 +209,25 @@ pub struct Config {
     pub max_user_connections: u32,
     pub bot_spool_dir: PathBuf,
     pub bot_install_folder: String,
+    pub bots_enabled: bool,
+    /// Addresses; `["*"]` for every account.
+    pub bot_accounts: Vec<String>,
+    pub bot_state_dir: PathBuf,
+    pub bot_max_parallel: u32,
+    /// Bytes.
+    pub bot_memory_limit: u64,
+    /// Seconds.
+    pub bot_wall_time: u32,
+    /// Bytes.
+    pub bot_output_limit: u64,
+    /// Bytes.
+    pub bot_max_package_size: u64,
+    /// Percent of one core.
+    pub bot_cpu_percent_per_hour: f64,
+    /// Percent of one core.
+    pub bot_cpu_percent_per_day: f64,
+    pub bot_allowed_origins: Vec<String>,
+    pub lmtp_socket: PathBuf,
     pub nocreate_file: PathBuf,
     pub new_accounts_per_ip_per_hour: u32,
 }
@@ -318,6 +361,21 @@ impl Config {
             return Err(error(spool_line, Some("bot_spool_dir"), format!("{:?} is not an absolute path", bot_spool_dir.display().to_string())));
         }
 
+        let absolute = |name: &str| -> Result<PathBuf, ConfigError> {
+            let (text, line) = lookup(name)?;
+            let path = PathBuf::from(text);
+            if !path.is_absolute() {
+                return Err(error(line, Some(name), format!("{:?} is not an absolute path", path.display().to_string())));
+            }
+            Ok(path)
+        };
+        let decimal = |name: &str| -> Result<f64, ConfigError> {
+            let (text, line) = lookup(name)?;
+            parse_decimal(&text).map_err(|p| error(line, Some(name), p))
+        };
+        let (bots_text, bots_line) = lookup("bots_enabled")?;
+        let bots_enabled = parse_bool(&bots_text).map_err(|p| error(bots_line, Some("bots_enabled"), p))?;
+
         let (load_text, load_line) = lookup("max_load_1m")?;
         let max_load_1m = parse_decimal(&load_text).map_err(|p| error(load_line, Some("max_load_1m"), p))?;
 
@@ -350,6 +408,18 @@ impl Config {
             max_user_connections: narrow(uint("max_user_connections", 1, 100_000)?),
             bot_spool_dir,
             bot_install_folder: lookup("bot_install_folder")?.0,
+            bots_enabled,
+            bot_accounts: list("bot_accounts")?,
+            bot_state_dir: absolute("bot_state_dir")?,
+            bot_max_parallel: narrow(uint("bot_max_parallel", 1, 64)?),
+            bot_memory_limit: size("bot_memory_limit", BareNumber::Megabytes)?,
+            bot_wall_time: narrow(uint("bot_wall_time", 1, 3600)?),
+            bot_output_limit: size("bot_output_limit", BareNumber::Bytes)?,
+            bot_max_package_size: size("bot_max_package_size", BareNumber::Bytes)?,
+            bot_cpu_percent_per_hour: decimal("bot_cpu_percent_per_hour")?,
+            bot_cpu_percent_per_day: decimal("bot_cpu_percent_per_day")?,
+            bot_allowed_origins: list("bot_allowed_origins")?,
+            lmtp_socket: absolute("lmtp_socket")?,
             nocreate_file,
             new_accounts_per_ip_per_hour: narrow(uint("new_accounts_per_ip_per_hour", 0, 1_000_000)?),
             mail_domain,

@@ -1,0 +1,534 @@
+//! The daemon: takes jobs from the spool and installs or runs bots, at
+//! most `bot_max_parallel` at a time.
+//!
+//! Logging policy: one line per job on stderr, `key=value` words starting
+//! with `op=install`, `op=run` or `op=job`: what happened (`result=`), and
+//! for runs the outcome, CPU, wall time and metering points. Failures of
+//! the daemon itself say `result=error`. Mail content is never logged; a
+//! bot's stderr (first 4 KiB) goes into its `errors.log` when it fails.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chatmail_config::spool::{Job, JobKind, BOT_MARKER};
+use chatmail_config::Config;
+use mail_parser::MessageParser;
+
+use crate::engine::{self, POINTS_PER_CPU_SECOND};
+use crate::limits::{self, CpuBudget, RunRecord};
+use crate::lmtp;
+use crate::maildir;
+use crate::package;
+use crate::queue::{Spool, Taken};
+use crate::runner::{RunEnd, Runner};
+use crate::state::{Installed, Registry};
+use crate::worker::{Outcome, WorkerRequest};
+
+/// What the daemon needs, from chatmail.ini.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub mail_domain: String,
+    pub mailboxes_dir: PathBuf,
+    pub spool_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub install_folder: String,
+    pub enabled: bool,
+    pub accounts: Vec<String>,
+    pub max_parallel: u32,
+    pub memory_limit: u64,
+    pub wall_time: Duration,
+    pub output_limit: u64,
+    pub max_package_size: u64,
+    pub max_message_size: u64,
+    pub budget: CpuBudget,
+    pub lmtp_socket: PathBuf,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config) -> Settings {
+        Settings {
+            mail_domain: config.mail_domain.clone(),
+            mailboxes_dir: config.mailboxes_dir.clone(),
+            spool_dir: config.bot_spool_dir.clone(),
+            state_dir: config.bot_state_dir.clone(),
+            install_folder: config.bot_install_folder.clone(),
+            enabled: config.bots_enabled,
+            accounts: config.bot_accounts.clone(),
+            max_parallel: config.bot_max_parallel,
+            memory_limit: config.bot_memory_limit,
+            wall_time: Duration::from_secs(u64::from(config.bot_wall_time)),
+            output_limit: config.bot_output_limit,
+            max_package_size: config.bot_max_package_size,
+            max_message_size: config.max_message_size,
+            budget: CpuBudget { percent_per_hour: config.bot_cpu_percent_per_hour, percent_per_day: config.bot_cpu_percent_per_day },
+            lmtp_socket: config.lmtp_socket.clone(),
+        }
+    }
+
+    /// Whether `account` may install a bot.
+    pub fn may_install(&self, account: &str) -> bool {
+        self.accounts.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(account))
+    }
+}
+
+/// What to do with a job after handling it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// Done (ran, or refused with a log line): remove it.
+    Finish,
+    /// The worker crashed: try again later (bounded).
+    Retry(String),
+}
+
+/// The daemon's shared parts.
+pub struct Daemon {
+    pub settings: Settings,
+    pub spool: Spool,
+    pub registry: Registry,
+    pub runner: Runner,
+    /// Bots being installed or run, so two jobs of one bot never overlap.
+    busy: Mutex<Vec<String>>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn log(line: &str) {
+    eprintln!("chatmail-bots: {line}");
+}
+
+/// A value fit for a `key=value` log word.
+fn word(text: &str) -> String {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
+        text.to_owned()
+    } else {
+        format!("{text:?}")
+    }
+}
+
+/// The sender address of a mail (lower-cased), and whether it is one of
+/// the daemon's own reports.
+fn sender_of(mail: &[u8]) -> (String, bool) {
+    let Some(message) = MessageParser::default().parse_headers(mail) else { return (String::new(), false) };
+    let sender = message.from().and_then(|a| a.first()).and_then(|a| a.address()).unwrap_or("").to_ascii_lowercase();
+    let own = message.header_raw(lmtp::REPORT_HEADER).is_some();
+    (sender, own)
+}
+
+impl Daemon {
+    pub fn new(settings: Settings, runner: Runner) -> Daemon {
+        Daemon {
+            spool: Spool::new(settings.spool_dir.clone()),
+            registry: Registry::new(settings.state_dir.clone()),
+            runner,
+            settings,
+            busy: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn home(&self, account: &str) -> PathBuf {
+        self.settings.mailboxes_dir.join(account)
+    }
+
+    /// Handles one job.
+    pub fn handle(&self, job_name: &str, job: &Job) -> Disposition {
+        if !crate::state::valid_account(&job.account) {
+            log(&format!("op=job job={job_name} result=refused reason=bad-account account={}", word(&job.account)));
+            return Disposition::Finish;
+        }
+        match job.kind {
+            JobKind::Install => self.install(job_name, job),
+            JobKind::Deliver => self.deliver(job_name, job),
+        }
+    }
+
+    fn report(&self, account: &str, subject: &str, body: &str) {
+        let message = lmtp::report_message(&self.settings.mail_domain, account, subject, body, SystemTime::now());
+        if let Err(e) = lmtp::deliver(&self.settings.lmtp_socket, account, &message) {
+            log(&format!("op=report bot={account} result=error problem={}", word(&e.to_string())));
+        }
+    }
+
+    fn refuse_install(&self, job_name: &str, account: &str, reason: &str, problems: &[String]) -> Disposition {
+        log(&format!("op=install job={job_name} bot={account} result=refused reason={reason} problems={}", word(&problems.join("; "))));
+        let mut body = String::from("Your bot was not installed. Problems found:\n\n");
+        for problem in problems {
+            body.push_str(&format!("- {problem}\n"));
+        }
+        body.push_str("\nFix them and store a new package mail in the folder; the newest one counts.\n");
+        self.report(account, "Bot not installed", &body);
+        Disposition::Finish
+    }
+
+    fn install(&self, job_name: &str, job: &Job) -> Disposition {
+        let account = &job.account;
+        if !self.settings.enabled {
+            return self.refuse_install(job_name, account, "bots-disabled", &["bots are not enabled on this relay".into()]);
+        }
+        if !self.settings.may_install(account) {
+            return self.refuse_install(job_name, account, "not-allowed", &["this account may not install bots on this relay".into()]);
+        }
+        let home = self.home(account);
+        let newest = match maildir::newest_mail(&home, &self.settings.install_folder) {
+            Ok(newest) => newest,
+            Err(e) => {
+                log(&format!("op=install job={job_name} bot={account} result=error problem={}", word(&e.to_string())));
+                return Disposition::Retry(format!("reading the install folder: {e}"));
+            }
+        };
+        let installed = self.registry.load(account).ok().flatten();
+        let Some((uid, path)) = newest else {
+            // An empty folder uninstalls.
+            if installed.is_none() {
+                log(&format!("op=install job={job_name} bot={account} result=nothing-installed"));
+                return Disposition::Finish;
+            }
+            let _ = std::fs::remove_file(home.join(BOT_MARKER));
+            if let Err(e) = self.registry.uninstall(account) {
+                log(&format!("op=install job={job_name} bot={account} result=error problem={}", word(&e.to_string())));
+                return Disposition::Retry(format!("uninstalling: {e}"));
+            }
+            log(&format!("op=install job={job_name} bot={account} result=uninstalled"));
+            self.report(account, "Bot uninstalled", "The bot folder is empty, so the bot was uninstalled.\n");
+            return Disposition::Finish;
+        };
+        if installed.as_ref().is_some_and(|b| b.installed.uid == uid) {
+            log(&format!("op=install job={job_name} bot={account} result=unchanged uid={uid}"));
+            return Disposition::Finish;
+        }
+        let mail = match std::fs::read(&path) {
+            Ok(mail) => mail,
+            Err(e) => return Disposition::Retry(format!("reading {}: {e}", path.display())),
+        };
+        let package = match package::unpack(&mail, self.settings.max_package_size) {
+            Ok(package) => package,
+            Err(problems) => return self.refuse_install(job_name, account, "bad-package", &problems),
+        };
+        let module = match engine::compile(self.settings.memory_limit, &package.wasm) {
+            Ok(module) => module,
+            Err(problems) => return self.refuse_install(job_name, account, "bad-module", &problems),
+        };
+        let artifact = match module.serialize() {
+            Ok(artifact) => artifact,
+            Err(e) => return Disposition::Retry(format!("serializing the module: {e}")),
+        };
+        let toml_text = package_toml(&mail).unwrap_or_default();
+        let record = Installed { uid, installed_at: now_secs(), wasm_bytes: package.wasm.len() as u64 };
+        if let Err(e) = self.registry.install(account, &record, &toml_text, &artifact) {
+            log(&format!("op=install job={job_name} bot={account} result=error problem={}", word(&e.to_string())));
+            return Disposition::Retry(format!("storing the bot: {e}"));
+        }
+        if let Err(e) = std::fs::write(home.join(BOT_MARKER), b"") {
+            log(&format!("op=install job={job_name} bot={account} result=error problem={}", word(&format!("marker: {e}"))));
+            return Disposition::Retry(format!("writing the marker: {e}"));
+        }
+        let m = &package.metadata;
+        log(&format!("op=install job={job_name} bot={account} result=installed uid={uid} name={} author={} wasm_bytes={}", word(&m.name), word(&m.author), package.wasm.len()));
+        let mut body = format!(
+            "Your bot is installed and runs for every mail this account receives.\n\n\
+             Name: {}\nDescription: {}\nAuthor: {}\nModule: {} bytes\n\n\
+             Limits per sender: {} mails per hour, {} per day, {} CPU seconds per hour, {} bytes per hour.\n",
+            m.name, m.description, m.author, package.wasm.len(), m.limits.mails_per_hour, m.limits.mails_per_day, m.limits.cpu_seconds_per_hour, m.limits.bytes_per_hour
+        );
+        body.push_str(&format!(
+            "Limits per run on this relay: {} bytes of memory, {} seconds, {} bytes of output.\n",
+            self.settings.memory_limit,
+            self.settings.wall_time.as_secs(),
+            self.settings.output_limit
+        ));
+        if let Some(minutes) = m.schedule_minutes {
+            body.push_str(&format!("Schedule: every {minutes} minutes.\n"));
+        }
+        self.report(account, &format!("Bot installed: {}", m.name), &body);
+        Disposition::Finish
+    }
+
+    fn deliver(&self, job_name: &str, job: &Job) -> Disposition {
+        let account = &job.account;
+        let refuse = |reason: &str| {
+            log(&format!("op=run job={job_name} bot={account} result=skipped reason={reason}"));
+            Disposition::Finish
+        };
+        if !self.settings.enabled {
+            return refuse("bots-disabled");
+        }
+        let bot = match self.registry.load(account) {
+            Ok(Some(bot)) => bot,
+            Ok(None) => return refuse("no-bot"),
+            Err(e) => return Disposition::Retry(format!("loading the bot: {e}")),
+        };
+        if bot.disabled {
+            return refuse("disabled-by-operator");
+        }
+        let Some(uid) = job.uid else { return refuse("no-uid") };
+        let path = match maildir::find_mail(&self.home(account), &job.mailbox, job.uidvalidity, uid) {
+            Ok(Some(path)) => path,
+            Ok(None) => return refuse("mail-gone"),
+            Err(e) => return Disposition::Retry(format!("finding the mail: {e}")),
+        };
+        let mail = match std::fs::read(&path) {
+            Ok(mail) => mail,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return refuse("mail-gone"),
+            Err(e) => return Disposition::Retry(format!("reading {}: {e}", path.display())),
+        };
+        if mail.len() as u64 > self.settings.max_message_size.saturating_mul(2) {
+            return refuse("mail-too-large");
+        }
+        let (sender, own_report) = sender_of(&mail);
+        if own_report && sender == format!("mailer-daemon@{}", self.settings.mail_domain) {
+            return refuse("own-report");
+        }
+        let now = now_secs();
+        let mut history = match self.registry.history(account) {
+            Ok(history) => history,
+            Err(e) => return Disposition::Retry(format!("reading usage: {e}")),
+        };
+        limits::prune(&mut history, now);
+        let allowance = match limits::check(&history, &sender, mail.len() as u64, now, &bot.metadata.limits, &self.settings.budget) {
+            Ok(allowance) => allowance,
+            Err(over) => {
+                log(&format!("op=run job={job_name} bot={account} sender={} result=dropped reason={}", word(&sender), over.code()));
+                let _ = self.registry.record_error(account, now, &format!("dropped a mail from {sender}: {}", over.code()));
+                return Disposition::Finish;
+            }
+        };
+        let wall_micros = u64::try_from(self.settings.wall_time.as_micros()).unwrap_or(u64::MAX);
+        let cpu_micros = allowance.cpu_micros.min(wall_micros);
+        let request = WorkerRequest {
+            artifact: bot.artifact(),
+            memory_limit: self.settings.memory_limit,
+            output_limit: self.settings.output_limit,
+            points: cpu_micros.saturating_mul(POINTS_PER_CPU_SECOND / 1_000_000),
+            cpu_seconds: cpu_micros.div_ceil(1_000_000) + 1,
+            environment: vec![
+                ("CHATMAIL_BOT".into(), account.clone()),
+                ("CHATMAIL_SENDER".into(), sender.clone()),
+                ("CHATMAIL_EVENT".into(), "mail".into()),
+            ],
+        };
+        let run = self.runner.run(&request, &mail);
+        let (outcome_word, used_micros, detail) = match &run.end {
+            RunEnd::Reported { report, output } => {
+                if !output.is_empty() {
+                    if let Err(e) = self.registry.store_output(account, job_name, output) {
+                        log(&format!("op=run job={job_name} bot={account} result=error problem={}", word(&e.to_string())));
+                    }
+                }
+                let outcome = match &report.outcome {
+                    Outcome::Exited(0) => "exited".to_owned(),
+                    Outcome::Exited(code) => format!("exited-{code}"),
+                    Outcome::Trapped(_) => "trapped".into(),
+                    Outcome::OutOfCpu => "out-of-cpu".into(),
+                    Outcome::OutputLimit => "output-limit".into(),
+                    Outcome::LoadFailed(_) => "load-failed".into(),
+                };
+                let detail = match &report.outcome {
+                    Outcome::Trapped(m) | Outcome::LoadFailed(m) => Some(m.clone()),
+                    Outcome::OutOfCpu => Some("used its CPU allowance".into()),
+                    Outcome::OutputLimit => Some(format!("wrote more than {} bytes", self.settings.output_limit)),
+                    Outcome::Exited(0) => None,
+                    Outcome::Exited(code) => Some(format!("exit code {code}")),
+                };
+                if !report.unprotected.is_empty() {
+                    log(&format!("op=run job={job_name} bot={account} result=warning unprotected={}", word(&report.unprotected.join("; "))));
+                }
+                let detail = detail.map(|d| if report.stderr.is_empty() { d } else { format!("{d}; stderr: {}", report.stderr.trim()) });
+                (outcome, report.cpu_micros, detail)
+            }
+            RunEnd::TimedOut => ("timed-out".into(), wall_micros, Some(format!("ran longer than {} seconds", self.settings.wall_time.as_secs()))),
+            RunEnd::Crashed(problem) => {
+                log(&format!("op=run job={job_name} bot={account} result=crashed problem={}", word(problem)));
+                let _ = self.registry.record_error(account, now, &format!("worker crashed: {problem}"));
+                return Disposition::Retry(problem.clone());
+            }
+        };
+        history.push(RunRecord { at: now, sender: sender.clone(), cpu_micros: used_micros, bytes: mail.len() as u64 });
+        if let Err(e) = self.registry.save_history(account, &history) {
+            log(&format!("op=run job={job_name} bot={account} result=error problem={}", word(&e.to_string())));
+        }
+        if let Some(detail) = &detail {
+            let _ = self.registry.record_error(account, now, &format!("{outcome_word}: {detail}"));
+        }
+        let points = match &run.end {
+            RunEnd::Reported { report, .. } => report.points_used,
+            _ => 0,
+        };
+        log(&format!(
+            "op=run job={job_name} bot={account} sender={} result=ran outcome={outcome_word} cpu_ms={} wall_ms={} points={points}",
+            word(&sender),
+            used_micros / 1000,
+            run.wall_micros / 1000
+        ));
+        Disposition::Finish
+    }
+
+    /// Takes and handles the waiting job `name`, if it is still there and
+    /// its bot is not busy. Returns whether it was taken.
+    fn take_and_handle(&self, name: &str) -> bool {
+        let taken = match self.spool.take(name) {
+            Ok(Some(taken)) => taken,
+            Ok(None) => return false,
+            Err(e) => {
+                log(&format!("op=job job={name} result=error problem={}", word(&e.to_string())));
+                return false;
+            }
+        };
+        let job = match self.spool.read(&taken) {
+            Ok(Ok(job)) => job,
+            Ok(Err(problem)) => {
+                log(&format!("op=job job={name} result=refused reason=unreadable problem={}", word(&problem)));
+                self.settle(taken, Disposition::Finish);
+                return true;
+            }
+            Err(e) => {
+                self.settle(taken, Disposition::Retry(e.to_string()));
+                return true;
+            }
+        };
+        let disposition = self.handle(&taken.name, &job);
+        self.settle(taken, disposition);
+        true
+    }
+
+    fn settle(&self, taken: Taken, disposition: Disposition) {
+        let name = taken.name.clone();
+        let result = match disposition {
+            Disposition::Finish => self.spool.finish(taken).map(|()| None),
+            Disposition::Retry(reason) => self.spool.retry(taken, &reason).map(|parked| Some((parked, reason))),
+        };
+        match result {
+            Ok(Some((true, reason))) => log(&format!("op=job job={name} result=parked reason={}", word(&reason))),
+            Ok(Some((false, reason))) => log(&format!("op=job job={name} result=retry reason={}", word(&reason))),
+            Ok(None) => {}
+            Err(e) => log(&format!("op=job job={name} result=error problem={}", word(&e.to_string()))),
+        }
+    }
+
+    /// Marks the account of job `name` busy: `Err` if it already is (the
+    /// job waits for the next round), else the account to release after
+    /// the job (`None` for unreadable jobs, which have no account).
+    fn reserve(&self, name: &str) -> Result<Option<String>, ()> {
+        let path = self.spool.dir.join("new").join(name);
+        let Ok(Ok(job)) = std::fs::read_to_string(path).map(|t| Job::parse(&t)) else { return Ok(None) };
+        let Ok(mut busy) = self.busy.lock() else { return Ok(None) };
+        if busy.contains(&job.account) {
+            return Err(());
+        }
+        busy.push(job.account.clone());
+        Ok(Some(job.account))
+    }
+
+    fn release(&self, account: &str) {
+        if let Ok(mut busy) = self.busy.lock() {
+            busy.retain(|a| a != account);
+        }
+    }
+}
+
+/// The `bot.toml` text of a package mail (as stored for the record).
+fn package_toml(mail: &[u8]) -> Option<String> {
+    use mail_parser::MimeHeaders;
+    let message = MessageParser::default().parse(mail)?;
+    let part = message.attachments().find(|p| p.attachment_name() == Some("bot.toml"))?;
+    String::from_utf8(part.contents().to_vec()).ok()
+}
+
+/// Serves the spool until `stop` is set: recovers jobs of an earlier run,
+/// then hands waiting jobs to `max_parallel` threads, woken by datagrams
+/// on `{spool}/nudge` or every `rescan`.
+pub fn serve(daemon: Arc<Daemon>, stop: Arc<AtomicBool>, rescan: Duration) -> std::io::Result<()> {
+    daemon.spool.prepare()?;
+    let recovered = daemon.spool.recover()?;
+    if recovered > 0 {
+        log(&format!("op=start result=recovered jobs={recovered}"));
+    }
+    let nudge_path = daemon.spool.dir.join("nudge");
+    let _ = std::fs::remove_file(&nudge_path);
+    let nudge = UnixDatagram::bind(&nudge_path).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", nudge_path.display())))?;
+    // Whoever may write jobs (the mail user's Dovecot processes) may nudge.
+    let _ = std::fs::set_permissions(&nudge_path, std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    nudge.set_read_timeout(Some(rescan))?;
+
+    // Each free thread offers a one-shot channel; the main loop answers
+    // with a job (name, account to release after it) or None (nothing for
+    // it this round). Dropping the offers at stop ends idle threads.
+    type Offer = mpsc::Sender<Option<(String, Option<String>)>>;
+    let (ready_tx, ready_rx) = mpsc::channel::<Offer>();
+    let mut threads = Vec::new();
+    for _ in 0..daemon.settings.max_parallel.max(1) {
+        let daemon = Arc::clone(&daemon);
+        let ready_tx = ready_tx.clone();
+        threads.push(std::thread::spawn(move || loop {
+            let (job_tx, job_rx) = mpsc::channel();
+            if ready_tx.send(job_tx).is_err() {
+                return;
+            }
+            match job_rx.recv() {
+                Ok(Some((name, account))) => {
+                    daemon.take_and_handle(&name);
+                    if let Some(account) = account {
+                        daemon.release(&account);
+                    }
+                }
+                Ok(None) => {}
+                Err(_) => return,
+            }
+        }));
+    }
+    drop(ready_tx);
+    log(&format!("op=start result=serving spool={} parallel={}", daemon.spool.dir.display(), daemon.settings.max_parallel));
+
+    let mut buffer = [0u8; 64];
+    'serving: while !stop.load(Ordering::Relaxed) {
+        let waiting = daemon.spool.waiting()?;
+        let mut handed = false;
+        for name in waiting {
+            if stop.load(Ordering::Relaxed) {
+                break 'serving;
+            }
+            // Wait for a free thread, checking for stop now and then.
+            let worker = loop {
+                match ready_rx.recv_timeout(Duration::from_millis(200)) {
+                    Ok(worker) => break worker,
+                    Err(mpsc::RecvTimeoutError::Timeout) if stop.load(Ordering::Relaxed) => break 'serving,
+                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break 'serving,
+                }
+            };
+            let Ok(account) = daemon.reserve(&name) else {
+                // Its bot is busy with an earlier job: hand the thread back.
+                let _ = worker.send(None);
+                continue;
+            };
+            if worker.send(Some((name, account))).is_err() {
+                break 'serving;
+            }
+            handed = true;
+        }
+        if !handed {
+            // Nothing to do: sleep until nudged, or the next rescan.
+            let _ = nudge.recv(&mut buffer);
+        }
+    }
+    log("op=stop result=stopping (finishing running jobs)");
+    // Idle threads see their offer dropped and end; running ones finish
+    // their job first, then find nobody listening.
+    drop(ready_rx);
+    for thread in threads {
+        let _ = thread.join();
+    }
+    let _ = std::fs::remove_file(&nudge_path);
+    log("op=stop result=stopped");
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! `chatmail-bots`: the bot daemon of a chatmail relay, and the operator's
+//! command for it.
+//!
+//! Usage:
+//!   chatmail-bots [--config FILE] [--user USER] run      serve the spool
+//!   chatmail-bots [--config FILE] list                   bots, authors, usage, last errors
+//!   chatmail-bots [--config FILE] disable ADDRESS        stop running a bot (kept installed)
+//!   chatmail-bots [--config FILE] enable ADDRESS
+//!   chatmail-bots worker                                 (internal: one bot run)
+//!
+//! Exit codes: 0 after SIGTERM/SIGINT (or a finished command), 1 on a
+//! runtime failure, 2 on bad arguments or configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chatmail_bot_sandbox::{Daemon, Registry, Runner, Settings, Spool};
+use nix::unistd::{Uid, User};
+
+const USAGE: &str = "usage: chatmail-bots [--config FILE] [--user USER] run
+       chatmail-bots [--config FILE] list
+       chatmail-bots [--config FILE] disable ADDRESS
+       chatmail-bots [--config FILE] enable ADDRESS
+
+  --config FILE  chatmail.ini (default /etc/chatmail/chatmail.ini)
+  --user USER    when started as root, run as this user (default vmail: the
+                 daemon reads the accounts' mail and marks bot accounts)";
+
+/// How often the spool is listed when no nudge arrives.
+const RESCAN: Duration = Duration::from_secs(2);
+
+struct Args {
+    config: PathBuf,
+    user: String,
+    command: Vec<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args { config: PathBuf::from("/etc/chatmail/chatmail.ini"), user: "vmail".into(), command: Vec::new() };
+    let mut iter = std::env::args().skip(1);
+    while let Some(arg) = iter.next() {
+        let mut value = || iter.next().ok_or_else(|| format!("{arg} needs a value\n{USAGE}"));
+        match arg.as_str() {
+            "--config" => args.config = PathBuf::from(value()?),
+            "--user" => args.user = value()?,
+            "--help" | "-h" => return Err(USAGE.into()),
+            other if other.starts_with('-') => return Err(format!("unknown option {other:?}\n{USAGE}")),
+            other => args.command.push(other.to_owned()),
+        }
+    }
+    Ok(args)
+}
+
+fn drop_privileges(name: &str) -> Result<(), String> {
+    if !Uid::effective().is_root() {
+        return Ok(());
+    }
+    let user = User::from_name(name).map_err(|e| format!("looking up user {name:?}: {e}"))?.ok_or_else(|| format!("user {name:?} does not exist"))?;
+    nix::unistd::setgroups(&[user.gid]).map_err(|e| format!("setgroups: {e}"))?;
+    nix::unistd::setgid(user.gid).map_err(|e| format!("setgid {}: {e}", user.gid))?;
+    nix::unistd::setuid(user.uid).map_err(|e| format!("setuid {}: {e}", user.uid))?;
+    Ok(())
+}
+
+fn run(settings: Settings, user: &str) -> Result<(), String> {
+    drop_privileges(user)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|e| format!("signal handler: {e}"))?;
+    }
+    if !settings.enabled {
+        eprintln!("chatmail-bots: warning: bots_enabled is false: installs are refused and no bot runs");
+    }
+    let runner = Runner::current(settings.wall_time).map_err(|e| format!("finding this program: {e}"))?;
+    let daemon = Arc::new(Daemon::new(settings, runner));
+    chatmail_bot_sandbox::serve(daemon, stop, RESCAN).map_err(|e| e.to_string())
+}
+
+fn list(settings: &Settings) -> Result<(), String> {
+    let registry = Registry::new(settings.state_dir.clone());
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let accounts = registry.accounts().map_err(|e| e.to_string())?;
+    if accounts.is_empty() {
+        println!("no bots");
+    }
+    for account in accounts {
+        let bot = registry.load(&account).map_err(|e| e.to_string())?;
+        let history = registry.history(&account).unwrap_or_default();
+        let (hour, day): (Vec<_>, Vec<_>) = (
+            history.iter().filter(|r| r.at + 3600 > now).collect(),
+            history.iter().filter(|r| r.at + 86_400 > now).collect(),
+        );
+        let cpu = |runs: &[&chatmail_bot_sandbox::RunRecord]| runs.iter().map(|r| r.cpu_micros).sum::<u64>() as f64 / 1e6;
+        match &bot {
+            Some(bot) => println!(
+                "{account}: {} ({}) by {}{}",
+                bot.metadata.name,
+                if bot.metadata.description.is_empty() { "no description" } else { &bot.metadata.description },
+                bot.metadata.author,
+                if bot.disabled { " [DISABLED]" } else { "" }
+            ),
+            None => println!("{account}: not installed"),
+        }
+        println!("  runs: {} in the last hour ({:.2} s CPU), {} in the last day ({:.2} s CPU)", hour.len(), cpu(&hour), day.len(), cpu(&day));
+        for line in registry.errors(&account).unwrap_or_default().iter().rev().take(3) {
+            println!("  error: {line}");
+        }
+    }
+    let spool = Spool::new(settings.spool_dir.clone());
+    if let Ok(waiting) = spool.waiting() {
+        println!("spool: {} waiting", waiting.len());
+    }
+    for (job, reason) in spool.parked().unwrap_or_default() {
+        println!("parked: {job}: {}", reason.replace('\n', " ").trim());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("chatmail-bots: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.command.first().map(String::as_str) == Some("worker") {
+        return match chatmail_bot_sandbox::worker_main() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("chatmail-bots worker: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = match chatmail_config::load_for("chatmail-bots", &args.config) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let settings = Settings::from_config(&config);
+    let words: Vec<&str> = args.command.iter().map(String::as_str).collect();
+    let result = match words.as_slice() {
+        ["run"] => run(settings, &args.user),
+        ["list"] => list(&settings),
+        ["disable", account] | ["enable", account] => {
+            let registry = Registry::new(settings.state_dir.clone());
+            registry.set_disabled(account, words[0] == "disable").map(|()| println!("{account}: {}d", words[0])).map_err(|e| e.to_string())
+        }
+        _ => {
+            eprintln!("chatmail-bots: {USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("chatmail-bots: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! A bot package: the mail an account stores in its install folder, with
+//! the attachments `bot.wasm` (a WASI command module) and `bot.toml`
+//! (metadata). This module takes the mail apart and checks everything but
+//! the module's code (see [`crate::engine`]).
+
+use mail_parser::{MessageParser, MimeHeaders};
+
+use crate::metadata::{self, Metadata};
+
+/// The parts of a package, metadata checked.
+#[derive(Debug, Clone)]
+pub struct Package {
+    pub wasm: Vec<u8>,
+    pub metadata: Metadata,
+}
+
+/// Takes a package mail apart. Every problem found is listed, in words
+/// the bot's author can act on.
+pub fn unpack(mail: &[u8], max_wasm_size: u64) -> Result<Package, Vec<String>> {
+    let Some(message) = MessageParser::default().parse(mail) else {
+        return Err(vec!["the mail could not be read as a MIME message".into()]);
+    };
+    let mut wasm = None;
+    let mut toml = None;
+    let mut problems = Vec::new();
+    for part in message.attachments() {
+        match part.attachment_name() {
+            Some("bot.wasm") if wasm.is_some() => problems.push("more than one bot.wasm attachment".into()),
+            Some("bot.toml") if toml.is_some() => problems.push("more than one bot.toml attachment".into()),
+            Some("bot.wasm") => wasm = Some(part.contents().to_vec()),
+            Some("bot.toml") => toml = Some(part.contents().to_vec()),
+            _ => {}
+        }
+    }
+    match &wasm {
+        None => problems.push("no attachment named bot.wasm".into()),
+        Some(bytes) if bytes.len() as u64 > max_wasm_size => {
+            problems.push(format!("bot.wasm has {} bytes; the limit on this relay is {max_wasm_size}", bytes.len()))
+        }
+        Some(bytes) if !bytes.starts_with(b"\0asm") => {
+            problems.push("bot.wasm is not a WebAssembly binary (it does not start with \\0asm)".into())
+        }
+        Some(_) => {}
+    }
+    let metadata = match toml {
+        None => {
+            problems.push("no attachment named bot.toml".into());
+            None
+        }
+        Some(bytes) => match std::str::from_utf8(&bytes) {
+            Err(_) => {
+                problems.push("bot.toml is not UTF-8 text".into());
+                None
+            }
+            Ok(text) => match metadata::parse(text) {
+                Ok(metadata) => Some(metadata),
+                Err(found) => {
+                    problems.extend(found);
+                    None
+                }
+            },
+        },
+    };
+    match (wasm, metadata) {
+        (Some(wasm), Some(metadata)) if problems.is_empty() => Ok(Package { wasm, metadata }),
+        _ => Err(problems),
+    }
+}
+
+/// Builds a package mail (for tests, benchmarks and documentation).
+pub fn build(from: &str, to: &str, wasm: &[u8], toml: &str) -> Vec<u8> {
+    use std::fmt::Write as _;
+    let boundary = "chatmail-bot-package";
+    let mut encoded = String::new();
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for chunk in wasm.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                encoded.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                encoded.push('=');
+            }
+        }
+    }
+    let mut mail = String::new();
+    let _ = write!(
+        mail,
+        "From: <{from}>\r\nTo: <{to}>\r\nSubject: bot package\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n\
+         --{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nBot package.\r\n\
+         --{boundary}\r\nContent-Type: application/toml; charset=utf-8\r\nContent-Disposition: attachment; filename=\"bot.toml\"\r\n\r\n{toml}\r\n\
+         --{boundary}\r\nContent-Type: application/wasm\r\nContent-Disposition: attachment; filename=\"bot.wasm\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    );
+    for line in encoded.as_bytes().chunks(76) {
+        mail.push_str(std::str::from_utf8(line).unwrap_or_default());
+        mail.push_str("\r\n");
+    }
+    let _ = write!(mail, "--{boundary}--\r\n");
+    mail.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOML: &str = "name = \"echo\"\nauthor = \"alice@example.org\"\n";
+
+    #[test]
+    fn a_built_package_unpacks() {
+        let wasm: Vec<u8> = b"\0asm\x01\0\0\0".iter().copied().chain((0..=255u8).cycle().take(1000)).collect();
+        let mail = build("bot@example.org", "bot@example.org", &wasm, TOML);
+        let package = unpack(&mail, 1 << 20).expect("unpacks");
+        assert_eq!(package.wasm, wasm);
+        assert_eq!(package.metadata.name, "echo");
+    }
+
+    #[test]
+    fn problems() {
+        let wasm = b"\0asm\x01\0\0\0".to_vec();
+        let table: Vec<(Vec<u8>, &str)> = vec![
+            (build("a@b.c", "a@b.c", &wasm, "name = \"x\"\n"), "author is required"),
+            (build("a@b.c", "a@b.c", b"MZ\x90\0", TOML), "not a WebAssembly binary"),
+            (build("a@b.c", "a@b.c", &[wasm.clone(), vec![0; 100]].concat(), TOML), "the limit on this relay is 50"),
+            (b"From: a@b.c\r\nSubject: hi\r\n\r\nno attachments\r\n".to_vec(), "no attachment named bot.wasm"),
+            (b"From: a@b.c\r\nSubject: hi\r\n\r\nno attachments\r\n".to_vec(), "no attachment named bot.toml"),
+        ];
+        for (mail, want) in table {
+            let problems = unpack(&mail, 50).expect_err("refused");
+            assert!(problems.iter().any(|p| p.contains(want)), "{want}: {problems:?}");
+        }
+    }
+}

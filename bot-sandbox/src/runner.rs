@@ -1,0 +1,132 @@
+//! The daemon's side of a run: start a worker process, feed it, wait at
+//! most the wall time, kill it after that, and read what it reports.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::worker::{WorkerReport, WorkerRequest};
+
+/// How a worker ended, seen from the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunEnd {
+    /// The worker reported; the bot's output follows.
+    Reported { report: WorkerReport, output: Vec<u8> },
+    /// Killed after the wall time.
+    TimedOut,
+    /// The worker died or reported nothing usable: a crash, to retry.
+    Crashed(String),
+}
+
+/// A finished run with the daemon's own measurements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub end: RunEnd,
+    /// Microseconds from starting the worker to its exit.
+    pub wall_micros: u64,
+    /// Microseconds until the worker process existed (spawn returned).
+    pub spawn_micros: u64,
+}
+
+/// Where the worker program is and how long a run may take.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    /// This program (it runs `worker` as its subcommand).
+    pub program: PathBuf,
+    pub wall_time: Duration,
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+impl Runner {
+    /// The running program's own path.
+    pub fn current(wall_time: Duration) -> std::io::Result<Runner> {
+        Ok(Runner { program: std::env::current_exe()?, wall_time })
+    }
+
+    /// Runs one worker on `input`.
+    pub fn run(&self, request: &WorkerRequest, input: &[u8]) -> Run {
+        let started = Instant::now();
+        let mut child = match Command::new(&self.program)
+            .arg("worker")
+            .env_clear()
+            .current_dir(Path::new("/"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) => {
+                return Run { end: RunEnd::Crashed(format!("starting the worker: {e}")), wall_micros: 0, spawn_micros: 0 };
+            }
+        };
+        let spawn_micros = micros(started.elapsed());
+        let (Some(mut stdin), Some(stdout), Some(mut stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Run { end: RunEnd::Crashed("worker pipes missing".into()), wall_micros: 0, spawn_micros };
+        };
+        let mut header = match serde_json::to_vec(request) {
+            Ok(header) => header,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Run { end: RunEnd::Crashed(format!("encoding the request: {e}")), wall_micros: 0, spawn_micros };
+            }
+        };
+        header.push(b'\n');
+        let input = input.to_vec();
+        // Feeding and reading happen on threads, so a bot that neither reads
+        // its input nor exits cannot block the daemon past the wall time.
+        let feeder = std::thread::spawn(move || {
+            let _ = stdin.write_all(&header).and_then(|()| stdin.write_all(&input));
+        });
+        let (sender, receiver) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut stdout = BufReader::new(stdout);
+            let mut line = String::new();
+            let parsed = stdout.read_line(&mut line).map_err(|e| e.to_string()).and_then(|_| {
+                serde_json::from_str::<WorkerReport>(&line).map_err(|e| format!("unreadable report {:?}: {e}", line.trim_end()))
+            });
+            let result = parsed.and_then(|report| {
+                let mut output = Vec::new();
+                stdout.take(report.stdout_len).read_to_end(&mut output).map_err(|e| e.to_string())?;
+                Ok((report, output))
+            });
+            let _ = sender.send(result);
+        });
+        let errors = std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = (&mut stderr).take(64 * 1024).read_to_end(&mut text);
+            String::from_utf8_lossy(&text).into_owned()
+        });
+        let end = match receiver.recv_timeout(self.wall_time) {
+            Ok(Ok((report, output))) => RunEnd::Reported { report, output },
+            Ok(Err(problem)) => RunEnd::Crashed(problem),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                RunEnd::TimedOut
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => RunEnd::Crashed("worker reader ended".into()),
+        };
+        let status = child.wait();
+        let wall_micros = micros(started.elapsed());
+        let _ = feeder.join();
+        let _ = reader.join();
+        let worker_errors = errors.join().unwrap_or_default();
+        let end = match end {
+            RunEnd::Crashed(problem) => {
+                let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                let detail = worker_errors.trim();
+                RunEnd::Crashed(if detail.is_empty() { format!("{problem} ({status})") } else { format!("{problem} ({status}): {detail}") })
+            }
+            other => other,
+        };
+        Run { end, wall_micros, spawn_micros }
+    }
+}

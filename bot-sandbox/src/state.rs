@@ -1,0 +1,262 @@
+//! The daemon's files about each bot, under `{bot_state_dir}/bots/{account}/`:
+//!
+//! ```text
+//! bot.toml        the metadata as installed
+//! module.bin      the compiled module (wasmer artifact)
+//! installed.json  which package (UID) is installed, when, its size
+//! usage.json      the runs of the last day (for the limits)
+//! errors.log      the last problems, newest last
+//! disabled        present while the operator has disabled the bot
+//! outbox/         the bots' outputs, one file per run (turned into mail
+//!                 by the Delta Chat layer)
+//! ```
+//!
+//! While a bot is installed, the marker file `chatmail-bot` in the
+//! account's home tells the Dovecot plugin to spool deliveries for it.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits::RunRecord;
+use crate::metadata::{self, Metadata};
+
+/// How many lines `errors.log` keeps.
+const ERRORS_KEPT: usize = 20;
+
+/// What is installed for an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Installed {
+    /// UID of the package mail in the install folder.
+    pub uid: u32,
+    /// Unix seconds.
+    pub installed_at: u64,
+    pub wasm_bytes: u64,
+}
+
+/// A bot as the daemon knows it.
+#[derive(Debug, Clone)]
+pub struct Bot {
+    pub account: String,
+    pub dir: PathBuf,
+    pub installed: Installed,
+    pub metadata: Metadata,
+    pub disabled: bool,
+}
+
+impl Bot {
+    pub fn artifact(&self) -> PathBuf {
+        self.dir.join("module.bin")
+    }
+}
+
+/// All bots' files.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    pub dir: PathBuf,
+}
+
+fn context(e: io::Error, what: &str, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+/// Writes `bytes` to `path` via a temporary file and a rename.
+pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let written = (|| {
+        let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(context(e, "writing", &tmp));
+    }
+    fs::rename(&tmp, path).map_err(|e| context(e, "renaming", &tmp))
+}
+
+/// Whether `account` is fit to be a directory name (it comes from spool
+/// jobs, which only the plugin writes; checked all the same).
+pub fn valid_account(account: &str) -> bool {
+    !account.is_empty()
+        && account.len() <= 320
+        && account.contains('@')
+        && !account.starts_with('.')
+        && account.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b'\\')
+}
+
+impl Registry {
+    pub fn new(dir: PathBuf) -> Registry {
+        Registry { dir }
+    }
+
+    fn bots_dir(&self) -> PathBuf {
+        self.dir.join("bots")
+    }
+
+    pub fn bot_dir(&self, account: &str) -> io::Result<PathBuf> {
+        if !valid_account(account) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("not an account name: {account:?}")));
+        }
+        Ok(self.bots_dir().join(account))
+    }
+
+    /// Stores a newly compiled bot (module first, the record last, so a
+    /// half-written install is never taken for a bot).
+    pub fn install(&self, account: &str, installed: &Installed, toml_text: &str, artifact: &[u8]) -> io::Result<()> {
+        let dir = self.bot_dir(account)?;
+        fs::create_dir_all(dir.join("outbox")).map_err(|e| context(e, "creating", &dir))?;
+        write_atomically(&dir.join("module.bin"), artifact, 0o600)?;
+        write_atomically(&dir.join("bot.toml"), toml_text.as_bytes(), 0o600)?;
+        let record = serde_json::to_vec_pretty(installed).map_err(io::Error::other)?;
+        write_atomically(&dir.join("installed.json"), &record, 0o600)
+    }
+
+    /// Forgets the installed bot (usage and errors stay for the operator).
+    pub fn uninstall(&self, account: &str) -> io::Result<()> {
+        let dir = self.bot_dir(account)?;
+        for name in ["installed.json", "module.bin", "bot.toml"] {
+            match fs::remove_file(dir.join(name)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(context(e, "removing", &dir.join(name))),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The installed bot of `account`, if any.
+    pub fn load(&self, account: &str) -> io::Result<Option<Bot>> {
+        let dir = self.bot_dir(account)?;
+        let record = match fs::read(dir.join("installed.json")) {
+            Ok(record) => record,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(context(e, "reading", &dir.join("installed.json"))),
+        };
+        let installed: Installed = serde_json::from_slice(&record)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", dir.join("installed.json").display())))?;
+        let toml_text = fs::read_to_string(dir.join("bot.toml")).map_err(|e| context(e, "reading", &dir.join("bot.toml")))?;
+        let metadata = metadata::parse(&toml_text)
+            .map_err(|p| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {}", dir.join("bot.toml").display(), p.join("; "))))?;
+        let disabled = dir.join("disabled").exists();
+        Ok(Some(Bot { account: account.to_owned(), dir, installed, metadata, disabled }))
+    }
+
+    /// Every account with a bot directory, sorted.
+    pub fn accounts(&self) -> io::Result<Vec<String>> {
+        let dir = self.bots_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(context(e, "reading", &dir)),
+        };
+        let mut accounts: Vec<String> =
+            entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|a| valid_account(a)).collect();
+        accounts.sort();
+        Ok(accounts)
+    }
+
+    /// Sets or clears the operator's `disabled` switch.
+    pub fn set_disabled(&self, account: &str, disabled: bool) -> io::Result<()> {
+        let dir = self.bot_dir(account)?;
+        if !dir.exists() {
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("no bot for {account}")));
+        }
+        let marker = dir.join("disabled");
+        if disabled {
+            fs::write(&marker, b"disabled by the operator\n").map_err(|e| context(e, "writing", &marker))
+        } else {
+            match fs::remove_file(&marker) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(context(e, "removing", &marker)),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    pub fn history(&self, account: &str) -> io::Result<Vec<RunRecord>> {
+        let path = self.bot_dir(account)?.join("usage.json");
+        match fs::read(&path) {
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes).unwrap_or_default()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(context(e, "reading", &path)),
+        }
+    }
+
+    pub fn save_history(&self, account: &str, history: &[RunRecord]) -> io::Result<()> {
+        let dir = self.bot_dir(account)?;
+        fs::create_dir_all(&dir).map_err(|e| context(e, "creating", &dir))?;
+        let bytes = serde_json::to_vec(history).map_err(io::Error::other)?;
+        write_atomically(&dir.join("usage.json"), &bytes, 0o600)
+    }
+
+    /// Appends a problem line, keeping the last [`ERRORS_KEPT`].
+    pub fn record_error(&self, account: &str, now: u64, line: &str) -> io::Result<()> {
+        let dir = self.bot_dir(account)?;
+        fs::create_dir_all(&dir).map_err(|e| context(e, "creating", &dir))?;
+        let path = dir.join("errors.log");
+        let mut lines: Vec<String> = fs::read_to_string(&path).unwrap_or_default().lines().map(str::to_owned).collect();
+        lines.push(format!("{now} {}", line.replace('\n', " ")));
+        let keep = lines.len().saturating_sub(ERRORS_KEPT);
+        let text = lines[keep..].join("\n") + "\n";
+        write_atomically(&path, text.as_bytes(), 0o600)
+    }
+
+    pub fn errors(&self, account: &str) -> io::Result<Vec<String>> {
+        let path = self.bot_dir(account)?.join("errors.log");
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(text.lines().map(str::to_owned).collect()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(context(e, "reading", &path)),
+        }
+    }
+
+    /// Stores a run's output as `outbox/{job}.out`.
+    pub fn store_output(&self, account: &str, job: &str, output: &[u8]) -> io::Result<PathBuf> {
+        let dir = self.bot_dir(account)?.join("outbox");
+        fs::create_dir_all(&dir).map_err(|e| context(e, "creating", &dir))?;
+        let path = dir.join(format!("{job}.out"));
+        write_atomically(&path, output, 0o600)?;
+        Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_names() {
+        for (name, ok) in [("bot@chat.example", true), ("../x@y", false), ("a/b@c", false), ("", false), ("nobody", false), (".hidden@x", false)] {
+            assert_eq!(valid_account(name), ok, "{name}");
+        }
+    }
+
+    #[test]
+    fn install_load_disable_uninstall() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registry = Registry::new(dir.path().to_path_buf());
+        let account = "bot@chat.example";
+        assert!(registry.load(account).expect("load").is_none());
+        let installed = Installed { uid: 3, installed_at: 10, wasm_bytes: 100 };
+        registry.install(account, &installed, "name = \"echo\"\nauthor = \"a@b.c\"\n", b"artifact").expect("install");
+        let bot = registry.load(account).expect("load").expect("installed");
+        assert_eq!((&bot.installed, bot.metadata.name.as_str(), bot.disabled), (&installed, "echo", false));
+        assert_eq!(fs::read(bot.artifact()).expect("artifact"), b"artifact");
+        registry.set_disabled(account, true).expect("disable");
+        assert!(registry.load(account).expect("load").expect("installed").disabled);
+        registry.set_disabled(account, false).expect("enable");
+        assert!(!registry.load(account).expect("load").expect("installed").disabled);
+        for i in 0..25 {
+            registry.record_error(account, i, &format!("problem {i}\nsecond line")).expect("error");
+        }
+        let errors = registry.errors(account).expect("errors");
+        assert_eq!(errors.len(), ERRORS_KEPT);
+        assert_eq!(errors.last().map(String::as_str), Some("24 problem 24 second line"));
+        assert_eq!(registry.accounts().expect("accounts"), vec![account.to_owned()]);
+        registry.uninstall(account).expect("uninstall");
+        assert!(registry.load(account).expect("load").is_none());
+        assert!(registry.set_disabled("other@chat.example", true).is_err());
+    }
+}

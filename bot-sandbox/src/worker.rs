@@ -1,0 +1,226 @@
+//! The worker: one process per bot run, which the daemon can kill.
+//!
+//! The daemon starts `chatmail-bots worker` with an empty environment and
+//! `/` as its directory, writes a [`WorkerRequest`] line and the input
+//! (the mail) to its stdin, and reads a [`WorkerReport`] line and the bot's
+//! output from its stdout. Before any bot code is loaded the worker locks
+//! itself down (see [`lock_down`]); inside, the bot only has the WASI of
+//! [`crate::wasi`].
+
+use std::io::{self, BufRead, Read, Write};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use wasmer::{FunctionEnv, Instance, Module, Store};
+use wasmer_middlewares::metering::{get_remaining_points, set_remaining_points, MeteringPoints};
+
+use crate::wasi::{self, WasiState};
+
+/// What the daemon asks of a worker.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkerRequest {
+    /// The compiled module (a wasmer artifact made by this program).
+    pub artifact: PathBuf,
+    /// Bytes of linear memory.
+    pub memory_limit: u64,
+    /// Bytes of stdout.
+    pub output_limit: u64,
+    /// Metering points (≈ wasm operators) the run may use.
+    pub points: u64,
+    /// CPU seconds, enforced by the kernel as a backstop.
+    pub cpu_seconds: u64,
+    /// The bot's environment variables.
+    pub environment: Vec<(String, String)>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", tag = "outcome", content = "detail")]
+pub enum Outcome {
+    /// `_start` returned or the bot called `proc_exit`.
+    Exited(u32),
+    /// The bot trapped (including running out of memory it asked for).
+    Trapped(String),
+    /// The run used all its metering points.
+    OutOfCpu,
+    /// The bot wrote more than its output limit.
+    OutputLimit,
+    /// The module could not be loaded or instantiated.
+    LoadFailed(String),
+}
+
+/// What the worker reports, followed by `stdout_len` bytes of output.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WorkerReport {
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    pub points_used: u64,
+    /// User + system CPU of the worker process, microseconds.
+    pub cpu_micros: u64,
+    /// Microseconds spent loading the artifact / instantiating / running.
+    pub load_micros: u64,
+    pub instantiate_micros: u64,
+    pub run_micros: u64,
+    /// Kernel protections that could not be applied here (logged).
+    pub unprotected: Vec<String>,
+    /// The start of the bot's stderr, lossily decoded.
+    pub stderr: String,
+    pub stdout_len: u64,
+}
+
+fn rlimit(resource: nix::sys::resource::Resource, value: u64, name: &str, unprotected: &mut Vec<String>) {
+    if let Err(e) = nix::sys::resource::setrlimit(resource, value, value) {
+        unprotected.push(format!("{name}: {e}"));
+    }
+}
+
+/// Applies the kernel protections before any bot code exists in the
+/// process: no new privileges, no core dumps, no file writes, no new
+/// processes, a CPU-time backstop, and — where the kernel allows — a
+/// network namespace of its own (no interfaces but a down loopback).
+/// Returns what could not be applied.
+fn lock_down(cpu_seconds: u64) -> Vec<String> {
+    use nix::sys::resource::Resource;
+    let mut unprotected = Vec::new();
+    if let Err(e) = nix::sys::prctl::set_no_new_privs() {
+        unprotected.push(format!("no_new_privs: {e}"));
+    }
+    // A network namespace: as root directly; otherwise inside a new user
+    // namespace (needs unprivileged user namespaces, on in Debian 12).
+    let net = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .or_else(|_| nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER | nix::sched::CloneFlags::CLONE_NEWNET));
+    if let Err(e) = net {
+        unprotected.push(format!("network namespace: {e}"));
+    }
+    rlimit(Resource::RLIMIT_CORE, 0, "RLIMIT_CORE", &mut unprotected);
+    rlimit(Resource::RLIMIT_FSIZE, 0, "RLIMIT_FSIZE", &mut unprotected);
+    rlimit(Resource::RLIMIT_CPU, cpu_seconds.max(1), "RLIMIT_CPU", &mut unprotected);
+    // stdin, stdout, stderr and what is open now; nothing new.
+    rlimit(Resource::RLIMIT_NOFILE, 8, "RLIMIT_NOFILE", &mut unprotected);
+    // No new processes or threads (counted per user: the worker is at or
+    // over 0 already, so fork and clone fail).
+    rlimit(Resource::RLIMIT_NPROC, 0, "RLIMIT_NPROC", &mut unprotected);
+    unprotected
+}
+
+fn micros(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn own_cpu_micros() -> u64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    match getrusage(UsageWho::RUSAGE_SELF) {
+        Ok(usage) => {
+            let total = |t: nix::sys::time::TimeVal| {
+                u64::try_from(t.tv_sec()).unwrap_or(0).saturating_mul(1_000_000).saturating_add(u64::try_from(t.tv_usec()).unwrap_or(0))
+            };
+            total(usage.user_time()).saturating_add(total(usage.system_time()))
+        }
+        Err(_) => 0,
+    }
+}
+
+/// Runs the bot of `request` on `input`. Returns the report and output.
+pub fn run(request: &WorkerRequest, artifact: &[u8], input: Vec<u8>, unprotected: Vec<String>) -> (WorkerReport, Vec<u8>) {
+    let mut report = WorkerReport {
+        outcome: Outcome::Exited(0),
+        points_used: 0,
+        cpu_micros: 0,
+        load_micros: 0,
+        instantiate_micros: 0,
+        run_micros: 0,
+        unprotected,
+        stderr: String::new(),
+        stdout_len: 0,
+    };
+    let started = std::time::Instant::now();
+    let engine = crate::engine::engine(request.memory_limit);
+    // SAFETY: the artifact was written by this program's install step from
+    // a module it compiled with the same engine configuration, into the
+    // daemon's own state directory; wasmer checks its header and version.
+    let module = match unsafe { Module::deserialize(&engine, artifact) } {
+        Ok(module) => module,
+        Err(e) => {
+            report.outcome = Outcome::LoadFailed(format!("loading the compiled module: {e}"));
+            return (report, Vec::new());
+        }
+    };
+    report.load_micros = micros(started.elapsed());
+
+    let instantiating = std::time::Instant::now();
+    let mut store = Store::new(engine);
+    let env = FunctionEnv::new(&mut store, WasiState::new(input, request.output_limit, request.environment.clone()));
+    let imports = wasi::imports(&mut store, &env, &module);
+    let instance = match Instance::new(&mut store, &module, &imports) {
+        Ok(instance) => instance,
+        Err(e) => {
+            report.outcome = Outcome::LoadFailed(format!("instantiating: {e}"));
+            return (report, Vec::new());
+        }
+    };
+    match instance.exports.get_memory("memory") {
+        Ok(memory) => wasi::attach_memory(&mut store, &env, memory.clone()),
+        Err(e) => {
+            report.outcome = Outcome::LoadFailed(format!("no memory export: {e}"));
+            return (report, Vec::new());
+        }
+    }
+    let start = match instance.exports.get_function("_start") {
+        Ok(start) => start.clone(),
+        Err(e) => {
+            report.outcome = Outcome::LoadFailed(format!("no _start: {e}"));
+            return (report, Vec::new());
+        }
+    };
+    set_remaining_points(&mut store, &instance, request.points);
+    report.instantiate_micros = micros(instantiating.elapsed());
+
+    let running = std::time::Instant::now();
+    let result = start.call(&mut store, &[]);
+    report.run_micros = micros(running.elapsed());
+    let remaining = get_remaining_points(&mut store, &instance);
+    report.points_used = match remaining {
+        MeteringPoints::Remaining(left) => request.points.saturating_sub(left),
+        MeteringPoints::Exhausted => request.points,
+    };
+    report.outcome = match result {
+        Ok(_) => Outcome::Exited(0),
+        Err(_) if remaining == MeteringPoints::Exhausted => Outcome::OutOfCpu,
+        Err(error) => match wasi::exit_of(error) {
+            Ok(code) => Outcome::Exited(code.0),
+            Err(error) => match error.downcast::<wasi::OutputLimit>() {
+                Ok(_) => Outcome::OutputLimit,
+                Err(error) => Outcome::Trapped(error.message()),
+            },
+        },
+    };
+    let state = env.as_mut(&mut store);
+    let output = std::mem::take(&mut state.stdout);
+    report.stderr = String::from_utf8_lossy(&state.stderr).into_owned();
+    report.stdout_len = output.len() as u64;
+    report.cpu_micros = own_cpu_micros();
+    (report, output)
+}
+
+/// The worker's `main`: request and input on stdin, report and output on
+/// stdout. Exit status 0 whenever a report was written.
+pub fn main() -> io::Result<()> {
+    let stdin = io::stdin();
+    let mut stdin = stdin.lock();
+    let mut line = String::new();
+    stdin.read_line(&mut line)?;
+    let request: WorkerRequest =
+        serde_json::from_str(&line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad worker request: {e}")))?;
+    let mut input = Vec::new();
+    stdin.read_to_end(&mut input)?;
+    let artifact = std::fs::read(&request.artifact)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", request.artifact.display())))?;
+    let unprotected = lock_down(request.cpu_seconds);
+    let (report, output) = run(&request, &artifact, input, unprotected);
+    let stdout = io::stdout();
+    let mut stdout = stdout.lock();
+    serde_json::to_writer(&mut stdout, &report).map_err(io::Error::other)?;
+    stdout.write_all(b"\n")?;
+    stdout.write_all(&output)?;
+    stdout.flush()
+}

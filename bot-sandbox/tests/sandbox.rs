@@ -1,0 +1,106 @@
+//! Bots that behave and bots that misbehave, each run in a real worker
+//! process (this package's `chatmail-bots worker`) under small limits: each
+//! is stopped within its limit and the outcome is the right one.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chatmail_bot_sandbox::{compile, Outcome, RunEnd, Runner, WorkerRequest};
+
+const MEMORY_LIMIT: u64 = 8 << 20;
+const OUTPUT_LIMIT: u64 = 100_000;
+const POINTS: u64 = 100_000_000;
+
+fn bot(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bots").join(format!("{name}.wat"));
+    wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Compiles `wasm` and stores its artifact in `dir`.
+fn artifact(dir: &Path, name: &str, wasm: &[u8]) -> PathBuf {
+    let module = compile(MEMORY_LIMIT, wasm).unwrap_or_else(|p| panic!("{name}: {p:?}"));
+    let path = dir.join(format!("{name}.bin"));
+    std::fs::write(&path, module.serialize().expect("serialize")).expect("write artifact");
+    path
+}
+
+fn runner(wall: Duration) -> Runner {
+    Runner { program: PathBuf::from(env!("CARGO_BIN_EXE_chatmail-bots")), wall_time: wall }
+}
+
+fn request(artifact: PathBuf, points: u64) -> WorkerRequest {
+    WorkerRequest {
+        artifact,
+        memory_limit: MEMORY_LIMIT,
+        output_limit: OUTPUT_LIMIT,
+        points,
+        cpu_seconds: 10,
+        environment: vec![("CHATMAIL_BOT".into(), "bot@x".into()), ("CHATMAIL_SENDER".into(), "a@x".into()), ("CHATMAIL_EVENT".into(), "mail".into())],
+    }
+}
+
+#[test]
+fn each_bot_ends_the_right_way() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runner = runner(Duration::from_secs(20));
+    type Check = fn(&Outcome, &[u8]) -> bool;
+    let table: &[(&str, &[u8], Check)] = &[
+        ("echo", b"hello, bot\n", |o, out| *o == Outcome::Exited(0) && out == b"hello, bot\n"),
+        ("exit", b"", |o, out| *o == Outcome::Exited(3) && out == b"bye\n"),
+        ("trap", b"", |o, _| matches!(o, Outcome::Trapped(m) if m.contains("unreachable"))),
+        ("loop", b"", |o, _| *o == Outcome::OutOfCpu),
+        ("memory-bomb", b"", |o, _| matches!(o, Outcome::Trapped(m) if m.contains("unreachable"))),
+        ("flood", b"", |o, out| *o == Outcome::OutputLimit && out.len() as u64 <= OUTPUT_LIMIT),
+        // path_open and sock_accept: ENOTCAPABLE (76); fd 5: EBADF (8);
+        // exactly the three variables the daemon sets.
+        ("escape", b"", |o, out| *o == Outcome::Exited(0) && out == b"76 76 8 3\n"),
+    ];
+    for (name, input, check) in table {
+        let path = artifact(dir.path(), name, &bot(name));
+        let run = runner.run(&request(path, POINTS), input);
+        match &run.end {
+            RunEnd::Reported { report, output } => {
+                assert!(check(&report.outcome, output), "{name}: {report:?} output {:?}", String::from_utf8_lossy(output));
+                assert!(report.points_used <= POINTS, "{name}: {report:?}");
+                assert!(report.unprotected.is_empty(), "{name}: protections missing: {:?}", report.unprotected);
+                if report.outcome == Outcome::OutOfCpu {
+                    assert_eq!(report.points_used, POINTS);
+                }
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn memory_over_the_limit_at_start_fails_to_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = artifact(dir.path(), "big-memory", &bot("big-memory"));
+    let run = runner(Duration::from_secs(20)).run(&request(path, POINTS), b"");
+    let RunEnd::Reported { report, .. } = &run.end else { panic!("{run:?}") };
+    assert!(matches!(&report.outcome, Outcome::LoadFailed(m) if m.contains("the limit is 8388608 bytes")), "{report:?}");
+}
+
+#[test]
+fn forbidden_imports_and_broken_modules_are_refused_at_install() {
+    let problems = compile(MEMORY_LIMIT, &bot("forbidden-import")).expect_err("refused");
+    assert!(problems.iter().any(|p| p.contains("system")), "{problems:?}");
+    let problems = compile(MEMORY_LIMIT, b"\0asm\x01\0\0\0\x01\xff").expect_err("refused");
+    assert!(problems[0].contains("not a valid WebAssembly module"), "{problems:?}");
+}
+
+#[test]
+fn the_wall_time_kills_a_bot_metering_would_let_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = artifact(dir.path(), "loop", &bot("loop"));
+    let started = Instant::now();
+    let run = runner(Duration::from_secs(1)).run(&request(path, u64::MAX / 2), b"");
+    assert_eq!(run.end, RunEnd::TimedOut);
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+#[test]
+fn a_missing_artifact_is_a_crash_not_an_outcome() {
+    let run = runner(Duration::from_secs(5)).run(&request(PathBuf::from("/nonexistent/module.bin"), POINTS), b"");
+    assert!(matches!(&run.end, RunEnd::Crashed(m) if m.contains("/nonexistent/module.bin")), "{run:?}");
+}
