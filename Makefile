@@ -7,7 +7,7 @@ VENV ?= .venv
 PYTHON ?= python3
 LOCAL_RELAY := target/debug/chatmail-local-relay
 
-.PHONY: run test setup build venv unit-test e2e-test clean
+.PHONY: run test setup build venv unit-test e2e-test clean bots
 
 run: setup build
 	$(LOCAL_RELAY)
@@ -29,6 +29,13 @@ $(VENV)/.installed: tests/e2e/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
 	touch $@
+
+# The example bots, rebuilt for wasm32-wasip1 (needs `rustup target add
+# wasm32-wasip1`). The built module is committed as bots/echo/bot.wasm, so
+# the tests need no wasm toolchain.
+bots:
+	CARGO_TARGET_DIR=$(CURDIR)/target/bots $(CARGO) build --release --locked --target wasm32-wasip1 --manifest-path bots/echo/Cargo.toml
+	cp target/bots/wasm32-wasip1/release/chatmail-echo-bot.wasm bots/echo/bot.wasm
 
 clean:
 	$(CARGO) clean

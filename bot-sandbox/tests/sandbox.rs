@@ -104,3 +104,18 @@ fn a_missing_artifact_is_a_crash_not_an_outcome() {
     let run = runner(Duration::from_secs(5)).run(&request(PathBuf::from("/nonexistent/module.bin"), POINTS), b"");
     assert!(matches!(&run.end, RunEnd::Crashed(m) if m.contains("/nonexistent/module.bin")), "{run:?}");
 }
+
+/// The example bot in Rust (bots/echo, built for wasm32-wasip1 by
+/// `make bots`): standard library startup, environment, stdin, stdout.
+#[test]
+fn the_rust_echo_bot_answers_with_the_text() {
+    let wasm_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bots/echo/bot.wasm");
+    let wasm = std::fs::read(&wasm_path).unwrap_or_else(|e| panic!("{}: {e} (run `make bots`)", wasm_path.display()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = artifact(dir.path(), "echo-rust", &wasm);
+    let mail = b"From: a@x\r\nSubject: hi\r\n\r\nhello, bot\r\nsecond line\r\n";
+    let run = runner(Duration::from_secs(20)).run(&request(path, POINTS), mail);
+    let RunEnd::Reported { report, output } = &run.end else { panic!("{run:?}") };
+    assert_eq!(report.outcome, Outcome::Exited(0), "{report:?}");
+    assert_eq!(String::from_utf8_lossy(output), "echo for a@x:\nhello, bot\r\nsecond line\n");
+}
