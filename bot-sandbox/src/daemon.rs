@@ -344,7 +344,12 @@ impl Daemon {
                     log(&format!("op=run job={job_name} bot={account} result=warning unprotected={}", word(&report.unprotected.join("; "))));
                 }
                 let detail = detail.map(|d| if report.stderr.is_empty() { d } else { format!("{d}; stderr: {}", report.stderr.trim()) });
-                (outcome, report.cpu_micros, detail)
+                // A run stopped by metering used all it was given, whatever
+                // the points were worth in CPU on this machine: charging
+                // the allowance makes the budget run out instead of
+                // shrinking run by run.
+                let charged = if report.outcome == Outcome::OutOfCpu { report.cpu_micros.max(cpu_micros) } else { report.cpu_micros };
+                (outcome, charged, detail)
             }
             RunEnd::TimedOut => ("timed-out".into(), wall_micros, Some(format!("ran longer than {} seconds", self.settings.wall_time.as_secs()))),
             RunEnd::Crashed(problem) => {

@@ -6,6 +6,7 @@
 //!   chatmail-bots [--config FILE] list                   bots, authors, usage, last errors
 //!   chatmail-bots [--config FILE] disable ADDRESS        stop running a bot (kept installed)
 //!   chatmail-bots [--config FILE] enable ADDRESS
+//!   chatmail-bots package ADDRESS BOT.WASM BOT.TOML      print a package mail (for tests and scripts)
 //!   chatmail-bots worker                                 (internal: one bot run)
 //!
 //! Exit codes: 0 after SIGTERM/SIGINT (or a finished command), 1 on a
@@ -24,6 +25,7 @@ const USAGE: &str = "usage: chatmail-bots [--config FILE] [--user USER] run
        chatmail-bots [--config FILE] list
        chatmail-bots [--config FILE] disable ADDRESS
        chatmail-bots [--config FILE] enable ADDRESS
+       chatmail-bots package ADDRESS BOT.WASM BOT.TOML
 
   --config FILE  chatmail.ini (default /etc/chatmail/chatmail.ini)
   --user USER    when started as root, run as this user (default vmail: the
@@ -135,6 +137,24 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    if let [command, address, wasm, toml] = args.command.as_slice() {
+        if command == "package" {
+            return match (std::fs::read(wasm), std::fs::read_to_string(toml)) {
+                (Ok(wasm), Ok(toml)) => {
+                    use std::io::Write;
+                    let mail = chatmail_bot_sandbox::build_package(address, address, &wasm, &toml);
+                    match std::io::stdout().write_all(&mail) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(_) => ExitCode::FAILURE,
+                    }
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("chatmail-bots: error: reading the package files: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
     }
     let config = match chatmail_config::load_for("chatmail-bots", &args.config) {
         Ok(config) => config,

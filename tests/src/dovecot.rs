@@ -84,6 +84,9 @@ password_key = sessions/%{{service}}/%u/%{{session}}
 
 /// Name of the LMTP socket inside `base_dir`.
 pub const LMTP_SOCKET: &str = "lmtp";
+/// Name of the LMTP socket for the bot daemon (its install reports) inside
+/// `base_dir`: the mail user's, since the daemon runs as that user.
+pub const LMTP_BOTS_SOCKET: &str = "lmtp-bots";
 /// Name of the SASL auth socket for Postfix inside `base_dir`.
 pub const AUTH_SOCKET: &str = "auth-postfix";
 
@@ -259,6 +262,11 @@ service lmtp {{
     group = {postfix}
     mode = 0600
   }}
+  unix_listener {lmtp_bots} {{
+    user = {mail_user}
+    group = {mail_user}
+    mode = 0600
+  }}
 }}
 service auth {{
   unix_listener {auth} {{
@@ -286,6 +294,7 @@ protocol lmtp {{
         imap = s.imap_port,
         imaps = s.imaps_port,
         lmtp = LMTP_SOCKET,
+        lmtp_bots = LMTP_BOTS_SOCKET,
         auth = AUTH_SOCKET,
         postfix = s.postfix_user,
     );

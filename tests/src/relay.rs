@@ -109,6 +109,7 @@ pub struct Relay {
     dovecot: Option<Daemon>,
     auth: Option<Daemon>,
     web: Option<Daemon>,
+    bots: Option<Daemon>,
     milter_socket: PathBuf,
     auth_socket: PathBuf,
     mailboxes_dir: PathBuf,
@@ -228,6 +229,8 @@ impl Relay {
                 let nocreate = run_dir.join("nocreate");
                 let nocreate = nocreate.display().to_string();
                 let bot_spool = run_dir.join("bot-spool").display().to_string();
+                let bot_state = run_dir.join("bot-state").display().to_string();
+                let lmtp_bots = run_dir.join("dovecot").join("run").join(dovecot::LMTP_BOTS_SOCKET).display().to_string();
                 // Test accounts are minutes old, all come from 127.0.0.1, and
                 // tests run in parallel on small machines: unless a test asks
                 // for them, the send-rate rating, the per-IP limit and the
@@ -241,6 +244,10 @@ impl Relay {
                     ("min_free_disk_space", "1"),
                     ("nocreate_file", nocreate.as_str()),
                     ("bot_spool_dir", bot_spool.as_str()),
+                    // A local relay runs bots (the daemon is part of it).
+                    ("bots_enabled", "true"),
+                    ("bot_state_dir", bot_state.as_str()),
+                    ("lmtp_socket", lmtp_bots.as_str()),
                 ];
                 for (key, value) in harness_defaults {
                     if !options.params.iter().any(|(k, _)| k == key) {
@@ -283,6 +290,8 @@ impl Relay {
         // Dovecot's mail processes (the mail user) write bot jobs here.
         make_dir(&config.bot_spool_dir, 0o750)?;
         set_owner(&config.bot_spool_dir, users.mail_uid, users.mail_gid)?;
+        make_dir(&config.bot_state_dir, 0o700)?;
+        set_owner(&config.bot_state_dir, users.mail_uid, users.mail_gid)?;
         let milter_dir = run_dir.join("milter");
         make_dir(&milter_dir, 0o755)?;
         let milter_socket = milter_dir.join("milter.sock");
@@ -391,6 +400,7 @@ impl Relay {
             dovecot: None,
             auth: None,
             web: None,
+            bots: None,
             milter_socket,
             auth_socket: auth_socket_path,
             mailboxes_dir: config_mailboxes_dir,
@@ -422,6 +432,7 @@ impl Relay {
             self.start_milter()?;
         }
         self.start_web()?;
+        self.start_bots()?;
 
         // `postfix check` creates the queue directories with the right owners;
         // the master then runs in the foreground (-s) so the harness owns it.
@@ -479,6 +490,25 @@ impl Relay {
             .gid(self.mail_owner.1);
         let auth = self.auth.insert(Daemon::spawn("chatmail-auth", command, &self.log_dir.join("auth.log"), true)?);
         wait_for_path(&self.auth_socket, STARTUP_TIMEOUT, || auth.check_running())
+    }
+
+    /// Starts chatmail-bots, the bot daemon, as the mail user; ready once
+    /// its nudge socket exists.
+    pub fn start_bots(&mut self) -> Result<()> {
+        let binary = sibling_binary("chatmail-bots", "CHATMAIL_BOTS")?;
+        let nudge = self.config.bot_spool_dir.join("nudge");
+        let _ = fs::remove_file(&nudge);
+        let mut command = Command::new(&binary);
+        command.arg("--config").arg(&self.config_path).arg("run").uid(self.mail_owner.0).gid(self.mail_owner.1);
+        let bots = self.bots.insert(Daemon::spawn("chatmail-bots", command, &self.log_dir.join("bots.log"), true)?);
+        wait_for_path(&nudge, STARTUP_TIMEOUT, || bots.check_running())
+    }
+
+    /// Stops the bot daemon (SIGTERM; it finishes running jobs first).
+    pub fn stop_bots(&mut self) {
+        if let Some(mut bots) = self.bots.take() {
+            bots.stop(Duration::from_secs(60));
+        }
     }
 
     /// Starts chatmail-web, the HTTPS onboarding server, in its mode for
@@ -725,6 +755,49 @@ impl Relay {
         Ok(imap)
     }
 
+    /// Installs a bot for `account` the way its owner would: a package mail
+    /// (made by `chatmail-bots package`) stored in the install folder.
+    pub fn install_bot(&self, account: &Account, wasm: &[u8], toml: &str) -> Result<()> {
+        let dir = tempfile::tempdir_in(&self.run_dir).context(|| "temporary directory".into())?;
+        let (wasm_path, toml_path) = (dir.path().join("bot.wasm"), dir.path().join("bot.toml"));
+        fs::write(&wasm_path, wasm).context(|| "writing bot.wasm".into())?;
+        fs::write(&toml_path, toml).context(|| "writing bot.toml".into())?;
+        let binary = sibling_binary("chatmail-bots", "CHATMAIL_BOTS")?;
+        let out = Command::new(&binary)
+            .arg("package")
+            .arg(&account.addr)
+            .arg(&wasm_path)
+            .arg(&toml_path)
+            .output()
+            .context(|| format!("running {}", binary.display()))?;
+        if !out.status.success() {
+            return Err(Error::new(format!("chatmail-bots package: {}", String::from_utf8_lossy(&out.stderr))));
+        }
+        let package = String::from_utf8(out.stdout).map_err(|_| Error::new("package mail is not UTF-8"))?;
+        let folder = &self.config.bot_install_folder;
+        let mut imap = self.imap_login(account)?;
+        let _ = imap.command(&format!("CREATE {folder}"))?;
+        imap.command(&format!("APPEND {folder} {{{}+}}\r\n{package}", package.len()))?.ok()?;
+        imap.logout();
+        Ok(())
+    }
+
+    /// The outputs of `addr`'s bot runs (outbox files), oldest job first.
+    pub fn bot_outputs(&self, addr: &str) -> Vec<String> {
+        let dir = self.config.bot_state_dir.join("bots").join(addr).join("outbox");
+        let mut names: Vec<_> = fs::read_dir(&dir).map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
+        names.sort();
+        names.iter().filter_map(|p| fs::read_to_string(p).ok()).collect()
+    }
+
+    /// Jobs waiting or running in the bot spool.
+    pub fn bot_spool_len(&self) -> usize {
+        ["new", "cur"]
+            .iter()
+            .map(|sub| fs::read_dir(self.config.bot_spool_dir.join(sub)).map(|d| d.count()).unwrap_or(0))
+            .sum()
+    }
+
     /// An IMAP connection after STARTTLS, not logged in, from the loopback
     /// address `source` (default 127.0.0.1).
     pub fn imap_from(&self, source: Option<std::net::Ipv4Addr>) -> Result<ImapClient> {
@@ -795,7 +868,7 @@ impl Relay {
     /// The servers' logs, for failure output.
     pub fn logs(&self) -> String {
         let mut out = String::new();
-        for name in ["dovecot.log", "dovecot.out", "postfix.log", "postfix.out", "milter.log"] {
+        for name in ["dovecot.log", "dovecot.out", "postfix.log", "postfix.out", "milter.log", "auth.log", "web.log", "bots.log"] {
             let path = self.log_dir.join(name);
             let text = fs::read_to_string(&path).unwrap_or_default();
             out.push_str(&format!("===== {} =====\n{text}", path.display()));
