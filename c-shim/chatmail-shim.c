@@ -84,6 +84,7 @@ struct chatmail_txn {
 	struct mailbox *box;
 	bool wanted;
 	bool saved;
+	bool expunged;
 };
 
 static struct mail_user *chatmail_box_user(struct mailbox *box)
@@ -114,6 +115,11 @@ static void chatmail_mail_save(void *txn, struct mail *mail ATTR_UNUSED)
 	((struct chatmail_txn *)txn)->saved = TRUE;
 }
 
+static void chatmail_mail_expunge(void *txn, struct mail *mail ATTR_UNUSED)
+{
+	((struct chatmail_txn *)txn)->expunged = TRUE;
+}
+
 static void chatmail_mail_copy(void *txn, struct mail *src ATTR_UNUSED,
 			       struct mail *dst ATTR_UNUSED)
 {
@@ -125,7 +131,7 @@ static void chatmail_txn_commit(void *_txn,
 {
 	struct chatmail_txn *txn = _txn;
 
-	if (txn->wanted && txn->saved) T_BEGIN {
+	if (txn->wanted && (txn->saved || txn->expunged)) T_BEGIN {
 		struct mail_user *user = chatmail_box_user(txn->box);
 		struct chatmail_user_info info;
 		ARRAY_TYPE(uint32_t) uids;
@@ -142,8 +148,10 @@ static void chatmail_txn_commit(void *_txn,
 		}
 		chatmail_user_info_fill(user, &info);
 		chatmail_rs_mails_saved(&info, mailbox_get_vname(txn->box),
-					uid_validity, array_front(&uids),
-					array_count(&uids));
+					uid_validity,
+					array_count(&uids) == 0 ? NULL : array_front(&uids),
+					array_count(&uids),
+					txn->saved ? 0 : 1);
 	} T_END;
 	i_free(txn);
 }
@@ -156,6 +164,7 @@ static void chatmail_txn_rollback(void *txn)
 static const struct notify_vfuncs chatmail_notify_vfuncs = {
 	.mail_transaction_begin = chatmail_txn_begin,
 	.mail_save = chatmail_mail_save,
+	.mail_expunge = chatmail_mail_expunge,
 	.mail_copy = chatmail_mail_copy,
 	.mail_transaction_commit = chatmail_txn_commit,
 	.mail_transaction_rollback = chatmail_txn_rollback,

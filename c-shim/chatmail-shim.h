@@ -64,9 +64,11 @@ void chatmail_rs_user_created(struct mail_user *user, const struct chatmail_user
  * bot jobs (non-zero: yes; the shim then has UIDs assigned at commit). */
 int chatmail_rs_wants_jobs(const struct chatmail_user_info *info, const char *mailbox);
 /* Implemented in Rust: called after such a transaction saved or copied
- * mails into `mailbox` and committed; `uids` (count) are their UIDs. */
+ * mails into `mailbox` (or only expunged some: `expunged_only` non-zero)
+ * and committed; `uids` (count) are the saved mails' UIDs. */
 void chatmail_rs_mails_saved(const struct chatmail_user_info *info, const char *mailbox,
-			     uint32_t uid_validity, const uint32_t *uids, unsigned int count);
+			     uint32_t uid_validity, const uint32_t *uids, unsigned int count,
+			     int expunged_only);
 /* Implemented in Rust: called when a (logged-in or delivered-to) user's
  * session ends, while its storage is still usable. */
 void chatmail_rs_user_deinit(struct mail_user *user, const struct chatmail_user_info *info);

@@ -46,6 +46,9 @@ pub struct Settings {
     pub max_message_size: u64,
     pub budget: CpuBudget,
     pub lmtp_socket: PathBuf,
+    /// The daemon runs in its own empty network namespace (workers need
+    /// not make one each).
+    pub network_isolated: bool,
 }
 
 impl Settings {
@@ -66,6 +69,7 @@ impl Settings {
             max_message_size: config.max_message_size,
             budget: CpuBudget { percent_per_hour: config.bot_cpu_percent_per_hour, percent_per_day: config.bot_cpu_percent_per_day },
             lmtp_socket: config.lmtp_socket.clone(),
+            network_isolated: false,
         }
     }
 
@@ -149,7 +153,7 @@ impl Daemon {
         }
         match job.kind {
             JobKind::Install => self.install(job_name, job),
-            JobKind::Deliver => self.deliver(job_name, job),
+            JobKind::Deliver | JobKind::Tick => self.deliver(job_name, job),
         }
     }
 
@@ -271,21 +275,29 @@ impl Daemon {
         if bot.disabled {
             return refuse("disabled-by-operator");
         }
-        let Some(uid) = job.uid else { return refuse("no-uid") };
-        let path = match maildir::find_mail(&self.home(account), &job.mailbox, job.uidvalidity, uid) {
-            Ok(Some(path)) => path,
-            Ok(None) => return refuse("mail-gone"),
-            Err(e) => return Disposition::Retry(format!("finding the mail: {e}")),
-        };
-        let mail = match std::fs::read(&path) {
-            Ok(mail) => mail,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return refuse("mail-gone"),
-            Err(e) => return Disposition::Retry(format!("reading {}: {e}", path.display())),
+        let scheduled = job.kind == JobKind::Tick;
+        let mail = if scheduled {
+            if bot.metadata.schedule_minutes.is_none() {
+                return refuse("no-schedule");
+            }
+            Vec::new()
+        } else {
+            let Some(uid) = job.uid else { return refuse("no-uid") };
+            let path = match maildir::find_mail(&self.home(account), &job.mailbox, job.uidvalidity, uid) {
+                Ok(Some(path)) => path,
+                Ok(None) => return refuse("mail-gone"),
+                Err(e) => return Disposition::Retry(format!("finding the mail: {e}")),
+            };
+            match std::fs::read(&path) {
+                Ok(mail) => mail,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return refuse("mail-gone"),
+                Err(e) => return Disposition::Retry(format!("reading {}: {e}", path.display())),
+            }
         };
         if mail.len() as u64 > self.settings.max_message_size.saturating_mul(2) {
             return refuse("mail-too-large");
         }
-        let (sender, own_report) = sender_of(&mail);
+        let (sender, own_report) = if scheduled { (String::new(), false) } else { sender_of(&mail) };
         if own_report && sender == format!("mailer-daemon@{}", self.settings.mail_domain) {
             return refuse("own-report");
         }
@@ -314,8 +326,9 @@ impl Daemon {
             environment: vec![
                 ("CHATMAIL_BOT".into(), account.clone()),
                 ("CHATMAIL_SENDER".into(), sender.clone()),
-                ("CHATMAIL_EVENT".into(), "mail".into()),
+                ("CHATMAIL_EVENT".into(), if scheduled { "schedule" } else { "mail" }.into()),
             ],
+            network_isolated: self.settings.network_isolated,
         };
         let run = self.runner.run(&request, &mail);
         let (outcome_word, used_micros, detail) = match &run.end {
@@ -376,6 +389,34 @@ impl Daemon {
             run.wall_micros / 1000
         ));
         Disposition::Finish
+    }
+
+    /// Writes a tick job for every bot whose schedule is due, and notes
+    /// the time in its `last-tick` file. A tick that is still waiting is
+    /// not doubled: the time is noted when the job is written.
+    pub fn schedule_ticks(&self, now: u64) {
+        let Ok(accounts) = self.registry.accounts() else { return };
+        for account in accounts {
+            let Ok(Some(bot)) = self.registry.load(&account) else { continue };
+            let Some(minutes) = bot.metadata.schedule_minutes else { continue };
+            if bot.disabled || !self.settings.enabled {
+                continue;
+            }
+            let stamp = bot.dir.join("last-tick");
+            let last: u64 = std::fs::read_to_string(&stamp).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(bot.installed.installed_at);
+            if now < last.saturating_add(u64::from(minutes) * 60) {
+                continue;
+            }
+            let job = Job { kind: JobKind::Tick, account: account.clone(), mailbox: String::new(), uidvalidity: None, uid: None, created: now };
+            match chatmail_config::spool::write_job(&self.spool.dir, &job) {
+                Ok(_) => {
+                    if let Err(e) = crate::state::write_atomically(&stamp, now.to_string().as_bytes(), 0o600) {
+                        log(&format!("op=schedule bot={account} result=error problem={}", word(&e.to_string())));
+                    }
+                }
+                Err(e) => log(&format!("op=schedule bot={account} result=error problem={}", word(&e.to_string()))),
+            }
+        }
     }
 
     /// Takes and handles the waiting job `name`, if it is still there and
@@ -449,6 +490,9 @@ fn package_toml(mail: &[u8]) -> Option<String> {
     String::from_utf8(part.contents().to_vec()).ok()
 }
 
+/// How often bots' schedules are looked at, in seconds.
+const SCHEDULE_CHECK_SECS: u64 = 30;
+
 /// Serves the spool until `stop` is set: recovers jobs of an earlier run,
 /// then hands waiting jobs to `max_parallel` threads, woken by datagrams
 /// on `{spool}/nudge` or every `rescan`.
@@ -484,6 +528,8 @@ pub fn serve(daemon: Arc<Daemon>, stop: Arc<AtomicBool>, rescan: Duration) -> st
                     daemon.take_and_handle(&name);
                     if let Some(account) = account {
                         daemon.release(&account);
+                        // Its bot may have more jobs waiting: look again now.
+                        chatmail_config::spool::nudge(&daemon.spool.dir);
                     }
                 }
                 Ok(None) => {}
@@ -495,7 +541,13 @@ pub fn serve(daemon: Arc<Daemon>, stop: Arc<AtomicBool>, rescan: Duration) -> st
     log(&format!("op=start result=serving spool={} parallel={}", daemon.spool.dir.display(), daemon.settings.max_parallel));
 
     let mut buffer = [0u8; 64];
+    let mut last_schedule_check = 0;
     'serving: while !stop.load(Ordering::Relaxed) {
+        let now = now_secs();
+        if now >= last_schedule_check + SCHEDULE_CHECK_SECS {
+            daemon.schedule_ticks(now);
+            last_schedule_check = now;
+        }
         let waiting = daemon.spool.waiting()?;
         let mut handed = false;
         for name in waiting {

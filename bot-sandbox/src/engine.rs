@@ -95,15 +95,27 @@ impl Tunables for LimitingTunables {
     }
 }
 
-/// The engine for compiling and for running, with memory capped at
+fn limiting_tunables(memory_limit: u64) -> LimitingTunables {
+    let pages = u32::try_from((memory_limit / WASM_PAGE).max(1)).unwrap_or(u32::MAX).min(65_536);
+    LimitingTunables { max_pages: Pages(pages), base: BaseTunables::new() }
+}
+
+/// The engine for compiling, with metering and memory capped at
 /// `memory_limit` bytes (rounded down to whole pages, at least one).
 pub fn engine(memory_limit: u64) -> Engine {
-    let pages = u32::try_from((memory_limit / WASM_PAGE).max(1)).unwrap_or(u32::MAX).min(65_536);
     let mut compiler = Cranelift::new();
     // The initial limit is replaced at every run (set_remaining_points).
     compiler.push_middleware(Arc::new(Metering::new(0, operator_cost)));
     let mut engine = EngineBuilder::new(compiler).engine();
-    engine.set_tunables(LimitingTunables { max_pages: Pages(pages), base: BaseTunables::new() });
+    engine.set_tunables(limiting_tunables(memory_limit));
+    engine.into()
+}
+
+/// The engine for running compiled modules: no compiler (the worker
+/// program links none, so it starts faster), the same memory cap.
+pub fn runtime_engine(memory_limit: u64) -> Engine {
+    let mut engine = EngineBuilder::headless().engine();
+    engine.set_tunables(limiting_tunables(memory_limit));
     engine.into()
 }
 

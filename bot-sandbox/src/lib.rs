@@ -32,4 +32,4 @@ pub use package::{build as build_package, unpack, Package};
 pub use queue::{Spool, MAX_ATTEMPTS};
 pub use runner::{Run, RunEnd, Runner};
 pub use state::{Bot, Installed, Registry};
-pub use worker::{main as worker_main, Outcome, WorkerReport, WorkerRequest};
+pub use worker::{isolate_network, main as worker_main, Outcome, WorkerReport, WorkerRequest};

@@ -7,7 +7,6 @@
 //!   chatmail-bots [--config FILE] disable ADDRESS        stop running a bot (kept installed)
 //!   chatmail-bots [--config FILE] enable ADDRESS
 //!   chatmail-bots package ADDRESS BOT.WASM BOT.TOML      print a package mail (for tests and scripts)
-//!   chatmail-bots worker                                 (internal: one bot run)
 //!
 //! Exit codes: 0 after SIGTERM/SIGINT (or a finished command), 1 on a
 //! runtime failure, 2 on bad arguments or configuration.
@@ -67,7 +66,14 @@ fn drop_privileges(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn run(settings: Settings, user: &str) -> Result<(), String> {
+fn run(mut settings: Settings, user: &str) -> Result<(), String> {
+    // First, while single-threaded: an empty network namespace for the
+    // daemon and all its workers (the daemon itself needs only unix
+    // sockets). Without it, each worker makes its own.
+    match chatmail_bot_sandbox::isolate_network() {
+        Ok(()) => settings.network_isolated = true,
+        Err(e) => eprintln!("chatmail-bots: warning: no network namespace for the daemon ({e}); each worker makes its own"),
+    }
     drop_privileges(user)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -76,7 +82,7 @@ fn run(settings: Settings, user: &str) -> Result<(), String> {
     if !settings.enabled {
         eprintln!("chatmail-bots: warning: bots_enabled is false: installs are refused and no bot runs");
     }
-    let runner = Runner::current(settings.wall_time).map_err(|e| format!("finding this program: {e}"))?;
+    let runner = Runner::beside_current(settings.wall_time).map_err(|e| format!("the worker program: {e}"))?;
     let daemon = Arc::new(Daemon::new(settings, runner));
     chatmail_bot_sandbox::serve(daemon, stop, RESCAN).map_err(|e| e.to_string())
 }
@@ -129,15 +135,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.command.first().map(String::as_str) == Some("worker") {
-        return match chatmail_bot_sandbox::worker_main() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("chatmail-bots worker: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
     if let [command, address, wasm, toml] = args.command.as_slice() {
         if command == "package" {
             return match (std::fs::read(wasm), std::fs::read_to_string(toml)) {

@@ -33,7 +33,7 @@ pub struct Run {
 /// Where the worker program is and how long a run may take.
 #[derive(Debug, Clone)]
 pub struct Runner {
-    /// This program (it runs `worker` as its subcommand).
+    /// The worker program (`chatmail-bot-worker`).
     pub program: PathBuf,
     pub wall_time: Duration,
 }
@@ -43,16 +43,20 @@ fn micros(d: Duration) -> u64 {
 }
 
 impl Runner {
-    /// The running program's own path.
-    pub fn current(wall_time: Duration) -> std::io::Result<Runner> {
-        Ok(Runner { program: std::env::current_exe()?, wall_time })
+    /// The worker program installed beside the running program.
+    pub fn beside_current(wall_time: Duration) -> std::io::Result<Runner> {
+        let exe = std::env::current_exe()?;
+        let program = exe.with_file_name("chatmail-bot-worker");
+        if !program.is_file() {
+            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("{} is missing", program.display())));
+        }
+        Ok(Runner { program, wall_time })
     }
 
     /// Runs one worker on `input`.
     pub fn run(&self, request: &WorkerRequest, input: &[u8]) -> Run {
         let started = Instant::now();
         let mut child = match Command::new(&self.program)
-            .arg("worker")
             .env_clear()
             .current_dir(Path::new("/"))
             .stdin(Stdio::piped())

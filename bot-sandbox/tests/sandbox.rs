@@ -1,5 +1,5 @@
 //! Bots that behave and bots that misbehave, each run in a real worker
-//! process (this package's `chatmail-bots worker`) under small limits: each
+//! process (this package's `chatmail-bot-worker`) under small limits: each
 //! is stopped within its limit and the outcome is the right one.
 
 use std::path::{Path, PathBuf};
@@ -25,7 +25,7 @@ fn artifact(dir: &Path, name: &str, wasm: &[u8]) -> PathBuf {
 }
 
 fn runner(wall: Duration) -> Runner {
-    Runner { program: PathBuf::from(env!("CARGO_BIN_EXE_chatmail-bots")), wall_time: wall }
+    Runner { program: PathBuf::from(env!("CARGO_BIN_EXE_chatmail-bot-worker")), wall_time: wall }
 }
 
 fn request(artifact: PathBuf, points: u64) -> WorkerRequest {
@@ -36,6 +36,7 @@ fn request(artifact: PathBuf, points: u64) -> WorkerRequest {
         points,
         cpu_seconds: 10,
         environment: vec![("CHATMAIL_BOT".into(), "bot@x".into()), ("CHATMAIL_SENDER".into(), "a@x".into()), ("CHATMAIL_EVENT".into(), "mail".into())],
+        network_isolated: false,
     }
 }
 

@@ -23,8 +23,11 @@
 //! `deliver` = a mail arrived in the INBOX of an account that has a bot
 //! installed (marker file `chatmail-bot` in its home, written by the bot
 //! daemon); `install` = a mail was saved into the account's bot install
-//! folder. The plugin has Dovecot assign UIDs for these saves, so `uid` and
-//! `uidvalidity` name the mail; they are absent only if Dovecot could not.
+//! folder (or mails were expunged there: the folder may now be empty);
+//! `tick` = a bot's schedule is due (written by the daemon itself). The
+//! plugin has Dovecot assign UIDs for saves, so `uid` and `uidvalidity`
+//! name the mail; they are absent only if Dovecot could not, and for
+//! expunges and ticks.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -42,6 +45,8 @@ pub const BOT_MARKER: &str = "chatmail-bot";
 pub enum JobKind {
     Deliver,
     Install,
+    /// A scheduled run (written by the bot daemon itself).
+    Tick,
 }
 
 impl JobKind {
@@ -49,6 +54,7 @@ impl JobKind {
         match self {
             JobKind::Deliver => "deliver",
             JobKind::Install => "install",
+            JobKind::Tick => "tick",
         }
     }
 }
@@ -113,6 +119,7 @@ impl Job {
         let kind = match need("kind")? {
             "deliver" => JobKind::Deliver,
             "install" => JobKind::Install,
+            "tick" => JobKind::Tick,
             other => return Err(JobError(format!("unknown kind {other:?}"))),
         };
         Ok(Job {
@@ -179,6 +186,12 @@ mod tests {
             uid: Some(42),
             created: 1_700_000_001,
         }
+    }
+
+    #[test]
+    fn ticks_round_trip_without_mailbox_and_uid() {
+        let tick = Job { kind: JobKind::Tick, account: "bot@chat.example".into(), mailbox: String::new(), uidvalidity: None, uid: None, created: 5 };
+        assert_eq!(Job::parse(&tick.to_text()), Ok(tick));
     }
 
     #[test]

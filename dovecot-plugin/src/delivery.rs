@@ -1,5 +1,5 @@
-//! The delivery hook: mail for an account's bot, and bot packages, become
-//! jobs in the bot spool (`chatmail_config::spool`). It runs after Dovecot
+//! The delivery hook: mail for an account's bot, and bot packages (saved or
+//! expunged), become jobs in the bot spool (`chatmail_config::spool`). It runs after Dovecot
 //! committed the mail, and every failure is only logged: the bot system can
 //! never delay or fail a delivery.
 
@@ -69,6 +69,23 @@ pub fn on_saved(saved: &Saved<'_>) {
         }
     }
     spool::nudge(&config.bot_spool_dir);
+}
+
+/// Mails were expunged (and nothing saved) in a transaction that wanted
+/// jobs: in the install folder this may have emptied it, which uninstalls
+/// the bot, so the daemon is asked to look (a job without UID). Expunges
+/// in the INBOX make no job.
+pub fn on_expunged(saved: &Saved<'_>) {
+    let Some(config) = settings::config(saved.config_path) else { return };
+    if kind_for(saved.home, saved.service, saved.config_path, saved.mailbox) != Some(JobKind::Install) {
+        return;
+    }
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let job = Job { kind: JobKind::Install, account: saved.username.to_owned(), mailbox: saved.mailbox.to_owned(), uidvalidity: None, uid: None, created };
+    match spool::write_job(&config.bot_spool_dir, &job) {
+        Ok(_) => spool::nudge(&config.bot_spool_dir),
+        Err(e) => log::warning(&format!("bot job for {} not written: {e}", saved.username)),
+    }
 }
 
 #[cfg(test)]

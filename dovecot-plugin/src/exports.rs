@@ -196,6 +196,7 @@ pub extern "C" fn chatmail_rs_mails_saved(
     uid_validity: u32,
     uids: *const u32,
     count: std::ffi::c_uint,
+    expunged_only: std::ffi::c_int,
 ) {
     guarded("mails saved", || {
         // SAFETY: as in chatmail_rs_wants_jobs.
@@ -207,6 +208,11 @@ pub extern "C" fn chatmail_rs_mails_saved(
             // SAFETY: the shim passes `count` UIDs from an array alive during the call.
             unsafe { std::slice::from_raw_parts(uids, count as usize) }
         };
-        delivery::on_saved(&delivery::Saved { username, home, service, config_path: config, mailbox, uid_validity, uids });
+        let saved = delivery::Saved { username, home, service, config_path: config, mailbox, uid_validity, uids };
+        if expunged_only != 0 {
+            delivery::on_expunged(&saved);
+        } else {
+            delivery::on_saved(&saved);
+        }
     });
 }

@@ -129,3 +129,22 @@ fn jobs_wait_for_a_stopped_daemon_and_each_runs_once() {
         assert!(outputs.contains(&format!("echo for alice@example.org:\nmail {i}\n")), "mail {i} missing: {outputs:?}");
     }
 }
+
+#[test]
+fn emptying_the_bot_folder_uninstalls_the_bot() {
+    let relay = start();
+    let bot = relay.new_account().expect("bot account");
+    install_echo(&relay, &bot);
+    let mut imap = relay.imap_login(&bot).expect("login");
+    imap.command(&format!("SELECT {}", relay.config.bot_install_folder)).expect("select").ok().expect("selected");
+    imap.command("STORE 1:* +FLAGS.SILENT (\\Deleted)").expect("store").ok().expect("flagged");
+    imap.command("EXPUNGE").expect("expunge").ok().expect("expunged");
+    imap.logout();
+    relay.wait_for_message(&bot, "Subject: Bot uninstalled", Duration::from_secs(60)).expect("uninstall report");
+    assert!(!relay.config.mailboxes_dir.join(&bot.addr).join("chatmail-bot").exists(), "marker removed");
+    // Mail no longer runs anything.
+    relay.lmtp_deliver(&bot.addr, &mail("alice@example.org", &bot.addr, "anyone?")).expect("deliver");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(relay.bot_outputs(&bot.addr).is_empty());
+    assert_eq!(relay.bot_spool_len(), 0, "no job for an account without a bot");
+}
