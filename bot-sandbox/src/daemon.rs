@@ -589,3 +589,67 @@ pub fn serve(daemon: Arc<Daemon>, stop: Arc<AtomicBool>, rescan: Duration) -> st
     log("op=stop result=stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(dir: &std::path::Path) -> Settings {
+        Settings {
+            mail_domain: "chat.example".into(),
+            mailboxes_dir: dir.join("mail"),
+            spool_dir: dir.join("spool"),
+            state_dir: dir.join("state"),
+            install_folder: "DeltaBot".into(),
+            enabled: true,
+            accounts: vec!["*".into()],
+            max_parallel: 1,
+            memory_limit: 1 << 20,
+            wall_time: Duration::from_secs(1),
+            output_limit: 1000,
+            max_package_size: 1000,
+            max_message_size: 1000,
+            budget: CpuBudget { percent_per_hour: 1.0, percent_per_day: 0.1 },
+            lmtp_socket: dir.join("lmtp"),
+            network_isolated: false,
+        }
+    }
+
+    #[test]
+    fn schedules_make_one_tick_job_per_period() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let daemon = Daemon::new(settings(dir.path()), Runner { program: "/bin/false".into(), wall_time: Duration::from_secs(1) });
+        daemon.spool.prepare().expect("spool");
+        let toml = "name = \"clock\"\nauthor = \"a@b.c\"\n[schedule]\nevery_minutes = 5\n";
+        daemon.registry.install("clock@chat.example", &Installed { uid: 1, installed_at: 1000, wasm_bytes: 1 }, toml, b"x").expect("install");
+        daemon.registry.install("plain@chat.example", &Installed { uid: 1, installed_at: 1000, wasm_bytes: 1 }, "name = \"p\"\nauthor = \"a@b.c\"\n", b"x").expect("install");
+        let ticks = |daemon: &Daemon| daemon.spool.waiting().expect("waiting").len();
+        daemon.schedule_ticks(1000 + 299);
+        assert_eq!(ticks(&daemon), 0, "not due before five minutes");
+        daemon.schedule_ticks(1000 + 300);
+        assert_eq!(ticks(&daemon), 1);
+        daemon.schedule_ticks(1000 + 400);
+        assert_eq!(ticks(&daemon), 1, "one per period");
+        daemon.schedule_ticks(1000 + 600);
+        assert_eq!(ticks(&daemon), 2);
+        let name = &daemon.spool.waiting().expect("waiting")[0];
+        let taken = daemon.spool.take(name).expect("take").expect("there");
+        let job = daemon.spool.read(&taken).expect("read").expect("valid");
+        assert_eq!((job.kind, job.account.as_str()), (JobKind::Tick, "clock@chat.example"));
+        daemon.registry.set_disabled("clock@chat.example", true).expect("disable");
+        daemon.schedule_ticks(1000 + 10_000);
+        assert_eq!(ticks(&daemon), 1, "disabled bots get no ticks");
+    }
+
+    #[test]
+    fn who_may_install() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = settings(dir.path());
+        assert!(s.may_install("anyone@chat.example"));
+        s.accounts = vec!["Bot@chat.example".into()];
+        assert!(s.may_install("bot@chat.example"));
+        assert!(!s.may_install("other@chat.example"));
+        s.accounts = vec![];
+        assert!(!s.may_install("bot@chat.example"));
+    }
+}
