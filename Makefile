@@ -31,11 +31,13 @@ $(VENV)/.installed: tests/e2e/requirements.txt
 	touch $@
 
 # The example bots, rebuilt for wasm32-wasip1 (needs `rustup target add
-# wasm32-wasip1`). The built module is committed as bots/echo/bot.wasm, so
+# wasm32-wasip1`). The built modules are committed as bots/*/bot.wasm, so
 # the tests need no wasm toolchain.
 bots:
-	CARGO_TARGET_DIR=$(CURDIR)/target/bots $(CARGO) build --release --locked --target wasm32-wasip1 --manifest-path bots/echo/Cargo.toml
-	cp target/bots/wasm32-wasip1/release/chatmail-echo-bot.wasm bots/echo/bot.wasm
+	for bot in echo counter; do \
+	  CARGO_TARGET_DIR=$(CURDIR)/target/bots $(CARGO) build --release --locked --target wasm32-wasip1 --manifest-path bots/$$bot/Cargo.toml && \
+	  cp target/bots/wasm32-wasip1/release/chatmail-$$bot-bot.wasm bots/$$bot/bot.wasm || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean

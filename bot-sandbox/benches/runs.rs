@@ -61,6 +61,7 @@ fn main() {
         cpu_seconds: 31,
         environment: vec![("CHATMAIL_SENDER".into(), "alice@example.org".into())],
         network_isolated: std::env::var_os("BENCH_NETNS_PER_RUN").is_none() && chatmail_bot_sandbox::isolate_network().is_ok(),
+        storage: None,
     };
     // Warm up the page cache and the dynamic loader.
     for _ in 0..10 {
@@ -71,7 +72,7 @@ fn main() {
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         let result = runner.run(&request, &mail);
-        let RunEnd::Reported { report, output } = &result.end else { panic!("{result:?}") };
+        let RunEnd::Reported { report, output, .. } = &result.end else { panic!("{result:?}") };
         assert!(output.starts_with(b"echo for alice@example.org:"), "{}", String::from_utf8_lossy(output));
         let ms = |micros: u64| micros as f64 / 1000.0;
         total.push(ms(result.wall_micros));

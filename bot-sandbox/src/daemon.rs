@@ -7,6 +7,7 @@
 //! the daemon itself say `result=error`. Mail content is never logged; a
 //! bot's stderr (first 4 KiB) goes into its `errors.log` when it fails.
 
+use std::collections::BTreeMap;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +27,7 @@ use crate::package;
 use crate::queue::{Spool, Taken};
 use crate::runner::{RunEnd, Runner};
 use crate::state::{Installed, Registry};
-use crate::worker::{Outcome, WorkerRequest};
+use crate::worker::{Outcome, StorageRequest, WorkerRequest};
 
 /// What the daemon needs, from chatmail.ini.
 #[derive(Debug, Clone)]
@@ -317,6 +318,13 @@ impl Daemon {
         };
         let wall_micros = u64::try_from(self.settings.wall_time.as_micros()).unwrap_or(u64::MAX);
         let cpu_micros = allowance.cpu_micros.min(wall_micros);
+        let files = match bot.metadata.storage {
+            Some(quota) => match self.registry.load_storage(account, quota) {
+                Ok(files) => files,
+                Err(e) => return Disposition::Retry(format!("reading the bot's storage: {e}")),
+            },
+            None => BTreeMap::new(),
+        };
         let request = WorkerRequest {
             artifact: bot.artifact(),
             memory_limit: self.settings.memory_limit,
@@ -329,10 +337,19 @@ impl Daemon {
                 ("CHATMAIL_EVENT".into(), if scheduled { "schedule" } else { "mail" }.into()),
             ],
             network_isolated: self.settings.network_isolated,
+            storage: bot.metadata.storage.map(|quota| StorageRequest {
+                quota,
+                files: files.iter().map(|(name, data)| (name.clone(), data.len() as u64)).collect(),
+            }),
         };
-        let run = self.runner.run(&request, &mail);
+        let run = self.runner.run_with_storage(&request, &files, &mail);
         let (outcome_word, used_micros, detail) = match &run.end {
-            RunEnd::Reported { report, output } => {
+            RunEnd::Reported { report, output, storage } => {
+                if let Some(files) = storage {
+                    if let Err(e) = self.registry.save_storage(account, files) {
+                        log(&format!("op=run job={job_name} bot={account} result=error problem={}", word(&format!("saving storage: {e}"))));
+                    }
+                }
                 if !output.is_empty() {
                     if let Err(e) = self.registry.store_output(account, job_name, output) {
                         log(&format!("op=run job={job_name} bot={account} result=error problem={}", word(&e.to_string())));

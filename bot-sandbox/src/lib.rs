@@ -19,6 +19,7 @@ mod package;
 mod queue;
 mod runner;
 mod state;
+mod storage;
 mod wasi;
 mod worker;
 
@@ -32,4 +33,4 @@ pub use package::{build as build_package, unpack, Package};
 pub use queue::{Spool, MAX_ATTEMPTS};
 pub use runner::{Run, RunEnd, Runner};
 pub use state::{Bot, Installed, Registry};
-pub use worker::{isolate_network, main as worker_main, Outcome, WorkerReport, WorkerRequest};
+pub use worker::{isolate_network, main as worker_main, Outcome, StorageRequest, WorkerReport, WorkerRequest};

@@ -1,6 +1,7 @@
 //! The daemon's side of a run: start a worker process, feed it, wait at
 //! most the wall time, kill it after that, and read what it reports.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -12,8 +13,9 @@ use crate::worker::{WorkerReport, WorkerRequest};
 /// How a worker ended, seen from the daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunEnd {
-    /// The worker reported; the bot's output follows.
-    Reported { report: WorkerReport, output: Vec<u8> },
+    /// The worker reported; the bot's output follows, and its storage if
+    /// the bot changed it.
+    Reported { report: WorkerReport, output: Vec<u8>, storage: Option<BTreeMap<String, Vec<u8>>> },
     /// Killed after the wall time.
     TimedOut,
     /// The worker died or reported nothing usable: a crash, to retry.
@@ -53,8 +55,14 @@ impl Runner {
         Ok(Runner { program, wall_time })
     }
 
-    /// Runs one worker on `input`.
+    /// Runs one worker on `input` (a bot without storage).
     pub fn run(&self, request: &WorkerRequest, input: &[u8]) -> Run {
+        self.run_with_storage(request, &BTreeMap::new(), input)
+    }
+
+    /// Runs one worker on `input`, with the files of the bot's storage
+    /// (those `request.storage` names, in that order).
+    pub fn run_with_storage(&self, request: &WorkerRequest, files: &BTreeMap<String, Vec<u8>>, input: &[u8]) -> Run {
         let started = Instant::now();
         let mut child = match Command::new(&self.program)
             .env_clear()
@@ -84,6 +92,11 @@ impl Runner {
             }
         };
         header.push(b'\n');
+        if let Some(storage) = &request.storage {
+            for (name, _) in &storage.files {
+                header.extend_from_slice(files.get(name).map_or(&[][..], Vec::as_slice));
+            }
+        }
         let input = input.to_vec();
         // Feeding and reading happen on threads, so a bot that neither reads
         // its input nor exits cannot block the daemon past the wall time.
@@ -99,8 +112,23 @@ impl Runner {
             });
             let result = parsed.and_then(|report| {
                 let mut output = Vec::new();
-                stdout.take(report.stdout_len).read_to_end(&mut output).map_err(|e| e.to_string())?;
-                Ok((report, output))
+                (&mut stdout).take(report.stdout_len).read_to_end(&mut output).map_err(|e| e.to_string())?;
+                let storage = match &report.storage {
+                    None => None,
+                    Some(files) => {
+                        let mut read = BTreeMap::new();
+                        for (name, size) in files {
+                            let mut data = Vec::new();
+                            (&mut stdout).take(*size).read_to_end(&mut data).map_err(|e| e.to_string())?;
+                            if data.len() as u64 != *size {
+                                return Err(format!("storage file {name} cut short"));
+                            }
+                            read.insert(name.clone(), data);
+                        }
+                        Some(read)
+                    }
+                };
+                Ok((report, output, storage))
             });
             let _ = sender.send(result);
         });
@@ -110,7 +138,7 @@ impl Runner {
             String::from_utf8_lossy(&text).into_owned()
         });
         let end = match receiver.recv_timeout(self.wall_time) {
-            Ok(Ok((report, output))) => RunEnd::Reported { report, output },
+            Ok(Ok((report, output, storage))) => RunEnd::Reported { report, output, storage },
             Ok(Err(problem)) => RunEnd::Crashed(problem),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let _ = child.kill();

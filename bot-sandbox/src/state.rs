@@ -14,6 +14,7 @@
 //! While a bot is installed, the marker file `chatmail-bot` in the
 //! account's home tells the Dovecot plugin to spool deliveries for it.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -210,6 +211,60 @@ impl Registry {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(context(e, "reading", &path)),
         }
+    }
+
+    /// The files of the bot's storage (`storage/`), as many as fit in
+    /// `quota` (a new package may have lowered it; the rest stay on disk
+    /// until the bot rewrites its storage).
+    pub fn load_storage(&self, account: &str, quota: u64) -> io::Result<BTreeMap<String, Vec<u8>>> {
+        let dir = self.bot_dir(account)?.join("storage");
+        let mut files = BTreeMap::new();
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(files),
+            Err(e) => return Err(context(e, "reading", &dir)),
+        };
+        let mut names: Vec<String> = entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        let mut used = 0u64;
+        for name in names.into_iter().filter(|n| crate::storage::valid_name(n)).take(crate::storage::MAX_FILES) {
+            let path = dir.join(&name);
+            let data = fs::read(&path).map_err(|e| context(e, "reading", &path))?;
+            if used + data.len() as u64 > quota {
+                continue;
+            }
+            used += data.len() as u64;
+            files.insert(name, data);
+        }
+        Ok(files)
+    }
+
+    /// Replaces the bot's storage with `files`: written into a new
+    /// directory, which then takes the old one's place.
+    pub fn save_storage(&self, account: &str, files: &BTreeMap<String, Vec<u8>>) -> io::Result<()> {
+        let dir = self.bot_dir(account)?;
+        let (current, new, old) = (dir.join("storage"), dir.join("storage.new"), dir.join("storage.old"));
+        for stale in [&new, &old] {
+            match fs::remove_dir_all(stale) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(context(e, "removing", stale)),
+                _ => {}
+            }
+        }
+        fs::create_dir_all(&new).map_err(|e| context(e, "creating", &new))?;
+        for (name, data) in files {
+            if !crate::storage::valid_name(name) {
+                continue;
+            }
+            // A fresh directory: it becomes visible only by the rename below.
+            let path = new.join(name);
+            fs::write(&path, data).map_err(|e| context(e, "writing", &path))?;
+        }
+        if current.exists() {
+            fs::rename(&current, &old).map_err(|e| context(e, "renaming", &current))?;
+        }
+        fs::rename(&new, &current).map_err(|e| context(e, "renaming", &new))?;
+        let _ = fs::remove_dir_all(&old);
+        Ok(())
     }
 
     /// Stores a run's output as `outbox/{job}.out`.

@@ -2,14 +2,17 @@
 //!
 //! A bot is a WASI command module. It gets stdin (the mail), stdout (its
 //! answer, capped), stderr (kept short for the log), a few environment
-//! variables, clocks and random bytes. There are no preopened directories,
-//! no sockets and no other descriptors: every other preview 1 function
-//! exists (so ordinary toolchain output links) and answers `ENOTCAPABLE`,
-//! `EBADF` or `ENOTSUP`. Nothing of the worker's own environment, files
-//! or arguments is visible.
+//! variables, clocks and random bytes, and — if its metadata asks for
+//! storage — the preopened directory `/data` (fd 3), a flat in-memory
+//! directory with a quota (`storage.rs`). No sockets and no other
+//! descriptors: every other preview 1 function exists (so ordinary
+//! toolchain output links) and answers `ENOTCAPABLE`, `EBADF` or
+//! `ENOTSUP`. Nothing of the worker's own environment, files or arguments
+//! is visible.
 
 use std::fmt;
 
+use crate::storage::{self, Kind, OpenFlags, Storage};
 use wasmer::{
     imports, Function, FunctionEnv, FunctionEnvMut, FunctionType, Imports, Memory, MemoryView, Module, RuntimeError, Store, Type, Value,
 };
@@ -43,6 +46,8 @@ const ESPIPE: i32 = 70;
 const ENOTCAPABLE: i32 = 76;
 
 const FILETYPE_CHARACTER_DEVICE: u8 = 2;
+const FILETYPE_DIRECTORY: u8 = 3;
+const FILETYPE_REGULAR_FILE: u8 = 4;
 
 /// How many bytes of stderr are kept for the log.
 pub const STDERR_KEPT: usize = 4096;
@@ -84,6 +89,8 @@ pub struct WasiState {
     environment: Vec<String>,
     /// Program name and arguments.
     arguments: Vec<String>,
+    /// The bot's storage, if it has any.
+    pub storage: Option<Storage>,
 }
 
 impl WasiState {
@@ -97,6 +104,7 @@ impl WasiState {
             stderr: Vec::new(),
             environment: environment.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
             arguments: vec!["bot".into()],
+            storage: None,
         }
     }
 }
@@ -213,55 +221,260 @@ fn is_standard(fd: u32) -> bool {
     fd <= 2
 }
 
-fn fd_close(_ctx: Ctx<'_>, fd: u32) -> i32 {
+fn fd_close(mut ctx: Ctx<'_>, fd: u32) -> i32 {
     if is_standard(fd) {
-        ESUCCESS
-    } else {
-        EBADF
+        return ESUCCESS;
     }
+    match ctx.data_mut().storage.as_mut() {
+        Some(storage) => storage.close(fd).err().unwrap_or(ESUCCESS),
+        None => EBADF,
+    }
+}
+
+/// What a descriptor of the storage is.
+fn storage_kind(state: &WasiState, fd: u32) -> Option<Kind> {
+    state.storage.as_ref().and_then(|s| s.kind(fd))
 }
 
 fn fd_fdstat_get(mut ctx: Ctx<'_>, fd: u32, at: u32) -> i32 {
-    if !is_standard(fd) {
-        return EBADF;
-    }
-    // Rights: fd_read (bit 1) for stdin, fd_write (bit 6) for the others.
-    let rights: u64 = if fd == 0 { 1 << 1 } else { 1 << 6 };
     let mut stat = [0u8; 24];
-    stat[0] = FILETYPE_CHARACTER_DEVICE;
-    stat[8..16].copy_from_slice(&rights.to_le_bytes());
+    if is_standard(fd) {
+        // Rights: fd_read (bit 1) for stdin, fd_write (bit 6) for the others.
+        let rights: u64 = if fd == 0 { 1 << 1 } else { 1 << 6 };
+        stat[0] = FILETYPE_CHARACTER_DEVICE;
+        stat[8..16].copy_from_slice(&rights.to_le_bytes());
+    } else {
+        // Storage: all rights (libc masks what it asks for with these).
+        stat[0] = match storage_kind(ctx.data(), fd) {
+            Some(Kind::Directory) => FILETYPE_DIRECTORY,
+            Some(Kind::File) => FILETYPE_REGULAR_FILE,
+            None => return EBADF,
+        };
+        stat[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        stat[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+    }
     let (state, store) = ctx.data_and_store_mut();
     errno(view(&state.memory, &store).and_then(|v| write_bytes(&v, at, &stat).map(|()| ESUCCESS)))
+}
+
+fn filestat(kind: u8, size: u64) -> [u8; 64] {
+    let mut stat = [0u8; 64];
+    stat[16] = kind;
+    stat[24..32].copy_from_slice(&1u64.to_le_bytes());
+    stat[32..40].copy_from_slice(&size.to_le_bytes());
+    stat
 }
 
 fn fd_filestat_get(mut ctx: Ctx<'_>, fd: u32, at: u32) -> i32 {
-    if !is_standard(fd) {
-        return EBADF;
-    }
-    let mut stat = [0u8; 64];
-    stat[16] = FILETYPE_CHARACTER_DEVICE;
+    let stat = if is_standard(fd) {
+        filestat(FILETYPE_CHARACTER_DEVICE, 0)
+    } else {
+        let state = ctx.data();
+        match (storage_kind(state, fd), state.storage.as_ref()) {
+            (Some(Kind::Directory), _) => filestat(FILETYPE_DIRECTORY, 0),
+            (Some(Kind::File), Some(storage)) => filestat(FILETYPE_REGULAR_FILE, storage.size(fd).unwrap_or(0)),
+            _ => return EBADF,
+        }
+    };
     let (state, store) = ctx.data_and_store_mut();
     errno(view(&state.memory, &store).and_then(|v| write_bytes(&v, at, &stat).map(|()| ESUCCESS)))
 }
 
-fn fd_prestat_get(_ctx: Ctx<'_>, _fd: u32, _at: u32) -> i32 {
-    // No preopened directories: the first probe ends libc's scan.
-    EBADF
+fn fd_prestat_get(mut ctx: Ctx<'_>, fd: u32, at: u32) -> i32 {
+    // Only the storage directory, if any; the first EBADF ends libc's scan.
+    if fd != storage::DIR_FD || ctx.data().storage.is_none() {
+        return EBADF;
+    }
+    let mut prestat = [0u8; 8];
+    prestat[4..8].copy_from_slice(&(storage::MOUNT.len() as u32).to_le_bytes());
+    let (state, store) = ctx.data_and_store_mut();
+    errno(view(&state.memory, &store).and_then(|v| write_bytes(&v, at, &prestat).map(|()| ESUCCESS)))
 }
 
-fn fd_prestat_dir_name(_ctx: Ctx<'_>, _fd: u32, _path: u32, _len: u32) -> i32 {
-    EBADF
+fn fd_prestat_dir_name(mut ctx: Ctx<'_>, fd: u32, path: u32, len: u32) -> i32 {
+    if fd != storage::DIR_FD || ctx.data().storage.is_none() {
+        return EBADF;
+    }
+    let name = storage::MOUNT.as_bytes();
+    let n = name.len().min(len as usize);
+    let (state, store) = ctx.data_and_store_mut();
+    errno(view(&state.memory, &store).and_then(|v| write_bytes(&v, path, &name[..n]).map(|()| ESUCCESS)))
 }
 
-fn fd_seek(_ctx: Ctx<'_>, fd: u32, _offset: i64, _whence: u32, _at: u32) -> i32 {
+fn fd_seek(mut ctx: Ctx<'_>, fd: u32, offset: i64, whence: u32, at: u32) -> i32 {
     if is_standard(fd) {
-        ESPIPE
-    } else {
-        EBADF
+        return ESPIPE;
+    }
+    let (state, store) = ctx.data_and_store_mut();
+    let Some(storage) = state.storage.as_mut() else { return EBADF };
+    match storage.seek(fd, offset, u8::try_from(whence).unwrap_or(u8::MAX)) {
+        Ok(position) => errno(view(&state.memory, &store).and_then(|v| write_bytes(&v, at, &position.to_le_bytes()).map(|()| ESUCCESS))),
+        Err(e) => e,
     }
 }
 
+fn fd_tell(ctx: Ctx<'_>, fd: u32, at: u32) -> i32 {
+    fd_seek(ctx, fd, 0, 1, at)
+}
+
+fn fd_sync(ctx: Ctx<'_>, fd: u32) -> i32 {
+    match storage_kind(ctx.data(), fd) {
+        Some(_) => ESUCCESS,
+        None => EBADF,
+    }
+}
+
+/// Reads a path argument (at most 1 KiB, UTF-8).
+fn path_text(view: &MemoryView, at: u32, len: u32) -> Result<String, i32> {
+    if len > 1024 {
+        return Err(storage::ENAMETOOLONG);
+    }
+    let mut bytes = vec![0; len as usize];
+    view.read(u64::from(at), &mut bytes).map_err(|_| EFAULT)?;
+    String::from_utf8(bytes).map_err(|_| EINVAL)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn path_open(
+    mut ctx: Ctx<'_>,
+    fd: u32,
+    _dirflags: u32,
+    path: u32,
+    path_len: u32,
+    oflags: u32,
+    rights: u64,
+    _rights_inheriting: u64,
+    fdflags: u32,
+    opened_at: u32,
+) -> i32 {
+    let (state, store) = ctx.data_and_store_mut();
+    let Some(storage) = state.storage.as_mut() else { return ENOTCAPABLE };
+    let Ok(v) = view(&state.memory, &store) else { return EFAULT };
+    let name = match path_text(&v, path, path_len) {
+        Ok(name) => name,
+        Err(e) => return e,
+    };
+    let flags = OpenFlags {
+        create: oflags & 1 != 0,
+        directory: oflags & 2 != 0,
+        exclusive: oflags & 4 != 0,
+        truncate: oflags & 8 != 0,
+        append: fdflags & 1 != 0,
+        read: rights & (1 << 1) != 0,
+        write: rights & (1 << 6) != 0,
+    };
+    match storage.open(fd, &name, flags) {
+        Ok(opened) => errno(write_bytes(&v, opened_at, &opened.to_le_bytes()).map(|()| ESUCCESS)),
+        Err(e) => e,
+    }
+}
+
+fn path_filestat_get(mut ctx: Ctx<'_>, fd: u32, _flags: u32, path: u32, path_len: u32, at: u32) -> i32 {
+    let (state, store) = ctx.data_and_store_mut();
+    let Some(storage) = state.storage.as_ref() else { return ENOTCAPABLE };
+    let Ok(v) = view(&state.memory, &store) else { return EFAULT };
+    let result = path_text(&v, path, path_len).and_then(|name| storage.stat(fd, &name));
+    match result {
+        Ok(None) => errno(write_bytes(&v, at, &filestat(FILETYPE_DIRECTORY, 0)).map(|()| ESUCCESS)),
+        Ok(Some(size)) => errno(write_bytes(&v, at, &filestat(FILETYPE_REGULAR_FILE, size)).map(|()| ESUCCESS)),
+        Err(e) => e,
+    }
+}
+
+fn path_unlink_file(mut ctx: Ctx<'_>, fd: u32, path: u32, path_len: u32) -> i32 {
+    let (state, store) = ctx.data_and_store_mut();
+    let Some(storage) = state.storage.as_mut() else { return ENOTCAPABLE };
+    let Ok(v) = view(&state.memory, &store) else { return EFAULT };
+    match path_text(&v, path, path_len).and_then(|name| storage.unlink(fd, &name)) {
+        Ok(()) => ESUCCESS,
+        Err(e) => e,
+    }
+}
+
+fn path_rename(mut ctx: Ctx<'_>, fd: u32, old: u32, old_len: u32, new_fd: u32, new: u32, new_len: u32) -> i32 {
+    let (state, store) = ctx.data_and_store_mut();
+    let Some(storage) = state.storage.as_mut() else { return ENOTCAPABLE };
+    let Ok(v) = view(&state.memory, &store) else { return EFAULT };
+    let names = path_text(&v, old, old_len).and_then(|o| path_text(&v, new, new_len).map(|n| (o, n)));
+    match names.and_then(|(o, n)| storage.rename(fd, &o, new_fd, &n)) {
+        Ok(()) => ESUCCESS,
+        Err(e) => e,
+    }
+}
+
+/// Directory entries as preview 1 `dirent`s, from entry `cookie` on.
+fn fd_readdir(mut ctx: Ctx<'_>, fd: u32, buf: u32, buf_len: u32, cookie: u64, used_at: u32) -> i32 {
+    let (state, store) = ctx.data_and_store_mut();
+    let Some(storage) = state.storage.as_ref() else { return EBADF };
+    if storage.kind(fd) != Some(Kind::Directory) {
+        return if storage.kind(fd).is_some() { storage::ENOTDIR } else { EBADF };
+    }
+    let mut entries = vec![(".".to_owned(), FILETYPE_DIRECTORY), ("..".to_owned(), FILETYPE_DIRECTORY)];
+    entries.extend(storage.entries().into_iter().map(|n| (n, FILETYPE_REGULAR_FILE)));
+    let mut out = Vec::new();
+    for (index, (name, kind)) in entries.iter().enumerate().skip(usize::try_from(cookie).unwrap_or(usize::MAX)) {
+        let mut dirent = [0u8; 24];
+        dirent[0..8].copy_from_slice(&(index as u64 + 1).to_le_bytes());
+        dirent[8..16].copy_from_slice(&(index as u64 + 1).to_le_bytes());
+        dirent[16..20].copy_from_slice(&(name.len() as u32).to_le_bytes());
+        dirent[20] = *kind;
+        out.extend_from_slice(&dirent);
+        out.extend_from_slice(name.as_bytes());
+        if out.len() >= buf_len as usize {
+            break;
+        }
+    }
+    out.truncate(buf_len as usize);
+    let Ok(v) = view(&state.memory, &store) else { return EFAULT };
+    errno(write_bytes(&v, buf, &out).and_then(|()| write_bytes(&v, used_at, &(out.len() as u32).to_le_bytes())).map(|()| ESUCCESS))
+}
+
+fn storage_read(mut ctx: Ctx<'_>, fd: u32, iovs: u32, count: u32, nread_at: u32) -> i32 {
+    let (state, store) = ctx.data_and_store_mut();
+    let Some(storage) = state.storage.as_mut() else { return EBADF };
+    let Ok(v) = view(&state.memory, &store) else { return EFAULT };
+    let Ok(vectors) = iovecs(&v, iovs, count) else { return EFAULT };
+    let mut total: u32 = 0;
+    for (ptr, len) in vectors {
+        let bytes = match storage.read(fd, len as usize) {
+            Ok(bytes) => bytes,
+            Err(e) => return e,
+        };
+        if write_bytes(&v, ptr, &bytes).is_err() {
+            return EFAULT;
+        }
+        total = total.saturating_add(bytes.len() as u32);
+        if bytes.len() < len as usize {
+            break;
+        }
+    }
+    errno(write_bytes(&v, nread_at, &total.to_le_bytes()).map(|()| ESUCCESS))
+}
+
+fn storage_write(mut ctx: Ctx<'_>, fd: u32, iovs: u32, count: u32, nwritten_at: u32) -> i32 {
+    let (state, store) = ctx.data_and_store_mut();
+    let Some(storage) = state.storage.as_mut() else { return EBADF };
+    let Ok(v) = view(&state.memory, &store) else { return EFAULT };
+    let Ok(vectors) = iovecs(&v, iovs, count) else { return EFAULT };
+    let mut total: u32 = 0;
+    for (ptr, len) in vectors {
+        let mut bytes = vec![0; len as usize];
+        if v.read(u64::from(ptr), &mut bytes).is_err() {
+            return EFAULT;
+        }
+        match storage.write(fd, &bytes) {
+            Ok(n) => total = total.saturating_add(n as u32),
+            Err(e) if total == 0 => return e,
+            Err(_) => break,
+        }
+    }
+    errno(write_bytes(&v, nwritten_at, &total.to_le_bytes()).map(|()| ESUCCESS))
+}
+
 fn fd_read(mut ctx: Ctx<'_>, fd: u32, iovs: u32, count: u32, nread_at: u32) -> i32 {
+    if fd > 2 {
+        return storage_read(ctx, fd, iovs, count, nread_at);
+    }
     if fd != 0 {
         return EBADF;
     }
@@ -286,6 +499,9 @@ fn fd_read(mut ctx: Ctx<'_>, fd: u32, iovs: u32, count: u32, nread_at: u32) -> i
 }
 
 fn fd_write(mut ctx: Ctx<'_>, fd: u32, iovs: u32, count: u32, nwritten_at: u32) -> Result<i32, OutputLimit> {
+    if fd > 2 {
+        return Ok(storage_write(ctx, fd, iovs, count, nwritten_at));
+    }
     if fd != 1 && fd != 2 {
         return Ok(EBADF);
     }
@@ -365,6 +581,14 @@ pub fn imports(store: &mut Store, env: &FunctionEnv<WasiState>, module: &Module)
             "fd_prestat_get" => Function::new_typed_with_env(store, env, fd_prestat_get),
             "fd_prestat_dir_name" => Function::new_typed_with_env(store, env, fd_prestat_dir_name),
             "fd_seek" => Function::new_typed_with_env(store, env, fd_seek),
+            "fd_tell" => Function::new_typed_with_env(store, env, fd_tell),
+            "fd_sync" => Function::new_typed_with_env(store, env, fd_sync),
+            "fd_datasync" => Function::new_typed_with_env(store, env, fd_sync),
+            "fd_readdir" => Function::new_typed_with_env(store, env, fd_readdir),
+            "path_open" => Function::new_typed_with_env(store, env, path_open),
+            "path_filestat_get" => Function::new_typed_with_env(store, env, path_filestat_get),
+            "path_unlink_file" => Function::new_typed_with_env(store, env, path_unlink_file),
+            "path_rename" => Function::new_typed_with_env(store, env, path_rename),
             "fd_read" => Function::new_typed_with_env(store, env, fd_read),
             "fd_write" => Function::new_typed_with_env(store, env, fd_write),
             "proc_exit" => Function::new_typed_with_env(store, env, proc_exit),

@@ -10,10 +10,13 @@
 use std::io::{self, BufRead, Read, Write};
 use std::path::PathBuf;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use wasmer::{FunctionEnv, Instance, Module, Store};
 use wasmer_middlewares::metering::{get_remaining_points, set_remaining_points, MeteringPoints};
 
+use crate::storage::Storage;
 use crate::wasi::{self, WasiState};
 
 /// What the daemon asks of a worker.
@@ -36,6 +39,17 @@ pub struct WorkerRequest {
     /// one per run.
     #[serde(default)]
     pub network_isolated: bool,
+    /// The bot's storage: quota and files (name, size), whose bytes follow
+    /// the request line on stdin, before the input.
+    #[serde(default)]
+    pub storage: Option<StorageRequest>,
+}
+
+/// The storage handed to a run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StorageRequest {
+    pub quota: u64,
+    pub files: Vec<(String, u64)>,
 }
 
 /// How a run ended.
@@ -71,6 +85,10 @@ pub struct WorkerReport {
     /// The start of the bot's stderr, lossily decoded.
     pub stderr: String,
     pub stdout_len: u64,
+    /// The storage after the run, if the bot changed it: files (name,
+    /// size) whose bytes follow the output.
+    #[serde(default)]
+    pub storage: Option<Vec<(String, u64)>>,
 }
 
 fn rlimit(resource: nix::sys::resource::Resource, value: u64, name: &str, unprotected: &mut Vec<String>) {
@@ -147,7 +165,13 @@ fn own_cpu_micros() -> u64 {
 }
 
 /// Runs the bot of `request` on `input`. Returns the report and output.
-pub fn run(request: &WorkerRequest, artifact: &[u8], input: Vec<u8>, unprotected: Vec<String>) -> (WorkerReport, Vec<u8>) {
+pub fn run(
+    request: &WorkerRequest,
+    artifact: &[u8],
+    files: BTreeMap<String, Vec<u8>>,
+    input: Vec<u8>,
+    unprotected: Vec<String>,
+) -> (WorkerReport, Vec<u8>, Option<BTreeMap<String, Vec<u8>>>) {
     let mut report = WorkerReport {
         outcome: Outcome::Exited(0),
         points_used: 0,
@@ -158,6 +182,7 @@ pub fn run(request: &WorkerRequest, artifact: &[u8], input: Vec<u8>, unprotected
         unprotected,
         stderr: String::new(),
         stdout_len: 0,
+        storage: None,
     };
     let started = std::time::Instant::now();
     let engine = crate::engine::runtime_engine(request.memory_limit);
@@ -168,34 +193,36 @@ pub fn run(request: &WorkerRequest, artifact: &[u8], input: Vec<u8>, unprotected
         Ok(module) => module,
         Err(e) => {
             report.outcome = Outcome::LoadFailed(format!("loading the compiled module: {e}"));
-            return (report, Vec::new());
+            return (report, Vec::new(), None);
         }
     };
     report.load_micros = micros(started.elapsed());
 
     let instantiating = std::time::Instant::now();
     let mut store = Store::new(engine);
-    let env = FunctionEnv::new(&mut store, WasiState::new(input, request.output_limit, request.environment.clone()));
+    let mut state = WasiState::new(input, request.output_limit, request.environment.clone());
+    state.storage = request.storage.as_ref().map(|s| Storage::new(files, s.quota));
+    let env = FunctionEnv::new(&mut store, state);
     let imports = wasi::imports(&mut store, &env, &module);
     let instance = match Instance::new(&mut store, &module, &imports) {
         Ok(instance) => instance,
         Err(e) => {
             report.outcome = Outcome::LoadFailed(format!("instantiating: {e}"));
-            return (report, Vec::new());
+            return (report, Vec::new(), None);
         }
     };
     match instance.exports.get_memory("memory") {
         Ok(memory) => wasi::attach_memory(&mut store, &env, memory.clone()),
         Err(e) => {
             report.outcome = Outcome::LoadFailed(format!("no memory export: {e}"));
-            return (report, Vec::new());
+            return (report, Vec::new(), None);
         }
     }
     let start = match instance.exports.get_function("_start") {
         Ok(start) => start.clone(),
         Err(e) => {
             report.outcome = Outcome::LoadFailed(format!("no _start: {e}"));
-            return (report, Vec::new());
+            return (report, Vec::new(), None);
         }
     };
     set_remaining_points(&mut store, &instance, request.points);
@@ -224,8 +251,10 @@ pub fn run(request: &WorkerRequest, artifact: &[u8], input: Vec<u8>, unprotected
     let output = std::mem::take(&mut state.stdout);
     report.stderr = String::from_utf8_lossy(&state.stderr).into_owned();
     report.stdout_len = output.len() as u64;
+    let changed = state.storage.take().and_then(Storage::changed_files);
+    report.storage = changed.as_ref().map(|files| files.iter().map(|(n, d)| (n.clone(), d.len() as u64)).collect());
     report.cpu_micros = own_cpu_micros();
-    (report, output)
+    (report, output, changed)
 }
 
 /// The worker program's `main`: request and input on stdin, report and output on
@@ -237,16 +266,27 @@ pub fn main() -> io::Result<()> {
     stdin.read_line(&mut line)?;
     let request: WorkerRequest =
         serde_json::from_str(&line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad worker request: {e}")))?;
+    let mut files = BTreeMap::new();
+    if let Some(storage) = &request.storage {
+        for (name, size) in &storage.files {
+            let mut data = vec![0; usize::try_from(*size).map_err(io::Error::other)?];
+            stdin.read_exact(&mut data)?;
+            files.insert(name.clone(), data);
+        }
+    }
     let mut input = Vec::new();
     stdin.read_to_end(&mut input)?;
     let artifact = std::fs::read(&request.artifact)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", request.artifact.display())))?;
     let unprotected = lock_down(request.cpu_seconds, request.network_isolated);
-    let (report, output) = run(&request, &artifact, input, unprotected);
+    let (report, output, changed) = run(&request, &artifact, files, input, unprotected);
     let stdout = io::stdout();
     let mut stdout = stdout.lock();
     serde_json::to_writer(&mut stdout, &report).map_err(io::Error::other)?;
     stdout.write_all(b"\n")?;
     stdout.write_all(&output)?;
+    for data in changed.iter().flat_map(|files| files.values()) {
+        stdout.write_all(data)?;
+    }
     stdout.flush()
 }

@@ -37,6 +37,7 @@ fn request(artifact: PathBuf, points: u64) -> WorkerRequest {
         cpu_seconds: 10,
         environment: vec![("CHATMAIL_BOT".into(), "bot@x".into()), ("CHATMAIL_SENDER".into(), "a@x".into()), ("CHATMAIL_EVENT".into(), "mail".into())],
         network_isolated: false,
+        storage: None,
     }
 }
 
@@ -60,7 +61,7 @@ fn each_bot_ends_the_right_way() {
         let path = artifact(dir.path(), name, &bot(name));
         let run = runner.run(&request(path, POINTS), input);
         match &run.end {
-            RunEnd::Reported { report, output } => {
+            RunEnd::Reported { report, output, .. } => {
                 assert!(check(&report.outcome, output), "{name}: {report:?} output {:?}", String::from_utf8_lossy(output));
                 assert!(report.points_used <= POINTS, "{name}: {report:?}");
                 assert!(report.unprotected.is_empty(), "{name}: protections missing: {:?}", report.unprotected);
@@ -116,7 +117,44 @@ fn the_rust_echo_bot_answers_with_the_text() {
     let path = artifact(dir.path(), "echo-rust", &wasm);
     let mail = b"From: a@x\r\nSubject: hi\r\n\r\nhello, bot\r\nsecond line\r\n";
     let run = runner(Duration::from_secs(20)).run(&request(path, POINTS), mail);
-    let RunEnd::Reported { report, output } = &run.end else { panic!("{run:?}") };
+    let RunEnd::Reported { report, output, .. } = &run.end else { panic!("{run:?}") };
     assert_eq!(report.outcome, Outcome::Exited(0), "{report:?}");
     assert_eq!(String::from_utf8_lossy(output), "echo for a@x:\nhello, bot\r\nsecond line\n");
+}
+
+/// The counter bot (bots/counter, Rust, `std::fs` on `/data`): its storage
+/// goes in with each run and comes back changed, as the daemon keeps it;
+/// the quota holds.
+#[test]
+fn storage_survives_between_runs_within_its_quota() {
+    use std::collections::BTreeMap;
+    let wasm_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bots/counter/bot.wasm");
+    let wasm = std::fs::read(&wasm_path).unwrap_or_else(|e| panic!("{}: {e} (run `make bots`)", wasm_path.display()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = artifact(dir.path(), "counter", &wasm);
+    let runner = runner(Duration::from_secs(20));
+    let run = |files: &BTreeMap<String, Vec<u8>>, quota: u64| {
+        let mut request = request(path.clone(), POINTS);
+        request.storage = Some(chatmail_bot_sandbox::StorageRequest {
+            quota,
+            files: files.iter().map(|(n, d)| (n.clone(), d.len() as u64)).collect(),
+        });
+        match runner.run_with_storage(&request, files, b"mail").end {
+            RunEnd::Reported { report, output, storage } => (report, String::from_utf8_lossy(&output).into_owned(), storage),
+            other => panic!("{other:?}"),
+        }
+    };
+    let mut files = BTreeMap::new();
+    for expected in 1..=3 {
+        let (report, output, storage) = run(&files, 1024);
+        assert_eq!(report.outcome, Outcome::Exited(0), "{report:?}");
+        assert_eq!(output, format!("mail number {expected}\n"));
+        files = storage.expect("storage changed");
+        assert_eq!(files.get("count").map(Vec::as_slice), Some(expected.to_string().as_bytes()));
+    }
+    // "10" does not fit in a 1-byte quota: the bot sees the error.
+    files.insert("count".into(), b"9".to_vec());
+    let (_, output, storage) = run(&files, 1);
+    assert!(output.starts_with("mail number 10 (not stored:"), "{output}");
+    assert!(storage.is_none_or(|f| f.get("count").is_none_or(|c| c.len() <= 1)), "quota kept");
 }

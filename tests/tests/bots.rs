@@ -148,3 +148,21 @@ fn emptying_the_bot_folder_uninstalls_the_bot() {
     assert!(relay.bot_outputs(&bot.addr).is_empty());
     assert_eq!(relay.bot_spool_len(), 0, "no job for an account without a bot");
 }
+
+#[test]
+fn a_bot_keeps_its_storage_between_runs() {
+    let relay = start();
+    let bot = relay.new_account().expect("bot account");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bots/counter");
+    let wasm = std::fs::read(root.join("bot.wasm")).expect("counter bot");
+    let toml = std::fs::read_to_string(root.join("bot.toml")).expect("counter toml");
+    relay.install_bot(&bot, &wasm, &toml).expect("install");
+    relay.wait_for_message(&bot, "Subject: Bot installed: counter", Duration::from_secs(60)).expect("report");
+    for i in 1..=3 {
+        relay.lmtp_deliver(&bot.addr, &mail("alice@example.org", &bot.addr, &format!("mail {i}"))).expect("deliver");
+        wait_until(&relay, "a counter run", Duration::from_secs(30), || relay.bot_outputs(&bot.addr).len() >= i);
+    }
+    assert_eq!(relay.bot_outputs(&bot.addr), vec!["mail number 1\n", "mail number 2\n", "mail number 3\n"]);
+    let stored = relay.config.bot_state_dir.join("bots").join(&bot.addr).join("storage").join("count");
+    assert_eq!(std::fs::read_to_string(stored).expect("storage file"), "3");
+}
