@@ -164,14 +164,18 @@ fn own_cpu_micros() -> u64 {
     }
 }
 
-/// Runs the bot of `request` on `input`. Returns the report and output.
+/// Storage files by name.
+type Files = BTreeMap<String, Vec<u8>>;
+
+/// Runs the bot of `request` on `input` with its storage `files`. Returns
+/// the report, the output and the storage if the bot changed it.
 pub fn run(
     request: &WorkerRequest,
     artifact: &[u8],
     files: BTreeMap<String, Vec<u8>>,
     input: Vec<u8>,
     unprotected: Vec<String>,
-) -> (WorkerReport, Vec<u8>, Option<BTreeMap<String, Vec<u8>>>) {
+) -> (WorkerReport, Vec<u8>, Option<Files>) {
     let mut report = WorkerReport {
         outcome: Outcome::Exited(0),
         points_used: 0,
