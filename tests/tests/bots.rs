@@ -166,3 +166,31 @@ fn a_bot_keeps_its_storage_between_runs() {
     let stored = relay.config.bot_state_dir.join("bots").join(&bot.addr).join("storage").join("count");
     assert_eq!(std::fs::read_to_string(stored).expect("storage file"), "3");
 }
+
+fn bots_command(relay: &Relay, args: &[&str]) -> (bool, String) {
+    let exe = std::env::current_exe().expect("test binary");
+    let binary = exe.ancestors().skip(1).take(2).map(|d| d.join("chatmail-bots")).find(|p| p.is_file()).expect("chatmail-bots built");
+    let out = std::process::Command::new(binary).arg("--config").arg(&relay.config_path).args(args).output().expect("run chatmail-bots");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn the_operator_lists_and_disables_bots() {
+    let relay = start();
+    let bot = relay.new_account().expect("bot account");
+    install_echo(&relay, &bot);
+    relay.lmtp_deliver(&bot.addr, &mail("alice@example.org", &bot.addr, "one")).expect("deliver");
+    wait_until(&relay, "a run", Duration::from_secs(30), || relay.bot_outputs(&bot.addr).len() == 1);
+    let (ok, listing) = bots_command(&relay, &["list"]);
+    assert!(ok, "{listing}");
+    assert!(listing.contains(&format!("{}: echo (Answers with the text) by mailto:bots@chatmail.test", bot.addr)), "{listing}");
+    assert!(listing.contains("runs: 1 in the last hour"), "{listing}");
+    let (ok, out) = bots_command(&relay, &["disable", &bot.addr]);
+    assert!(ok, "{out}");
+    assert!(bots_command(&relay, &["list"]).1.contains("[DISABLED]"));
+    relay.lmtp_deliver(&bot.addr, &mail("alice@example.org", &bot.addr, "two")).expect("deliver");
+    wait_until(&relay, "the skip", Duration::from_secs(30), || bots_log(&relay).contains("reason=disabled-by-operator"));
+    assert_eq!(relay.bot_outputs(&bot.addr).len(), 1, "a disabled bot does not run");
+    let (ok, out) = bots_command(&relay, &["disable", "nobody@chatmail.test"]);
+    assert!(!ok && out.contains("no bot for nobody@chatmail.test"), "{out}");
+}
