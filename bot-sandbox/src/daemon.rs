@@ -459,7 +459,10 @@ impl Daemon {
                 return true;
             }
         };
-        let disposition = self.handle(&taken.name, &job);
+        // A bug here must not take the thread (and so a run slot) down:
+        // a panicking job is retried like a crashed worker, then parked.
+        let disposition = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(&taken.name, &job)))
+            .unwrap_or_else(|_| Disposition::Retry("the daemon panicked handling this job".into()));
         self.settle(taken, disposition);
         true
     }
@@ -656,6 +659,19 @@ mod tests {
         daemon.registry.set_disabled("clock@chat.example", true).expect("disable");
         daemon.schedule_ticks(1000 + 10_000);
         assert_eq!(ticks(&daemon), 1, "disabled bots get no ticks");
+    }
+
+    #[test]
+    fn senders_and_own_reports() {
+        let table: &[(&[u8], (&str, bool))] = &[
+            (b"From: Alice <Alice@Example.org>\r\nSubject: x\r\n\r\nbody", ("alice@example.org", false)),
+            (b"From: <mailer-daemon@chat.example>\r\nChatmail-Bot-Report: install\r\n\r\n", ("mailer-daemon@chat.example", true)),
+            (b"Subject: no sender\r\n\r\n", ("", false)),
+            (b"", ("", false)),
+        ];
+        for (mail, (sender, own)) in table {
+            assert_eq!(sender_of(mail), (sender.to_string(), *own), "{:?}", String::from_utf8_lossy(mail));
+        }
     }
 
     #[test]
