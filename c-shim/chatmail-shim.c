@@ -85,6 +85,8 @@ struct chatmail_txn {
 	bool wanted;
 	bool saved;
 	bool expunged;
+	/* UIDs of the expunged mails (their files may outlive the commit). */
+	ARRAY_TYPE(uint32_t) expunged_uids;
 };
 
 static struct mail_user *chatmail_box_user(struct mailbox *box)
@@ -98,6 +100,7 @@ static void *chatmail_txn_begin(struct mailbox_transaction_context *t)
 	struct mail_user *user;
 	struct chatmail_user_info info;
 
+	i_array_init(&txn->expunged_uids, 4);
 	txn->box = mailbox_transaction_get_mailbox(t);
 	user = chatmail_box_user(txn->box);
 	chatmail_user_info_fill(user, &info);
@@ -115,9 +118,13 @@ static void chatmail_mail_save(void *txn, struct mail *mail ATTR_UNUSED)
 	((struct chatmail_txn *)txn)->saved = TRUE;
 }
 
-static void chatmail_mail_expunge(void *txn, struct mail *mail ATTR_UNUSED)
+static void chatmail_mail_expunge(void *_txn, struct mail *mail)
 {
-	((struct chatmail_txn *)txn)->expunged = TRUE;
+	struct chatmail_txn *txn = _txn;
+
+	txn->expunged = TRUE;
+	if (txn->wanted && array_count(&txn->expunged_uids) < 10000)
+		array_push_back(&txn->expunged_uids, &mail->uid);
 }
 
 static void chatmail_mail_copy(void *txn, struct mail *src ATTR_UNUSED,
@@ -140,7 +147,10 @@ static void chatmail_txn_commit(void *_txn,
 		uint32_t uid, uid_validity = 0;
 
 		t_array_init(&uids, 4);
-		if (changes != NULL) {
+		if (!txn->saved) {
+			/* Only expunges: pass their UIDs instead. */
+			array_append_array(&uids, &txn->expunged_uids);
+		} else if (changes != NULL) {
 			uid_validity = changes->uid_validity;
 			seq_range_array_iter_init(&iter, &changes->saved_uids);
 			while (seq_range_array_iter_nth(&iter, n++, &uid))
@@ -153,11 +163,15 @@ static void chatmail_txn_commit(void *_txn,
 					array_count(&uids),
 					txn->saved ? 0 : 1);
 	} T_END;
+	array_free(&txn->expunged_uids);
 	i_free(txn);
 }
 
-static void chatmail_txn_rollback(void *txn)
+static void chatmail_txn_rollback(void *_txn)
 {
+	struct chatmail_txn *txn = _txn;
+
+	array_free(&txn->expunged_uids);
 	i_free(txn);
 }
 

@@ -65,7 +65,8 @@ void chatmail_rs_user_created(struct mail_user *user, const struct chatmail_user
 int chatmail_rs_wants_jobs(const struct chatmail_user_info *info, const char *mailbox);
 /* Implemented in Rust: called after such a transaction saved or copied
  * mails into `mailbox` (or only expunged some: `expunged_only` non-zero)
- * and committed; `uids` (count) are the saved mails' UIDs. */
+ * and committed; `uids` (count) are the saved mails' UIDs, or the
+ * expunged ones'. */
 void chatmail_rs_mails_saved(const struct chatmail_user_info *info, const char *mailbox,
 			     uint32_t uid_validity, const uint32_t *uids, unsigned int count,
 			     int expunged_only);

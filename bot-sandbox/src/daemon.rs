@@ -185,7 +185,9 @@ impl Daemon {
             return self.refuse_install(job_name, account, "not-allowed", &["this account may not install bots on this relay".into()]);
         }
         let home = self.home(account);
-        let newest = match maildir::newest_mail(&home, &self.settings.install_folder) {
+        // Mails this job says were expunged count as gone even if Dovecot
+        // has not removed their files yet.
+        let newest = match maildir::newest_mail_except(&home, &self.settings.install_folder, &job.expunged) {
             Ok(newest) => newest,
             Err(e) => {
                 log(&format!("op=install job={job_name} bot={account} result=error problem={}", word(&e.to_string())));
@@ -424,7 +426,15 @@ impl Daemon {
             if now < last.saturating_add(u64::from(minutes) * 60) {
                 continue;
             }
-            let job = Job { kind: JobKind::Tick, account: account.clone(), mailbox: String::new(), uidvalidity: None, uid: None, created: now };
+            let job = Job {
+                kind: JobKind::Tick,
+                account: account.clone(),
+                mailbox: String::new(),
+                uidvalidity: None,
+                uid: None,
+                expunged: Vec::new(),
+                created: now,
+            };
             match chatmail_config::spool::write_job(&self.spool.dir, &job) {
                 Ok(_) => {
                     if let Err(e) = crate::state::write_atomically(&stamp, now.to_string().as_bytes(), 0o600) {

@@ -92,6 +92,11 @@ pub fn find_mail(home: &Path, mailbox: &str, uidvalidity: Option<u32>, uid: u32)
 
 /// The mail with the highest UID that is still in `mailbox`, if any.
 pub fn newest_mail(home: &Path, mailbox: &str) -> io::Result<Option<(u32, PathBuf)>> {
+    newest_mail_except(home, mailbox, &[])
+}
+
+/// The mail with the highest UID in `mailbox` that is not one of `gone`.
+pub fn newest_mail_except(home: &Path, mailbox: &str, gone: &[u32]) -> io::Result<Option<(u32, PathBuf)>> {
     let folder = folder_dir(home, mailbox);
     let (_, mut entries) = match read_uidlist(&folder) {
         Ok(found) => found,
@@ -99,7 +104,7 @@ pub fn newest_mail(home: &Path, mailbox: &str) -> io::Result<Option<(u32, PathBu
         Err(e) => return Err(e),
     };
     entries.sort_by_key(|e| std::cmp::Reverse(e.uid));
-    for entry in entries {
+    for entry in entries.into_iter().filter(|e| !gone.contains(&e.uid)) {
         if let Some(path) = find_file(&folder, &entry.base)? {
             return Ok(Some((entry.uid, path)));
         }
@@ -139,6 +144,8 @@ mod tests {
         assert_eq!(find_mail(home.path(), "DeltaBot", Some(8), 2).expect("find"), None, "other UIDVALIDITY");
         assert_eq!(find_mail(home.path(), "DeltaBot", None, 5).expect("find"), None);
         assert_eq!(newest_mail(home.path(), "DeltaBot").expect("newest"), Some((2, folder.join("cur/b.host:2,S"))));
+        assert_eq!(newest_mail_except(home.path(), "DeltaBot", &[2]).expect("newest"), Some((1, folder.join("new/a.host"))));
+        assert_eq!(newest_mail_except(home.path(), "DeltaBot", &[1, 2]).expect("newest"), None);
         fs::remove_file(folder.join("cur/b.host:2,S")).expect("expunge");
         assert_eq!(newest_mail(home.path(), "DeltaBot").expect("newest"), Some((1, folder.join("new/a.host"))));
         assert_eq!(newest_mail(home.path(), "Other").expect("missing folder"), None);

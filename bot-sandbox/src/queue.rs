@@ -183,7 +183,7 @@ mod tests {
     use chatmail_config::spool::{write_job, JobKind};
 
     fn job(uid: u32) -> Job {
-        Job { kind: JobKind::Deliver, account: "bot@chat.example".into(), mailbox: "INBOX".into(), uidvalidity: Some(1), uid: Some(uid), created: 1 }
+        Job { kind: JobKind::Deliver, account: "bot@chat.example".into(), mailbox: "INBOX".into(), uidvalidity: Some(1), uid: Some(uid), expunged: vec![], created: 1 }
     }
 
     #[test]

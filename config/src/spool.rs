@@ -67,6 +67,9 @@ pub struct Job {
     pub mailbox: String,
     pub uidvalidity: Option<u32>,
     pub uid: Option<u32>,
+    /// UIDs expunged from the install folder (an `install` job made by an
+    /// expunge: the files may still be there when the daemon looks).
+    pub expunged: Vec<u32>,
     /// Unix seconds.
     pub created: u64,
 }
@@ -96,6 +99,10 @@ impl Job {
         }
         if let Some(uid) = self.uid {
             text.push_str(&format!("uid: {uid}\n"));
+        }
+        if !self.expunged.is_empty() {
+            let list: Vec<String> = self.expunged.iter().map(u32::to_string).collect();
+            text.push_str(&format!("expunged: {}\n", list.join(",")));
         }
         text.push_str(&format!("created: {}\n", self.created));
         text
@@ -128,6 +135,13 @@ impl Job {
             mailbox: need("mailbox")?.to_owned(),
             uidvalidity: narrow("uidvalidity")?,
             uid: narrow("uid")?,
+            expunged: match fields.get("expunged") {
+                None => Vec::new(),
+                Some(list) => list
+                    .split(',')
+                    .map(|n| n.trim().parse().map_err(|_| JobError(format!("expunged is not a list of numbers: {list:?}"))))
+                    .collect::<Result<_, _>>()?,
+            },
             created: number("created")?.ok_or_else(|| JobError("created missing".into()))?,
         })
     }
@@ -184,13 +198,18 @@ mod tests {
             mailbox: "INBOX".into(),
             uidvalidity: Some(1_700_000_000),
             uid: Some(42),
+            expunged: Vec::new(),
             created: 1_700_000_001,
         }
     }
 
     #[test]
     fn ticks_round_trip_without_mailbox_and_uid() {
-        let tick = Job { kind: JobKind::Tick, account: "bot@chat.example".into(), mailbox: String::new(), uidvalidity: None, uid: None, created: 5 };
+        let tick = Job { kind: JobKind::Tick, account: "bot@chat.example".into(), mailbox: String::new(), uidvalidity: None, uid: None, expunged: vec![], created: 5 };
+        assert_eq!(Job::parse(&tick.to_text()), Ok(tick.clone()));
+        let expunge = Job { kind: JobKind::Install, mailbox: "DeltaBot".into(), expunged: vec![3, 7], ..tick.clone() };
+        assert!(expunge.to_text().contains("expunged: 3,7\n"));
+        assert_eq!(Job::parse(&expunge.to_text()), Ok(expunge));
         assert_eq!(Job::parse(&tick.to_text()), Ok(tick));
     }
 

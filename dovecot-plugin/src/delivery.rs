@@ -61,6 +61,7 @@ pub fn on_saved(saved: &Saved<'_>) {
             mailbox: saved.mailbox.to_owned(),
             uidvalidity: (!saved.uids.is_empty()).then_some(saved.uid_validity),
             uid: saved.uids.get(i).copied(),
+            expunged: Vec::new(),
             created,
         };
         if let Err(e) = spool::write_job(&config.bot_spool_dir, &job) {
@@ -81,7 +82,16 @@ pub fn on_expunged(saved: &Saved<'_>) {
         return;
     }
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let job = Job { kind: JobKind::Install, account: saved.username.to_owned(), mailbox: saved.mailbox.to_owned(), uidvalidity: None, uid: None, created };
+    // `uids` are the expunged mails here.
+    let job = Job {
+        kind: JobKind::Install,
+        account: saved.username.to_owned(),
+        mailbox: saved.mailbox.to_owned(),
+        uidvalidity: None,
+        uid: None,
+        expunged: saved.uids.to_vec(),
+        created,
+    };
     match spool::write_job(&config.bot_spool_dir, &job) {
         Ok(_) => spool::nudge(&config.bot_spool_dir),
         Err(e) => log::warning(&format!("bot job for {} not written: {e}", saved.username)),

@@ -47,6 +47,8 @@ fn install_echo(relay: &Relay, bot: &Account) {
     let report = relay.wait_for_message(bot, "Subject: Bot installed: echo", Duration::from_secs(60)).expect("install report");
     assert!(report.contains("Author: mailto:bots@chatmail.test"), "{report}");
     assert!(relay.config.mailboxes_dir.join(&bot.addr).join("chatmail-bot").exists(), "marker for the plugin");
+    // The report's own delivery job (skipped: own report) is gone too.
+    wait_until(relay, "an empty spool after the install", Duration::from_secs(30), || relay.bot_spool_len() == 0);
 }
 
 #[test]
