@@ -25,6 +25,9 @@ use serde::{Deserialize, Serialize};
 use crate::limits::RunRecord;
 use crate::metadata::{self, Metadata};
 
+/// How many outputs `outbox/` keeps per bot.
+pub const OUTBOX_KEPT: usize = 100;
+
 /// How many lines `errors.log` keeps.
 const ERRORS_KEPT: usize = 20;
 
@@ -267,12 +270,27 @@ impl Registry {
         Ok(())
     }
 
-    /// Stores a run's output as `outbox/{job}.out`.
+    /// Stores a run's output as `outbox/{job}.out`, keeping the newest
+    /// [`OUTBOX_KEPT`] (until something sends them, the outbox must not
+    /// grow without bound).
     pub fn store_output(&self, account: &str, job: &str, output: &[u8]) -> io::Result<PathBuf> {
         let dir = self.bot_dir(account)?.join("outbox");
         fs::create_dir_all(&dir).map_err(|e| context(e, "creating", &dir))?;
         let path = dir.join(format!("{job}.out"));
         write_atomically(&path, output, 0o600)?;
+        let mut names: Vec<String> = fs::read_dir(&dir)
+            .map_err(|e| context(e, "reading", &dir))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".out"))
+            .collect();
+        if names.len() > OUTBOX_KEPT {
+            // Job names sort by creation time.
+            names.sort();
+            for old in &names[..names.len() - OUTBOX_KEPT] {
+                let _ = fs::remove_file(dir.join(old));
+            }
+        }
         Ok(path)
     }
 }
@@ -310,6 +328,12 @@ mod tests {
         assert_eq!(errors.len(), ERRORS_KEPT);
         assert_eq!(errors.last().map(String::as_str), Some("24 problem 24 second line"));
         assert_eq!(registry.accounts().expect("accounts"), vec![account.to_owned()]);
+        for i in 0..(OUTBOX_KEPT + 5) {
+            registry.store_output(account, &format!("{i:05}.job"), b"out").expect("output");
+        }
+        let outbox: Vec<_> = fs::read_dir(dir.path().join("bots").join(account).join("outbox")).expect("outbox").collect();
+        assert_eq!(outbox.len(), OUTBOX_KEPT);
+        assert!(!dir.path().join("bots").join(account).join("outbox/00004.job.out").exists(), "oldest go first");
         registry.uninstall(account).expect("uninstall");
         assert!(registry.load(account).expect("load").is_none());
         assert!(registry.set_disabled("other@chat.example", true).is_err());
