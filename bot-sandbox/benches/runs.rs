@@ -62,6 +62,8 @@ fn main() {
         environment: vec![("CHATMAIL_SENDER".into(), "alice@example.org".into())],
         network_isolated: std::env::var_os("BENCH_NETNS_PER_RUN").is_none() && chatmail_bot_sandbox::isolate_network().is_ok(),
         storage: None,
+        input_len: None,
+        network: false,
     };
     // Warm up the page cache and the dynamic loader.
     for _ in 0..10 {

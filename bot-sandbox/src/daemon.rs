@@ -46,6 +46,8 @@ pub struct Settings {
     pub max_package_size: u64,
     pub max_message_size: u64,
     pub budget: CpuBudget,
+    /// The operator's `bot_allowed_origins`.
+    pub allowed_origins: Vec<String>,
     pub lmtp_socket: PathBuf,
     /// The daemon runs in its own empty network namespace (workers need
     /// not make one each).
@@ -69,6 +71,7 @@ impl Settings {
             max_package_size: config.bot_max_package_size,
             max_message_size: config.max_message_size,
             budget: CpuBudget { percent_per_hour: config.bot_cpu_percent_per_hour, percent_per_day: config.bot_cpu_percent_per_day },
+            allowed_origins: config.bot_allowed_origins.clone(),
             lmtp_socket: config.lmtp_socket.clone(),
             network_isolated: false,
         }
@@ -95,6 +98,9 @@ pub struct Daemon {
     pub spool: Spool,
     pub registry: Registry,
     pub runner: Runner,
+    /// The helper that makes bots' network requests (outside the daemon's
+    /// network namespace); `None`: no bot gets network.
+    fetcher: Option<Arc<Mutex<FetchHelper>>>,
     /// Bots being installed or run, so two jobs of one bot never overlap.
     busy: Mutex<Vec<String>>,
 }
@@ -138,8 +144,15 @@ impl Daemon {
             registry: Registry::new(settings.state_dir.clone()),
             runner,
             settings,
+            fetcher: None,
             busy: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Gives the daemon its network helper.
+    pub fn with_fetcher(mut self, helper: FetchHelper) -> Daemon {
+        self.fetcher = Some(Arc::new(Mutex::new(helper)));
+        self
     }
 
     fn home(&self, account: &str) -> PathBuf {
@@ -343,8 +356,33 @@ impl Daemon {
                 quota,
                 files: files.iter().map(|(name, data)| (name.clone(), data.len() as u64)).collect(),
             }),
+            input_len: None,
+            network: false,
         };
-        let run = self.runner.run_with_storage(&request, &files, &mail);
+        let origins = crate::fetch::allowed_origins(&bot.metadata.network, &self.settings.allowed_origins);
+        let fetch: Option<crate::runner::FetchFn> = match (&self.fetcher, origins.is_empty()) {
+            (Some(helper), false) => {
+                let helper = Arc::clone(helper);
+                let (account, job_name) = (account.clone(), job_name.to_owned());
+                Some(Arc::new(move |url: &str| {
+                    let answer = match helper.lock() {
+                        Ok(mut helper) => helper.fetch(url, &origins),
+                        Err(_) => (crate::fetch::FetchAnswer { status: 0, error: Some("network helper unavailable".into()), len: 0 }, Vec::new()),
+                    };
+                    log(&format!(
+                        "op=fetch job={job_name} bot={account} url={} status={} error={}",
+                        word(url),
+                        answer.0.status,
+                        word(answer.0.error.as_deref().unwrap_or("-"))
+                    ));
+                    answer
+                }))
+            }
+            _ => None,
+        };
+        let mut request = request;
+        request.network = fetch.is_some();
+        let run = self.runner.run_full(&request, &files, &mail, fetch);
         let (outcome_word, used_micros, detail) = match &run.end {
             RunEnd::Reported { report, output, storage } => {
                 if let Some(files) = storage {
@@ -512,6 +550,62 @@ impl Daemon {
     }
 }
 
+/// The network helper process (`chatmail-bots fetcher`), started before
+/// the daemon leaves the host's network namespace.
+#[derive(Debug)]
+pub struct FetchHelper {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    output: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl FetchHelper {
+    /// Starts `program fetcher` with `args` before it.
+    pub fn start(program: &std::path::Path, args: &[std::ffi::OsString]) -> std::io::Result<FetchHelper> {
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(program).args(args).arg("fetcher").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+        let (Some(input), Some(output)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            return Err(std::io::Error::other("fetcher pipes missing"));
+        };
+        Ok(FetchHelper { child, input, output: std::io::BufReader::new(output) })
+    }
+
+    fn fetch(&mut self, url: &str, origins: &[String]) -> (crate::fetch::FetchAnswer, Vec<u8>) {
+        use std::io::{BufRead, Read, Write};
+        let failed = |e: String| (crate::fetch::FetchAnswer { status: 0, error: Some(e), len: 0 }, Vec::new());
+        let request = crate::fetch::FetchRequest { url: url.to_owned(), origins: origins.to_vec() };
+        let mut line = match serde_json::to_vec(&request) {
+            Ok(line) => line,
+            Err(e) => return failed(e.to_string()),
+        };
+        line.push(b'\n');
+        if let Err(e) = self.input.write_all(&line).and_then(|()| self.input.flush()) {
+            return failed(format!("network helper: {e}"));
+        }
+        let mut answer = String::new();
+        if let Err(e) = self.output.read_line(&mut answer) {
+            return failed(format!("network helper: {e}"));
+        }
+        let answer: crate::fetch::FetchAnswer = match serde_json::from_str(&answer) {
+            Ok(answer) => answer,
+            Err(e) => return failed(format!("network helper: {e}")),
+        };
+        let mut body = vec![0; usize::try_from(answer.len.min(crate::fetch::MAX_BODY)).unwrap_or(0)];
+        if let Err(e) = self.output.read_exact(&mut body) {
+            return failed(format!("network helper: {e}"));
+        }
+        (answer, body)
+    }
+}
+
+impl Drop for FetchHelper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The `bot.toml` text of a package mail (as stored for the record).
 fn package_toml(mail: &[u8]) -> Option<String> {
     use mail_parser::MimeHeaders;
@@ -640,6 +734,7 @@ mod tests {
             max_package_size: 1000,
             max_message_size: 1000,
             budget: CpuBudget { percent_per_hour: 1.0, percent_per_day: 0.1 },
+            allowed_origins: Vec::new(),
             lmtp_socket: dir.join("lmtp"),
             network_isolated: false,
         }

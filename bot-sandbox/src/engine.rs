@@ -129,9 +129,11 @@ pub fn check_imports(module: &Module) -> Vec<String> {
             ExternType::Function(_) if namespace == wasi::MODULE => {
                 problems.push(format!("imports {namespace}.{name}, which is not a WASI preview 1 function"))
             }
+            ExternType::Function(_) if namespace == wasi::HOST_MODULE && name == "fetch" => {}
             ExternType::Function(_) => problems.push(format!(
-                "imports the function {name} from module {namespace:?}; bots may import only from {:?} (WASI preview 1)",
-                wasi::MODULE
+                "imports the function {name} from module {namespace:?}; bots may import only from {:?} (WASI preview 1) and {}.fetch",
+                wasi::MODULE,
+                wasi::HOST_MODULE
             )),
             other => problems.push(format!("imports {namespace}.{name} ({other:?}); bots may import only functions")),
         }

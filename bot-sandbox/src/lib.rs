@@ -11,6 +11,7 @@
 
 mod daemon;
 mod engine;
+mod fetch;
 mod limits;
 mod lmtp;
 mod maildir;
@@ -23,7 +24,8 @@ mod storage;
 mod wasi;
 mod worker;
 
-pub use daemon::{serve, Daemon, Disposition, Settings};
+pub use daemon::{serve, Daemon, Disposition, FetchHelper, Settings};
+pub use fetch::{allowed_origins, serve_helper as serve_fetch_helper, FetchAnswer, FetchRequest};
 pub use engine::{compile, engine, POINTS_PER_CPU_SECOND, WASM_PAGE};
 pub use limits::{check, CpuBudget, OverLimit, RunRecord};
 pub use lmtp::REPORT_HEADER;
@@ -31,6 +33,6 @@ pub use maildir::{find_mail, newest_mail};
 pub use metadata::{Metadata, SenderLimits};
 pub use package::{build as build_package, unpack, Package};
 pub use queue::{Spool, MAX_ATTEMPTS};
-pub use runner::{Run, RunEnd, Runner};
+pub use runner::{FetchFn, Run, RunEnd, Runner};
 pub use state::{Bot, Installed, Registry};
 pub use worker::{isolate_network, main as worker_main, Outcome, StorageRequest, WorkerReport, WorkerRequest};

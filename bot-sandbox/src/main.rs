@@ -70,6 +70,15 @@ fn run(mut settings: Settings, user: &str) -> Result<(), String> {
     // First, while single-threaded: an empty network namespace for the
     // daemon and all its workers (the daemon itself needs only unix
     // sockets). Without it, each worker makes its own.
+    // The network helper stays outside (started first); it makes the
+    // bots' requests to allowed origins and nothing else.
+    let helper = if settings.allowed_origins.is_empty() {
+        None
+    } else {
+        let program = std::env::current_exe().map_err(|e| format!("finding this program: {e}"))?;
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).take_while(|a| a != "run").collect();
+        Some(chatmail_bot_sandbox::FetchHelper::start(&program, &args).map_err(|e| format!("starting the network helper: {e}"))?)
+    };
     match chatmail_bot_sandbox::isolate_network() {
         Ok(()) => settings.network_isolated = true,
         Err(e) => eprintln!("chatmail-bots: warning: no network namespace for the daemon ({e}); each worker makes its own"),
@@ -83,7 +92,11 @@ fn run(mut settings: Settings, user: &str) -> Result<(), String> {
         eprintln!("chatmail-bots: warning: bots_enabled is false: installs are refused and no bot runs");
     }
     let runner = Runner::beside_current(settings.wall_time).map_err(|e| format!("the worker program: {e}"))?;
-    let daemon = Arc::new(Daemon::new(settings, runner));
+    let mut daemon = Daemon::new(settings, runner);
+    if let Some(helper) = helper {
+        daemon = daemon.with_fetcher(helper);
+    }
+    let daemon = Arc::new(daemon);
     chatmail_bot_sandbox::serve(daemon, stop, RESCAN).map_err(|e| e.to_string())
 }
 
@@ -161,6 +174,7 @@ fn main() -> ExitCode {
     let words: Vec<&str> = args.command.iter().map(String::as_str).collect();
     let result = match words.as_slice() {
         ["run"] => run(settings, &args.user),
+        ["fetcher"] => chatmail_bot_sandbox::serve_fetch_helper(config.bot_network_ca_file.as_deref()).map_err(|e| e.to_string()),
         ["list"] => list(&settings),
         ["disable", account] | ["enable", account] => {
             let registry = Registry::new(settings.state_dir.clone());

@@ -5,7 +5,12 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
+
+use crate::fetch::FetchAnswer;
+
+/// Answers a bot's network request (URL → answer and body).
+pub type FetchFn = Arc<dyn Fn(&str) -> (FetchAnswer, Vec<u8>) + Send + Sync>;
 use std::time::{Duration, Instant};
 
 use crate::worker::{WorkerReport, WorkerRequest};
@@ -63,6 +68,19 @@ impl Runner {
     /// Runs one worker on `input`, with the files of the bot's storage
     /// (those `request.storage` names, in that order).
     pub fn run_with_storage(&self, request: &WorkerRequest, files: &BTreeMap<String, Vec<u8>>, input: &[u8]) -> Run {
+        self.run_full(request, files, input, None)
+    }
+
+    /// Runs one worker; `fetch` answers the bot's network requests (the
+    /// request's `network` says whether it may make any).
+    pub fn run_full(&self, request: &WorkerRequest, files: &BTreeMap<String, Vec<u8>>, input: &[u8], fetch: Option<FetchFn>) -> Run {
+        let mut request = request.clone();
+        let fetch = if request.network { fetch } else { None };
+        request.network = fetch.is_some();
+        // With network requests the input has a length, so stdin can stay
+        // open for the answers.
+        request.input_len = fetch.as_ref().map(|_| input.len() as u64);
+        let request = &request;
         let started = Instant::now();
         let mut child = match Command::new(&self.program)
             .env_clear()
@@ -78,7 +96,7 @@ impl Runner {
             }
         };
         let spawn_micros = micros(started.elapsed());
-        let (Some(mut stdin), Some(stdout), Some(mut stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take()) else {
+        let (Some(stdin), Some(stdout), Some(mut stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take()) else {
             let _ = child.kill();
             let _ = child.wait();
             return Run { end: RunEnd::Crashed("worker pipes missing".into()), wall_micros: 0, spawn_micros };
@@ -98,16 +116,52 @@ impl Runner {
             }
         }
         let input = input.to_vec();
+        let keep_open = fetch.is_some();
+        let shared_stdin = Arc::new(Mutex::new(Some(stdin)));
         // Feeding and reading happen on threads, so a bot that neither reads
         // its input nor exits cannot block the daemon past the wall time.
-        let feeder = std::thread::spawn(move || {
-            let _ = stdin.write_all(&header).and_then(|()| stdin.write_all(&input));
-        });
+        let feeder = {
+            let shared_stdin = Arc::clone(&shared_stdin);
+            std::thread::spawn(move || {
+                if let Ok(mut guard) = shared_stdin.lock() {
+                    if let Some(stdin) = guard.as_mut() {
+                        let _ = stdin.write_all(&header).and_then(|()| stdin.write_all(&input));
+                    }
+                    if !keep_open {
+                        *guard = None;
+                    }
+                }
+            })
+        };
         let (sender, receiver) = mpsc::channel();
+        let answers = Arc::clone(&shared_stdin);
         let reader = std::thread::spawn(move || {
             let mut stdout = BufReader::new(stdout);
             let mut line = String::new();
-            let parsed = stdout.read_line(&mut line).map_err(|e| e.to_string()).and_then(|_| {
+            // Network requests come first, one `F <url>` line each.
+            let read = loop {
+                line.clear();
+                if let Err(e) = stdout.read_line(&mut line) {
+                    break Err(e.to_string());
+                }
+                let Some(url) = line.strip_prefix("F ") else { break Ok(()) };
+                let Some(fetch) = fetch.as_ref() else { break Err("network request from a bot without network".into()) };
+                let (answer, body) = match serde_json::from_str::<String>(url.trim_end()) {
+                    Ok(url) => fetch(&url),
+                    Err(e) => (FetchAnswer { status: 0, error: Some(format!("bad request: {e}")), len: 0 }, Vec::new()),
+                };
+                let mut frame = serde_json::to_vec(&answer).unwrap_or_default();
+                frame.push(b'\n');
+                frame.extend_from_slice(&body);
+                let written = answers.lock().map_err(|_| "stdin lock".to_owned()).and_then(|mut guard| match guard.as_mut() {
+                    Some(stdin) => stdin.write_all(&frame).and_then(|()| stdin.flush()).map_err(|e| e.to_string()),
+                    None => Err("stdin closed".into()),
+                });
+                if let Err(e) = written {
+                    break Err(format!("answering a network request: {e}"));
+                }
+            };
+            let parsed = read.and_then(|()| {
                 serde_json::from_str::<WorkerReport>(&line).map_err(|e| format!("unreadable report {:?}: {e}", line.trim_end()))
             });
             let result = parsed.and_then(|report| {
@@ -146,6 +200,9 @@ impl Runner {
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => RunEnd::Crashed("worker reader ended".into()),
         };
+        if let Ok(mut guard) = shared_stdin.lock() {
+            *guard = None;
+        }
         let status = child.wait();
         let wall_micros = micros(started.elapsed());
         let _ = feeder.join();

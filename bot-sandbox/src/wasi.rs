@@ -19,6 +19,14 @@ use wasmer::{
 
 /// The import module name of WASI preview 1.
 pub const MODULE: &str = "wasi_snapshot_preview1";
+/// The import module of this relay's own host functions (`fetch`).
+pub const HOST_MODULE: &str = "chatmail";
+
+/// How the worker makes a network request for the bot.
+pub trait Fetch: Send {
+    /// Status and body, or why not.
+    fn fetch(&mut self, url: &str) -> Result<(u16, Vec<u8>), String>;
+}
 
 /// Every function of WASI preview 1.
 const PREVIEW1: &[&str] = &[
@@ -91,6 +99,15 @@ pub struct WasiState {
     arguments: Vec<String>,
     /// The bot's storage, if it has any.
     pub storage: Option<Storage>,
+    /// Network requests, if the bot may make any.
+    pub fetcher: Option<Box<dyn Fetch>>,
+    fetches: u32,
+}
+
+impl fmt::Debug for dyn Fetch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Fetch")
+    }
 }
 
 impl WasiState {
@@ -105,6 +122,8 @@ impl WasiState {
             environment: environment.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
             arguments: vec!["bot".into()],
             storage: None,
+            fetcher: None,
+            fetches: 0,
         }
     }
 }
@@ -551,6 +570,53 @@ fn random_get(mut ctx: Ctx<'_>, at: u32, len: u32) -> i32 {
     errno(view(&state.memory, &store).and_then(|v| write_bytes(&v, at, &bytes).map(|()| ESUCCESS)))
 }
 
+/// `chatmail.fetch(url, url_len, buf, buf_len, body_len_out) -> status`:
+/// an HTTPS GET through the host. Returns the HTTP status (the body's
+/// first `buf_len` bytes in `buf`, its whole length in `body_len_out`),
+/// -1 if refused (no network for this bot, origin not allowed, too many
+/// requests this run) or -2 if it failed; the reason goes to stderr.
+fn chatmail_fetch(mut ctx: Ctx<'_>, url: u32, url_len: u32, buf: u32, buf_len: u32, len_at: u32) -> i32 {
+    let (state, store) = ctx.data_and_store_mut();
+    let Ok(v) = view(&state.memory, &store) else { return -2 };
+    let url = match path_text(&v, url, url_len.min(4096)) {
+        Ok(url) => url,
+        Err(_) => return -1,
+    };
+    let note = |state_stderr: &mut Vec<u8>, text: String| {
+        let room = STDERR_KEPT.saturating_sub(state_stderr.len());
+        let line = format!("fetch {url}: {text}\n");
+        state_stderr.extend_from_slice(&line.as_bytes()[..line.len().min(room)]);
+    };
+    if state.fetches >= crate::fetch::MAX_FETCHES_PER_RUN {
+        note(&mut state.stderr, format!("refused: more than {} requests in one run", crate::fetch::MAX_FETCHES_PER_RUN));
+        return -1;
+    }
+    let Some(fetcher) = state.fetcher.as_mut() else {
+        note(&mut state.stderr, "refused: this bot has no network origins the relay allows".into());
+        return -1;
+    };
+    state.fetches += 1;
+    match fetcher.fetch(&url) {
+        Ok((status, body)) => {
+            let n = body.len().min(buf_len as usize);
+            let written = write_bytes(&v, buf, &body[..n]).and_then(|()| write_bytes(&v, len_at, &(body.len() as u32).to_le_bytes()));
+            if written.is_err() {
+                return -2;
+            }
+            i32::from(status)
+        }
+        Err(problem) => {
+            let refused = problem.contains("not an allowed origin") || problem.contains("only https");
+            note(&mut state.stderr, problem);
+            if refused {
+                -1
+            } else {
+                -2
+            }
+        }
+    }
+}
+
 fn sched_yield(_ctx: Ctx<'_>) -> i32 {
     ESUCCESS
 }
@@ -594,6 +660,9 @@ pub fn imports(store: &mut Store, env: &FunctionEnv<WasiState>, module: &Module)
             "proc_exit" => Function::new_typed_with_env(store, env, proc_exit),
             "random_get" => Function::new_typed_with_env(store, env, random_get),
             "sched_yield" => Function::new_typed_with_env(store, env, sched_yield),
+        },
+        HOST_MODULE => {
+            "fetch" => Function::new_typed_with_env(store, env, chatmail_fetch),
         }
     };
     // The rest of preview 1, with the signature the module declares.

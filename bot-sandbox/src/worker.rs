@@ -43,6 +43,13 @@ pub struct WorkerRequest {
     /// the request line on stdin, before the input.
     #[serde(default)]
     pub storage: Option<StorageRequest>,
+    /// Bytes of input after the storage files; stdin then stays open for
+    /// the answers to the bot's network requests. `None`: input up to EOF.
+    #[serde(default)]
+    pub input_len: Option<u64>,
+    /// Whether the bot may make network requests (some origin allowed).
+    #[serde(default)]
+    pub network: bool,
 }
 
 /// The storage handed to a run.
@@ -174,6 +181,7 @@ pub fn run(
     artifact: &[u8],
     files: BTreeMap<String, Vec<u8>>,
     input: Vec<u8>,
+    fetcher: Option<Box<dyn wasi::Fetch>>,
     unprotected: Vec<String>,
 ) -> (WorkerReport, Vec<u8>, Option<Files>) {
     let mut report = WorkerReport {
@@ -206,6 +214,7 @@ pub fn run(
     let mut store = Store::new(engine);
     let mut state = WasiState::new(input, request.output_limit, request.environment.clone());
     state.storage = request.storage.as_ref().map(|s| Storage::new(files, s.quota));
+    state.fetcher = fetcher;
     let env = FunctionEnv::new(&mut store, state);
     let imports = wasi::imports(&mut store, &env, &module);
     let instance = match Instance::new(&mut store, &module, &imports) {
@@ -261,6 +270,30 @@ pub fn run(
     (report, output, changed)
 }
 
+/// Network requests through the daemon: a `F <url as JSON>` line on
+/// stdout, the answer (a [`crate::fetch::FetchAnswer`] line and the body)
+/// on stdin.
+struct StdioFetch;
+
+impl wasi::Fetch for StdioFetch {
+    fn fetch(&mut self, url: &str) -> Result<(u16, Vec<u8>), String> {
+        let mut stdout = io::stdout().lock();
+        let url = serde_json::to_string(url).map_err(|e| e.to_string())?;
+        stdout.write_all(format!("F {url}\n").as_bytes()).and_then(|()| stdout.flush()).map_err(|e| e.to_string())?;
+        drop(stdout);
+        let mut stdin = io::stdin().lock();
+        let mut line = String::new();
+        stdin.read_line(&mut line).map_err(|e| e.to_string())?;
+        let answer: crate::fetch::FetchAnswer = serde_json::from_str(&line).map_err(|e| format!("bad answer: {e}"))?;
+        let mut body = vec![0; usize::try_from(answer.len.min(crate::fetch::MAX_BODY)).unwrap_or(0)];
+        stdin.read_exact(&mut body).map_err(|e| e.to_string())?;
+        match answer.error {
+            Some(error) => Err(error),
+            None => Ok((answer.status, body)),
+        }
+    }
+}
+
 /// The worker program's `main`: request and input on stdin, report and output on
 /// stdout. Exit status 0 whenever a report was written.
 pub fn main() -> io::Result<()> {
@@ -279,11 +312,21 @@ pub fn main() -> io::Result<()> {
         }
     }
     let mut input = Vec::new();
-    stdin.read_to_end(&mut input)?;
+    match request.input_len {
+        Some(len) => {
+            input = vec![0; usize::try_from(len).map_err(io::Error::other)?];
+            stdin.read_exact(&mut input)?;
+        }
+        None => {
+            stdin.read_to_end(&mut input)?;
+        }
+    }
+    drop(stdin);
+    let fetcher: Option<Box<dyn wasi::Fetch>> = (request.network && request.input_len.is_some()).then(|| Box::new(StdioFetch) as Box<dyn wasi::Fetch>);
     let artifact = std::fs::read(&request.artifact)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", request.artifact.display())))?;
     let unprotected = lock_down(request.cpu_seconds, request.network_isolated);
-    let (report, output, changed) = run(&request, &artifact, files, input, unprotected);
+    let (report, output, changed) = run(&request, &artifact, files, input, fetcher, unprotected);
     let stdout = io::stdout();
     let mut stdout = stdout.lock();
     serde_json::to_writer(&mut stdout, &report).map_err(io::Error::other)?;

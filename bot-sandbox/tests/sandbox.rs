@@ -38,6 +38,8 @@ fn request(artifact: PathBuf, points: u64) -> WorkerRequest {
         environment: vec![("CHATMAIL_BOT".into(), "bot@x".into()), ("CHATMAIL_SENDER".into(), "a@x".into()), ("CHATMAIL_EVENT".into(), "mail".into())],
         network_isolated: false,
         storage: None,
+        input_len: None,
+        network: false,
     }
 }
 
@@ -53,6 +55,8 @@ fn each_bot_ends_the_right_way() {
         ("loop", b"", |o, _| *o == Outcome::OutOfCpu),
         ("memory-bomb", b"", |o, _| matches!(o, Outcome::Trapped(m) if m.contains("unreachable"))),
         ("flood", b"", |o, out| *o == Outcome::OutputLimit && out.len() as u64 <= OUTPUT_LIMIT),
+        // No network for this run: the host refuses without asking anyone.
+        ("fetch", b"", |o, out| *o == Outcome::Exited(0) && out == b"refused\n"),
         // path_open and sock_accept: ENOTCAPABLE (76); fd 5: EBADF (8);
         // exactly the three variables the daemon sets.
         ("escape", b"", |o, out| *o == Outcome::Exited(0) && out == b"76 76 8 3\n"),

@@ -119,6 +119,8 @@ pub const KEYS: &[KeyDoc] = &[
         meaning: "CPU one bot may use in any day, in percent of one core (0.1 = 86 seconds)." },
     KeyDoc { name: "bot_allowed_origins", default: Some(""), origin: Origin::New,
         meaning: "Network origins (e.g. https://api.example.org), separated by spaces, that bots may ever reach; a bot's own list narrows it. Empty: none." },
+    KeyDoc { name: "bot_network_ca_file", default: Some(""), origin: Origin::New,
+        meaning: "PEM file of extra CA certificates that bot network requests trust (e.g. an internal CA); empty: the system's only." },
     KeyDoc { name: "lmtp_socket", default: Some("/var/run/dovecot/lmtp"), origin: Origin::New,
         meaning: "Dovecot's LMTP socket, through which the bot daemon delivers install reports." },
     KeyDoc { name: "nocreate_file", default: Some("/etc/chatmail-nocreate"), origin: Origin::New,
@@ -227,6 +229,8 @@ pub struct Config {
     /// Percent of one core.
     pub bot_cpu_percent_per_day: f64,
     pub bot_allowed_origins: Vec<String>,
+    /// Empty: none.
+    pub bot_network_ca_file: Option<PathBuf>,
     pub lmtp_socket: PathBuf,
     pub nocreate_file: PathBuf,
     pub new_accounts_per_ip_per_hour: u32,
@@ -419,6 +423,10 @@ impl Config {
             bot_cpu_percent_per_hour: decimal("bot_cpu_percent_per_hour")?,
             bot_cpu_percent_per_day: decimal("bot_cpu_percent_per_day")?,
             bot_allowed_origins: list("bot_allowed_origins")?,
+            bot_network_ca_file: match lookup("bot_network_ca_file")?.0.trim() {
+                "" => None,
+                _ => Some(absolute("bot_network_ca_file")?),
+            },
             lmtp_socket: absolute("lmtp_socket")?,
             nocreate_file,
             new_accounts_per_ip_per_hour: narrow(uint("new_accounts_per_ip_per_hour", 0, 1_000_000)?),

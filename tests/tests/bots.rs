@@ -196,3 +196,112 @@ fn the_operator_lists_and_disables_bots() {
     let (ok, out) = bots_command(&relay, &["disable", "nobody@chatmail.test"]);
     assert!(!ok && out.contains("no bot for nobody@chatmail.test"), "{out}");
 }
+
+/// A tiny HTTPS origin on 127.0.0.1:`port` with the relay's certificate:
+/// answers every GET with `body`, and counts the requests.
+fn https_origin(cert: &Path, key: &Path, port: u16, body: &'static str) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::{BufRead, BufReader, Write};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert).expect("cert").map(|c| c.expect("cert")).collect();
+    let key = PrivateKeyDer::from_pem_file(key).expect("key");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+    let config = std::sync::Arc::new(config);
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind origin");
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&count);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let Ok(connection) = rustls::ServerConnection::new(std::sync::Arc::clone(&config)) else { continue };
+            let mut tls = rustls::StreamOwned::new(connection, stream);
+            let mut reader = BufReader::new(&mut tls);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = write!(tls, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            let _ = tls.flush();
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    count
+}
+
+/// A bot that fetches `allowed` and `refused` through the host and prints
+/// both statuses and the first body.
+fn fetching_bot(allowed: &str, refused: &str) -> Vec<u8> {
+    let text = format!(
+        r#"(module
+  (import "chatmail" "fetch" (func $fetch (param i32 i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "{allowed}")
+  (data (i32.const 400) "{refused}")
+  (func $num (param $at i32) (param $v i32) (result i32)
+    (if (i32.lt_s (local.get $v) (i32.const 0))
+      (then (i32.store8 (local.get $at) (i32.const 45))
+            (local.set $at (i32.add (local.get $at) (i32.const 1)))
+            (local.set $v (i32.sub (i32.const 0) (local.get $v)))))
+    (if (i32.ge_u (local.get $v) (i32.const 100))
+      (then (i32.store8 (local.get $at) (i32.add (i32.const 48) (i32.div_u (local.get $v) (i32.const 100))))
+            (local.set $at (i32.add (local.get $at) (i32.const 1)))
+            (local.set $v (i32.rem_u (local.get $v) (i32.const 100)))
+            (i32.store8 (local.get $at) (i32.add (i32.const 48) (i32.div_u (local.get $v) (i32.const 10))))
+            (local.set $at (i32.add (local.get $at) (i32.const 1)))
+            (local.set $v (i32.rem_u (local.get $v) (i32.const 10)))))
+    (i32.store8 (local.get $at) (i32.add (i32.const 48) (local.get $v)))
+    (i32.add (local.get $at) (i32.const 1)))
+  (func (export "_start")
+    (local $at i32)
+    (local.set $at (call $num (i32.const 2000) (call $fetch (i32.const 100) (i32.const {allowed_len}) (i32.const 3000) (i32.const 1000) (i32.const 90))))
+    (i32.store8 (local.get $at) (i32.const 32))
+    (local.set $at (call $num (i32.add (local.get $at) (i32.const 1)) (call $fetch (i32.const 400) (i32.const {refused_len}) (i32.const 3000) (i32.const 0) (i32.const 94))))
+    (i32.store8 (local.get $at) (i32.const 10))
+    (i32.store (i32.const 0) (i32.const 2000))
+    (i32.store (i32.const 4) (i32.sub (i32.add (local.get $at) (i32.const 1)) (i32.const 2000)))
+    (i32.store (i32.const 8) (i32.const 3000))
+    (i32.store (i32.const 12) (i32.load (i32.const 90)))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 2) (i32.const 16)))))"#,
+        allowed_len = allowed.len(),
+        refused_len = refused.len(),
+    );
+    wat::parse_str(&text).expect("fetching bot")
+}
+
+#[test]
+fn network_requests_go_through_the_host_to_allowed_origins_only() {
+    let run_dir = tempfile::tempdir().expect("run dir");
+    let port = chatmail_testrelay::free_port().expect("port");
+    let origin = format!("https://127.0.0.1:{port}");
+    let cert = run_dir.path().join("tls").join("cert.pem");
+    let options = RelayOptions {
+        run_dir: Some(run_dir.path().to_path_buf()),
+        params: vec![("bot_allowed_origins".into(), origin.clone()), ("bot_network_ca_file".into(), cert.display().to_string())],
+        ..RelayOptions::default()
+    };
+    let relay = Relay::start(options).unwrap_or_else(|e| panic!("relay did not start: {e}"));
+    let requests = https_origin(&cert, &run_dir.path().join("tls").join("key.pem"), port, "hello from the origin");
+    let bot = relay.new_account().expect("bot account");
+    // Named in bot.toml and allowed by the operator: reached. Not in both
+    // lists (here: only in bot.toml): refused without a request.
+    let toml = format!("name = \"fetcher\"\nauthor = \"a@chatmail.test\"\nnetwork = [\"{origin}\", \"https://127.0.0.2:{port}\"]\n");
+    let wasm = fetching_bot(&format!("{origin}/status"), &format!("https://127.0.0.2:{port}/x"));
+    relay.install_bot(&bot, &wasm, &toml).expect("install");
+    relay.wait_for_message(&bot, "Subject: Bot installed: fetcher", Duration::from_secs(60)).expect("report");
+    wait_until(&relay, "an empty spool", Duration::from_secs(30), || relay.bot_spool_len() == 0);
+    relay.lmtp_deliver(&bot.addr, &mail("alice@example.org", &bot.addr, "fetch")).expect("deliver");
+    wait_until(&relay, "the fetching run", Duration::from_secs(30), || !relay.bot_outputs(&bot.addr).is_empty());
+    assert_eq!(relay.bot_outputs(&bot.addr), vec!["200 -1\nhello from the origin".to_owned()], "{}", bots_log(&relay));
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1, "only the allowed request was made");
+    let log = bots_log(&relay);
+    assert!(log.contains("op=fetch job=") && log.contains("status=200"), "{log}");
+    assert!(log.contains("is not an allowed origin"), "{log}");
+}
