@@ -174,7 +174,10 @@ fn main() -> ExitCode {
     let words: Vec<&str> = args.command.iter().map(String::as_str).collect();
     let result = match words.as_slice() {
         ["run"] => run(settings, &args.user),
-        ["fetcher"] => chatmail_bot_sandbox::serve_fetch_helper(config.bot_network_ca_file.as_deref()).map_err(|e| e.to_string()),
+        // The network helper (started by `run`, before it drops privileges
+        // and leaves the network): runs as the same unprivileged user.
+        ["fetcher"] => drop_privileges(&args.user)
+            .and_then(|()| chatmail_bot_sandbox::serve_fetch_helper(config.bot_network_ca_file.as_deref()).map_err(|e| e.to_string())),
         ["list"] => list(&settings),
         ["disable", account] | ["enable", account] => {
             let registry = Registry::new(settings.state_dir.clone());
