@@ -71,18 +71,7 @@ pub fn unpack(mail: &[u8], max_wasm_size: u64) -> Result<Package, Vec<String>> {
 pub fn build(from: &str, to: &str, wasm: &[u8], toml: &str) -> Vec<u8> {
     use std::fmt::Write as _;
     let boundary = "chatmail-bot-package";
-    let mut encoded = String::new();
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for chunk in wasm.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                encoded.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                encoded.push('=');
-            }
-        }
-    }
+    let encoded = chatmail_config::base64::encode(wasm);
     let mut mail = String::new();
     let _ = write!(
         mail,

@@ -10,6 +10,8 @@
 //! README's config reference, which a test keeps in sync).
 
 mod address;
+pub mod base64;
+pub mod calendar;
 mod ini;
 pub mod layout;
 pub mod retention;

@@ -13,18 +13,7 @@ pub use sweep::{Event, FileKind, Sink, Sweep, Totals};
 
 /// `YYYY-MM-DD` (UTC) of a Unix time, for log lines.
 pub fn utc_date(secs: i64) -> String {
-    // Days since 1970-01-01 to a civil date (proleptic Gregorian), by
-    // counting 400-year eras that start on March 1st.
-    let days = secs.div_euclid(86_400);
-    let shifted = days + 719_468;
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted - era * 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = chatmail_config::calendar::civil_from_days(secs.div_euclid(86_400));
     format!("{year:04}-{month:02}-{day:02}")
 }
 

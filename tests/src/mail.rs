@@ -64,3 +64,14 @@ pub fn encrypted_sized(from: &str, to: &str, subject: &str, payload: usize) -> S
 pub fn cleartext(from: &str, to: &str, subject: &str) -> String {
     format!("{}Content-Type: text/plain; charset=utf-8\r\n\r\nbody of {subject}\r\n", headers(from, to, subject))
 }
+
+/// IMAP date-time (`"05-Mar-2026 07:08:09 +0000"`, for APPEND) of
+/// `secs_ago` seconds ago.
+pub fn imap_date(secs_ago: u64) -> String {
+    use chatmail_config::calendar::{civil_from_days, MONTH_ABBREVIATIONS};
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let t = now.saturating_sub(secs_ago);
+    let (days, rest) = (t / 86_400, t % 86_400);
+    let (year, month, day) = civil_from_days(i64::try_from(days).unwrap_or(i64::MAX));
+    format!("{day:02}-{}-{year} {:02}:{:02}:{:02} +0000", MONTH_ABBREVIATIONS[month as usize - 1], rest / 3600, rest % 3600 / 60, rest % 60)
+}

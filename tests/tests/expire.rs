@@ -6,8 +6,9 @@
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
+use chatmail_testrelay::mail::imap_date;
 use chatmail_testrelay::{Account, ImapClient, Relay, RelayOptions, MAIL_USER};
 
 const DAY: u64 = 86_400;
@@ -59,26 +60,6 @@ fn message(to: &str, subject: &str, size: usize) -> String {
     text
 }
 
-/// `"05-Mar-2026 07:08:09 +0000"` for `secs_ago` seconds ago.
-fn imap_date(secs_ago: u64) -> String {
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() - secs_ago;
-    // Walk whole years and months from 1970: plain, and fast enough for a test.
-    let leap = |y: u64| (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
-    let (mut year, mut days) = (1970, t / DAY);
-    while days >= if leap(year) { 366 } else { 365 } {
-        days -= if leap(year) { 366 } else { 365 };
-        year += 1;
-    }
-    let lengths = [31, if leap(year) { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    let mut month = 0;
-    while days >= lengths[month] {
-        days -= lengths[month];
-        month += 1;
-    }
-    let rest = t % DAY;
-    format!("{:02}-{}-{year} {:02}:{:02}:{:02} +0000", days + 1, MONTHS[month], rest / 3600, rest % 3600 / 60, rest % 60)
-}
 
 fn append(imap: &mut ImapClient, mailbox: &str, text: &str, secs_ago: u64) {
     let reply = imap.command(&format!("APPEND {mailbox} \"{}\" {{{}+}}\r\n{text}", imap_date(secs_ago), text.len())).expect("append");

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use chatmail_testrelay::mail::imap_date;
 use chatmail_testrelay::{Account, ImapClient, Relay, RelayOptions};
 
 fn start_with(params: &[(&str, &str)]) -> Relay {
@@ -89,23 +90,6 @@ fn lmtp_delivery_over_quota_gets_552_and_stores_nothing() {
     assert_eq!(stored_messages(&relay, &bob), 2);
 }
 
-/// IMAP date-time (`"23-Nov-2026 10:00:00 +0000"`) of `secs_ago` seconds ago.
-fn imap_date(secs_ago: u64) -> String {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() - secs_ago;
-    let (days, rest) = (t / 86_400, t % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    format!("{day:02}-{}-{year} {:02}:{:02}:{:02} +0000", MONTHS[month as usize - 1], rest / 3600, rest % 3600 / 60, rest % 60)
-}
 
 /// APPENDs `text` with a received date `secs_ago` seconds ago.
 fn append_dated(imap: &mut ImapClient, text: &str, secs_ago: u64) {
