@@ -228,23 +228,7 @@ impl Sweep {
     /// A maildir folder: INBOX (the account directory, whose `.Name`
     /// subdirectories are the other folders) or one of those.
     fn maildir(&self, dir: &Path, inbox: bool, scan: &mut Scan, sink: &dyn Sink) {
-        let entries = match fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(e) => {
-                error(sink, &mut scan.totals, dir, "listing", &e);
-                scan.left += 1;
-                return;
-            }
-        };
-        for entry in entries {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(e) => {
-                    error(sink, &mut scan.totals, dir, "listing", &e);
-                    scan.left += 1;
-                    return;
-                }
-            };
+        let listed = for_each_entry(dir, sink, |entry| {
             let name = entry.file_name();
             let kind = match name.as_encoded_bytes() {
                 b"cur" | b"new" => Some(FileKind::Message),
@@ -253,7 +237,7 @@ impl Sweep {
             };
             let folder = inbox && name.to_str().is_some_and(is_folder_name);
             if kind.is_none() && !folder {
-                continue;
+                return;
             }
             match entry.file_type() {
                 Ok(t) if t.is_dir() => match kind {
@@ -267,28 +251,16 @@ impl Sweep {
                     scan.left += 1;
                 }
             }
+        });
+        if !listed {
+            scan.totals.errors += 1;
+            scan.left += 1;
         }
     }
 
     /// The files of one `cur/`, `new/` or `tmp/` directory.
     fn mail_files(&self, dir: &Path, kind: FileKind, scan: &mut Scan, sink: &dyn Sink) {
-        let entries = match fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(e) => {
-                error(sink, &mut scan.totals, dir, "listing", &e);
-                scan.left += 1;
-                return;
-            }
-        };
-        for entry in entries {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(e) => {
-                    error(sink, &mut scan.totals, dir, "listing", &e);
-                    scan.left += 1;
-                    return;
-                }
-            };
+        let listed = for_each_entry(dir, sink, |entry| {
             match self.mail_file(&entry, kind, sink) {
                 Ok(Some(size)) => {
                     let (count, bytes) = match kind {
@@ -306,6 +278,10 @@ impl Sweep {
                     scan.left += 1;
                 }
             }
+        });
+        if !listed {
+            scan.totals.errors += 1;
+            scan.left += 1;
         }
     }
 
@@ -374,35 +350,45 @@ struct Count {
 /// Files (anything but directories) and bytes (of regular files) below
 /// `dir`, entering real directories only.
 fn count_tree(dir: &Path, depth: usize, count: &mut Count, sink: &dyn Sink) {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) => {
-            sink.event(Event::Error { path: dir, doing: "listing", error: &e });
-            count.errors += 1;
-            return;
-        }
-    };
-    for entry in entries {
-        let entry = match entry {
-            Ok(entry) => entry,
-            Err(e) => {
-                sink.event(Event::Error { path: dir, doing: "listing", error: &e });
-                count.errors += 1;
-                return;
-            }
-        };
-        let Ok(file_type) = entry.file_type() else { continue };
+    let listed = for_each_entry(dir, sink, |entry| {
+        let Ok(file_type) = entry.file_type() else { return };
         if file_type.is_dir() {
             if depth < MAX_COUNT_DEPTH {
                 count_tree(&entry.path(), depth + 1, count, sink);
             }
-            continue;
+            return;
         }
         count.files += 1;
         if file_type.is_file() {
             count.bytes += entry.metadata().map_or(0, |m| m.len());
         }
+    });
+    if !listed {
+        count.errors += 1;
     }
+}
+
+/// Calls `each` for every entry of `dir`, streaming. A listing error is
+/// reported to `sink` (counting it is the caller's) and ends the listing:
+/// returns false then, the directory was not seen whole.
+fn for_each_entry(dir: &Path, sink: &dyn Sink, mut each: impl FnMut(DirEntry)) -> bool {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            sink.event(Event::Error { path: dir, doing: "listing", error: &e });
+            return false;
+        }
+    };
+    for entry in entries {
+        match entry {
+            Ok(entry) => each(entry),
+            Err(e) => {
+                sink.event(Event::Error { path: dir, doing: "listing", error: &e });
+                return false;
+            }
+        }
+    }
+    true
 }
 
 fn error(sink: &dyn Sink, totals: &mut Totals, path: &Path, doing: &'static str, e: &io::Error) {
