@@ -9,6 +9,7 @@
 mod client;
 mod dovecot;
 mod error;
+pub mod bench;
 pub mod mail;
 mod ports;
 mod postfix;

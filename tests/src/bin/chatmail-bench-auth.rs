@@ -20,11 +20,9 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use chatmail_testrelay::bench::{env_or, percentile, median};
 use chatmail_testrelay::{Account, AccountBackend, ImapClient, Relay, RelayOptions, Security};
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 fn relay(accounts: AccountBackend) -> Relay {
     Relay::start(RelayOptions { accounts, ..RelayOptions::default() }).unwrap_or_else(|e| panic!("relay: {e}"))
@@ -76,15 +74,7 @@ fn round(relay: &Arc<Relay>, accounts: &[Account], transport: Transport) -> Roun
     Round { per_second: accounts.len() as f64 / wall.as_secs_f64(), latencies }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
 
 fn main() {
     let parallel = env_or("BENCH_PARALLEL", 100);

@@ -15,11 +15,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
+use chatmail_testrelay::bench::{env_or, median};
 use chatmail_testrelay::{Account, Relay, RelayOptions};
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 fn relay(dovecot_plugin: bool) -> Relay {
     Relay::start(RelayOptions { dovecot_plugin, ..RelayOptions::default() }).unwrap_or_else(|e| panic!("relay: {e}"))
@@ -57,10 +55,6 @@ fn deliver(relay: &Relay, account: &Account) {
     assert!(answer.starts_with("250"), "{answer}");
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
 
 fn main() {
     let clients = env_or("BENCH_CLIENTS", 8);

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
+use chatmail_testrelay::bench::{env_or};
 use chatmail_testrelay::mail::{encrypted, encrypted_sized};
 use chatmail_testrelay::{Account, Relay, RelayOptions};
 
@@ -27,9 +28,6 @@ const DEFAULT_MESSAGES_PER_CLIENT: usize = 50;
 /// Overridable for exploration: BENCH_CLIENTS, BENCH_MESSAGES, BENCH_SKIP_BIG=1,
 /// and BENCH_ONLY=with|without, which loads only that relay for ROUNDS rounds
 /// (for profiling one side, e.g. under `perf record -a`; no ratio is printed).
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 const ROUNDS: usize = 3;
 const BIG_CLIENTS: usize = 100;
 const BIG_SIZE: usize = 20 << 20;
