@@ -125,6 +125,18 @@ pub const KEYS: &[KeyDoc] = &[
         meaning: "PEM file of extra CA certificates that bot network requests trust (e.g. an internal CA); empty: the system's only." },
     KeyDoc { name: "lmtp_socket", default: Some("/var/run/dovecot/lmtp"), origin: Origin::New,
         meaning: "Dovecot's LMTP socket, through which the bot daemon delivers install reports." },
+    KeyDoc { name: "dkim_selector", default: Some("opendkim"), origin: Origin::New,
+        meaning: "DKIM selector of the RSA key: its public key is published as TXT record `{dkim_selector}._domainkey.{mail_domain}` (chatmail relays use `opendkim`)." },
+    KeyDoc { name: "dkim_key_file", default: Some("/etc/dkimkeys/opendkim.private"), origin: Origin::New,
+        meaning: "The RSA private key (PEM, PKCS#1 or PKCS#8) the milter signs outgoing mail with; chatmail's OpenDKIM key file works as is. `chatmail-milter dkim-keygen` creates one." },
+    KeyDoc { name: "dkim_ed25519_key_file", default: Some(""), origin: Origin::New,
+        meaning: "Optional Ed25519 private key (PEM, PKCS#8): when set, outgoing mail gets a second signature with it, selector `dkim_ed25519_selector`. Empty: RSA only." },
+    KeyDoc { name: "dkim_ed25519_selector", default: Some("ed25519"), origin: Origin::New,
+        meaning: "DKIM selector of the Ed25519 key (used only with `dkim_ed25519_key_file`)." },
+    KeyDoc { name: "dns_servers", default: Some(""), origin: Origin::New,
+        meaning: "Name servers the milter asks for DKIM keys, as `IP` or `IP:PORT`, separated by spaces. Empty: those in /etc/resolv.conf." },
+    KeyDoc { name: "dns_timeout", default: Some("5"), origin: Origin::New,
+        meaning: "Seconds the milter waits for one DNS answer (two tries per server); when no answer comes, the message is tempfailed, never accepted unchecked." },
     KeyDoc { name: "nocreate_file", default: Some("/etc/chatmail-nocreate"), origin: Origin::New,
         meaning: "While this file exists, no new accounts are created (existing accounts still log in); chatmail uses this fixed path." },
     KeyDoc { name: "new_accounts_per_ip_per_hour", default: Some("20"), origin: Origin::New,
@@ -234,6 +246,15 @@ pub struct Config {
     /// Empty: none.
     pub bot_network_ca_file: Option<PathBuf>,
     pub lmtp_socket: PathBuf,
+    pub dkim_selector: String,
+    pub dkim_key_file: PathBuf,
+    /// Empty: no Ed25519 signature.
+    pub dkim_ed25519_key_file: Option<PathBuf>,
+    pub dkim_ed25519_selector: String,
+    /// Empty: the system's resolvers.
+    pub dns_servers: Vec<std::net::SocketAddr>,
+    /// Seconds.
+    pub dns_timeout: u32,
     pub nocreate_file: PathBuf,
     pub new_accounts_per_ip_per_hour: u32,
 }
@@ -385,6 +406,11 @@ impl Config {
         let (load_text, load_line) = lookup("max_load_1m")?;
         let max_load_1m = parse_decimal(&load_text).map_err(|p| error(load_line, Some("max_load_1m"), p))?;
 
+        let selector = |name: &str| -> Result<String, ConfigError> {
+            let (text, line) = lookup(name)?;
+            check_selector(&text).map_err(|p| error(line, Some(name), p))?;
+            Ok(text)
+        };
         let list = |name: &str| -> Result<Vec<String>, ConfigError> {
             Ok(parse_list(&lookup(name)?.0).into_iter().map(|a| a.replace("{mail_domain}", &mail_domain)).collect())
         };
@@ -430,6 +456,22 @@ impl Config {
                 _ => Some(absolute("bot_network_ca_file")?),
             },
             lmtp_socket: absolute("lmtp_socket")?,
+            dkim_selector: selector("dkim_selector")?,
+            dkim_key_file: absolute("dkim_key_file")?,
+            dkim_ed25519_key_file: match lookup("dkim_ed25519_key_file")?.0.trim() {
+                "" => None,
+                _ => Some(absolute("dkim_ed25519_key_file")?),
+            },
+            dkim_ed25519_selector: selector("dkim_ed25519_selector")?,
+            dns_servers: {
+                let (text, line) = lookup("dns_servers")?;
+                parse_list(&text)
+                    .iter()
+                    .map(|entry| parse_name_server(entry))
+                    .collect::<Result<Vec<_>, String>>()
+                    .map_err(|p| error(line, Some("dns_servers"), p))?
+            },
+            dns_timeout: narrow(uint("dns_timeout", 1, 60)?),
             nocreate_file,
             new_accounts_per_ip_per_hour: narrow(uint("new_accounts_per_ip_per_hour", 0, 1_000_000)?),
             mail_domain,
@@ -463,6 +505,29 @@ impl Config {
             max_local_len: self.username_max_length,
         }
     }
+}
+
+/// A DKIM selector is one or more DNS labels (RFC 6376 3.1).
+fn check_selector(text: &str) -> Result<(), String> {
+    let label_ok = |label: &str| {
+        !label.is_empty() && label.len() <= 63 && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if text.split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err(format!("{text:?} is not a DKIM selector (DNS labels of letters, digits, '-' and '_', separated by dots)"))
+    }
+}
+
+/// `IP` (port 53) or `IP:PORT`; IPv6 with a port as `[IP]:PORT`.
+fn parse_name_server(entry: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(addr) = entry.parse::<std::net::SocketAddr>() {
+        return Ok(addr);
+    }
+    entry
+        .parse::<std::net::IpAddr>()
+        .map(|ip| std::net::SocketAddr::new(ip, 53))
+        .map_err(|_| format!("{entry:?} is not a name server address (IP or IP:PORT)"))
 }
 
 /// Loads `path` for the daemon or command `program`, the way every binary

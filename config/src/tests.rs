@@ -27,6 +27,25 @@ fn defaults_apply_when_only_the_domain_is_set() {
     assert_eq!(c.max_load_1m, 5.0);
     assert_eq!(c.min_available_memory, 200 << 20);
     assert_eq!(c.min_free_disk_space, 1 << 30);
+    assert_eq!(c.dkim_selector, "opendkim");
+    assert_eq!(c.dkim_key_file, PathBuf::from("/etc/dkimkeys/opendkim.private"));
+    assert_eq!(c.dkim_ed25519_key_file, None);
+    assert!(c.dns_servers.is_empty());
+    assert_eq!(c.dns_timeout, 5);
+}
+
+#[test]
+fn dkim_and_dns_settings() {
+    let text = with_params(
+        "dkim_selector = 2026.relay\ndkim_ed25519_key_file = /etc/dkimkeys/ed.private\n\
+         dns_servers = 127.0.0.1:5353 9.9.9.9 [::1]:53\ndns_timeout = 2\n",
+    );
+    let c = parse(&text).expect("valid").config;
+    assert_eq!(c.dkim_selector, "2026.relay");
+    assert_eq!(c.dkim_ed25519_key_file, Some(PathBuf::from("/etc/dkimkeys/ed.private")));
+    let servers: Vec<String> = c.dns_servers.iter().map(ToString::to_string).collect();
+    assert_eq!(servers, ["127.0.0.1:5353", "9.9.9.9:53", "[::1]:53"]);
+    assert_eq!(c.dns_timeout, 2);
 }
 
 #[test]
@@ -85,6 +104,11 @@ fn invalid_values_name_file_line_key_and_problem() {
         ("max_mailbox_size = 1M", ":3: max_mailbox_size: 1048576 bytes is smaller than max_message_size"),
         ("max_message_size = 0", ":3: max_message_size: must be larger than 0"),
         ("max_message_size", ":3: expected 'key = value'"),
+        ("dkim_selector = open dkim", ":3: dkim_selector: \"open dkim\" is not a DKIM selector"),
+        ("dkim_selector = a..b", ":3: dkim_selector: \"a..b\" is not a DKIM selector"),
+        ("dkim_key_file = dkim.private", ":3: dkim_key_file: \"dkim.private\" is not an absolute path"),
+        ("dns_servers = localhost", ":3: dns_servers: \"localhost\" is not a name server address"),
+        ("dns_timeout = 0", ":3: dns_timeout: 0 is out of range"),
     ];
     for (line, want) in cases {
         let err = parse(&with_params(&format!("{line}\n"))).expect_err(line).to_string();

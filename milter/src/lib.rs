@@ -2,11 +2,16 @@
 //!
 //! Inline in Postfix's `smtpd_milters`, it lets through only OpenPGP-encrypted
 //! mail (and chatmail's few cleartext exceptions), checks that senders are
-//! who they log in as, and limits send rates. Pure checks and policy live in
+//! who they log in as, limits send rates, signs outgoing mail with DKIM
+//! and checks incoming mail's DKIM signatures. Pure checks and policy live in
 //! their own modules (`openpgp`, `armor`, `mime`, `policy`, `rate`); the
-//! milter glue (`milter`) does the I/O. DKIM arrives with its own issue.
+//! milter glue (`milter`) does the I/O. DKIM: the policy in `dkim`, key
+//! files and DNS records in `dkim_keys`, signing and checking in `dkim_io`.
 
 mod armor;
+mod dkim;
+mod dkim_io;
+mod dkim_keys;
 mod lines;
 mod milter;
 mod mime;
@@ -17,7 +22,10 @@ mod rate;
 mod test_support;
 
 pub use armor::{ArmorChecker, ArmorProblem, ArmorSummary};
-pub use milter::{run, MilterSettings};
+pub use dkim::{judge, oversigned_headers, CheckOutcome, DkimVerdict, SignatureCheck, SIGNED_HEADERS};
+pub use dkim_io::{authenticator, check_signatures, txt_records, MessageSigning};
+pub use dkim_keys::{compare_record, generate, load_signers, public_key, record_name, record_value, zone_record, KeyKind, KeySource, Signers};
+pub use milter::{run, DkimSettings, MailOrigin, MilterSettings};
 pub use mime::{check_message, parse_content_type, ContentType, EncryptedBodyChecker, MimeProblem};
 pub use policy::{
     decide, encryption_needed, from_address, is_secure_join, AcceptReason, Body, Decision, Direction, Envelope, MessageFacts,

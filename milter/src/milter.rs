@@ -4,7 +4,9 @@
 //! Logging policy: one line per decision on stderr, `key=value` words an
 //! operator can grep and count (`decision=`, `reason=`, `direction=`,
 //! `queue_id=`). Internal errors tempfail the message and are logged the
-//! same way with `decision=tempfail`.
+//! same way with `decision=tempfail`. DKIM outcomes are part of `reason=`
+//! (`+signed`, `+dkim-pass:DOMAIN`, `dkim-missing`, `dkim-invalid:…`,
+//! `dkim-dns-failure:…`).
 
 use std::ffi::CString;
 use std::future::Future;
@@ -19,14 +21,61 @@ use indymilter::{
     SetErrorReply, Status,
 };
 
+use crate::dkim::{self, DkimVerdict};
+use crate::dkim_io::{self, MessageSigning};
+use crate::dkim_keys::{self, KeySource, Signers};
 use crate::lines::LineSplitter;
 use crate::mime::{parse_content_type, EncryptedBodyChecker};
 use crate::policy::{self, Body, Decision, Direction, Envelope, MessageFacts, Passthrough, Reply, CLEARTEXT_KEEP_LIMIT};
 use crate::rate::{AccountFacts, Rate, RatingRules, SendRateLimiter};
 
+/// Which mail a milter listener sees: Postfix's `smtpd_milters` (mail from
+/// SMTP clients: submissions and other servers) or `non_smtpd_milters`
+/// (mail made on the relay, such as bounces). Postfix cannot tell the
+/// milter which one it is, so each gets its own socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailOrigin {
+    Smtp,
+    Local,
+}
+
+/// The DKIM side of the milter: the keys outgoing mail is signed with, and
+/// the resolver that fetches the keys of incoming mail's signers.
+#[derive(Clone)]
+pub struct DkimSettings {
+    /// Loaded once and kept for the life of the process (signing streams
+    /// borrow them while a message passes).
+    pub signers: &'static Signers,
+    pub authenticator: mail_auth::MessageAuthenticator,
+}
+
+impl std::fmt::Debug for DkimSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DkimSettings").field("signers", self.signers).finish_non_exhaustive()
+    }
+}
+
+impl DkimSettings {
+    /// Loads the keys and sets up the resolver named in `config`. Must run
+    /// inside a tokio runtime (the resolver belongs to it).
+    pub fn from_config(config: &Config) -> Result<DkimSettings, String> {
+        let signers = dkim_keys::load_signers(
+            &config.mail_domain,
+            KeySource { path: &config.dkim_key_file, selector: &config.dkim_selector },
+            config.dkim_ed25519_key_file.as_deref().map(|path| KeySource { path, selector: &config.dkim_ed25519_selector }),
+        )?;
+        let authenticator = dkim_io::authenticator(&config.dns_servers, Duration::from_secs(u64::from(config.dns_timeout)))?;
+        Ok(DkimSettings { signers: Box::leak(Box::new(signers)), authenticator })
+    }
+}
+
 /// Settings of a running milter, derived from chatmail.ini.
 #[derive(Debug, Clone)]
 pub struct MilterSettings {
+    pub origin: MailOrigin,
+    /// The relay's domain: the `d=` of its signatures.
+    pub mail_domain: String,
+    pub dkim: DkimSettings,
     pub max_message_size: u64,
     pub max_recipients: usize,
     pub mailboxes_dir: PathBuf,
@@ -35,8 +84,11 @@ pub struct MilterSettings {
 }
 
 impl MilterSettings {
-    pub fn from_config(config: &Config) -> MilterSettings {
+    pub fn from_config(config: &Config, origin: MailOrigin, dkim: DkimSettings) -> MilterSettings {
         MilterSettings {
+            origin,
+            mail_domain: config.mail_domain.clone(),
+            dkim,
             max_message_size: config.max_message_size,
             max_recipients: config.max_recipients_per_message as usize,
             mailboxes_dir: config.mailboxes_dir.clone(),
@@ -108,6 +160,13 @@ struct Message {
     content_type: Option<String>,
     /// Raw message while it may be a small cleartext exception.
     kept: Option<Vec<u8>>,
+    /// The header section as it will be signed or verified (CRLF line
+    /// ends), until the body starts.
+    header_section: Vec<u8>,
+    /// Incoming: the whole message, for checking its DKIM signatures.
+    raw: Option<Vec<u8>>,
+    /// Outgoing and local: the signatures, hashed as the body streams by.
+    signing: Option<MessageSigning>,
     body: Option<BodyState>,
     lines: LineSplitter,
     size: u64,
@@ -167,25 +226,29 @@ fn callbacks(settings: MilterSettings) -> Callbacks<Session> {
         clock_start: Instant::now(),
     });
     let on_mail = Arc::clone(&shared);
+    let on_header = Arc::clone(&shared);
     let on_body = Arc::clone(&shared);
     let on_eom = Arc::clone(&shared);
     Callbacks::new()
         .on_negotiate(|cx, _, _| Box::pin(negotiate(cx)))
         .on_mail(move |cx, args| Box::pin(mail(Arc::clone(&on_mail), cx, args)))
         .on_rcpt(|cx, args| Box::pin(rcpt(cx, args)))
-        .on_header(|cx, name, value| Box::pin(header(cx, name, value)))
+        .on_header(move |cx, name, value| Box::pin(header(Arc::clone(&on_header), cx, name, value)))
         .on_body(move |cx, chunk| Box::pin(body(Arc::clone(&on_body), cx, chunk)))
         .on_eom(move |cx| Box::pin(eom(Arc::clone(&on_eom), cx)))
         .on_abort(|cx| Box::pin(abort(cx)))
 }
 
 async fn negotiate(cx: &mut NegotiateContext<Session>) -> Status {
-    cx.requested_actions |= Actions::CHANGE_SENDER;
+    cx.requested_actions |= Actions::CHANGE_SENDER | Actions::ADD_HEADER;
     // Recipients, headers and body chunks never get an answer of their own
     // (decisions come at MAIL and at the end of the message), so Postfix need
     // not wait for one: this saves a round trip per recipient, header and
     // body chunk.
     cx.requested_opts |= ProtoOpts::NOREPLY_RCPT | ProtoOpts::NOREPLY_HEADER | ProtoOpts::NOREPLY_BODY;
+    // Header values exactly as sent, whitespace after the colon included:
+    // "simple" header canonicalization signs those bytes.
+    cx.requested_opts |= ProtoOpts::LEADING_SPACE;
     if let Ok(macros) = CString::new("{auth_authen}") {
         cx.requested_macros.insert(MacroStage::Mail, macros);
     }
@@ -198,9 +261,10 @@ async fn negotiate(cx: &mut NegotiateContext<Session>) -> Status {
 
 async fn mail(shared: Arc<Shared>, cx: &mut Context<Session>, args: Vec<CString>) -> Status {
     let mail_from = args.first().map(unbracket).unwrap_or_default();
-    let direction = match macro_value(&cx.macros, "{auth_authen}") {
-        Some(login) => Direction::Outgoing { login: login.to_ascii_lowercase() },
-        None => Direction::Incoming,
+    let direction = match (shared.settings.origin, macro_value(&cx.macros, "{auth_authen}")) {
+        (MailOrigin::Local, _) => Direction::Local,
+        (MailOrigin::Smtp, Some(login)) => Direction::Outgoing { login: login.to_ascii_lowercase() },
+        (MailOrigin::Smtp, None) => Direction::Incoming,
     };
     if let Direction::Outgoing { login } = &direction {
         let now = shared.now_ms();
@@ -222,6 +286,9 @@ async fn mail(shared: Arc<Shared>, cx: &mut Context<Session>, args: Vec<CString>
         from_headers: 0,
         content_type: None,
         kept: Some(Vec::new()),
+        header_section: Vec::new(),
+        raw: None,
+        signing: None,
         body: None,
         lines: LineSplitter::default(),
         size: 0,
@@ -239,7 +306,7 @@ async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
     Status::Noreply
 }
 
-async fn header(cx: &mut Context<Session>, name: CString, value: CString) -> Status {
+async fn header(shared: Arc<Shared>, cx: &mut Context<Session>, name: CString, value: CString) -> Status {
     let Some(message) = cx.data.as_mut().and_then(|s| s.message.as_mut()) else { return Status::Noreply };
     let name = String::from_utf8_lossy(name.as_bytes()).into_owned();
     let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
@@ -247,23 +314,41 @@ async fn header(cx: &mut Context<Session>, name: CString, value: CString) -> Sta
         message.from_headers += 1;
         message.header_from = policy::from_address(&value);
     } else if name.eq_ignore_ascii_case("Content-Type") && message.content_type.is_none() {
-        message.content_type = Some(value.clone());
+        message.content_type = Some(value.trim_start().to_owned());
     }
-    message.keep(name.as_bytes());
-    message.keep(b": ");
-    message.keep(value.as_bytes());
-    message.keep(b"\r\n");
+    // The header line as it travels: the value keeps its leading space
+    // (negotiated), folded lines come with bare LF and get their CR back.
+    let mut line = Vec::with_capacity(name.len() + value.len() + 4);
+    line.extend_from_slice(name.as_bytes());
+    line.push(b':');
+    line.extend_from_slice(value.replace("\r\n", "\n").replace('\n', "\r\n").as_bytes());
+    line.extend_from_slice(b"\r\n");
+    message.keep(&line);
+    // Headers past the size limit are not worth keeping: the message is refused.
+    if (message.header_section.len() as u64) < shared.settings.max_message_size {
+        message.header_section.extend_from_slice(&line);
+    }
     Status::Noreply
 }
 
 /// Chooses how the body is checked, once all headers are known (at the
 /// first body chunk or the end of the message: no end-of-headers stage is
 /// negotiated, which saves Postfix a packet per message).
-fn start_body(message: &mut Message) {
+fn start_body(message: &mut Message, dkim: &DkimSettings) {
     if message.body.is_some() {
         return;
     }
     message.keep(b"\r\n");
+    let mut head = std::mem::take(&mut message.header_section);
+    head.extend_from_slice(b"\r\n");
+    match message.envelope.direction {
+        Direction::Incoming => message.raw = Some(head),
+        Direction::Outgoing { .. } | Direction::Local => {
+            let mut signing = MessageSigning::start(dkim.signers);
+            signing.write(&head);
+            message.signing = Some(signing);
+        }
+    }
     let content_type = message.content_type.as_deref().and_then(parse_content_type);
     message.body = Some(match content_type {
         Some(ct) if ct.mime_type == "multipart/encrypted" => match EncryptedBodyChecker::new(&ct) {
@@ -302,10 +387,18 @@ async fn body(shared: Arc<Shared>, cx: &mut Context<Session>, chunk: Bytes) -> S
         // nothing more is kept or checked meanwhile.
         message.kept = None;
         message.body = None;
+        message.raw = None;
+        message.signing = None;
         return Status::Noreply;
     }
-    start_body(message);
+    start_body(message, &shared.settings.dkim);
     message.keep(&chunk);
+    if let Some(raw) = &mut message.raw {
+        raw.extend_from_slice(&chunk);
+    }
+    if let Some(signing) = &mut message.signing {
+        signing.write(&chunk);
+    }
     feed_body(message, &chunk, false);
     Status::Noreply
 }
@@ -329,7 +422,7 @@ async fn eom(shared: Arc<Shared>, cx: &mut EomContext<Session>) -> Status {
         return reply_status(&mut cx.reply, &r);
     }
     // A message without body still gets its headers judged.
-    start_body(&mut message);
+    start_body(&mut message, &shared.settings.dkim);
     feed_body(&mut message, &[], true);
     let body = match message.body.take() {
         Some(BodyState::Encrypted(checker)) => match checker.finish() {
@@ -359,12 +452,54 @@ async fn eom(shared: Arc<Shared>, cx: &mut EomContext<Session>) -> Status {
     let direction = envelope.direction.name();
     match decision {
         Decision::Accept { reason, reset_sender } => {
+            let mut reason = reason.name().to_owned();
+            // DKIM after the encryption policy: the cheaper refusal first.
+            match &envelope.direction {
+                Direction::Incoming => {
+                    let raw = message.raw.take().unwrap_or_default();
+                    let checks = dkim_io::check_signatures(&shared.settings.dkim.authenticator, &raw).await;
+                    let from_domain = header_from.as_deref().and_then(|f| f.rsplit_once('@')).map(|(_, d)| d);
+                    let verdict = dkim::judge(from_domain, &checks);
+                    if let Some(reply) = verdict.reply() {
+                        let decision = if matches!(verdict, DkimVerdict::TempFail { .. }) { "tempfail" } else { "reject" };
+                        log_decision(&queue_id, direction, &envelope.mail_from, envelope.rcpts.len(), decision, &verdict.log_name());
+                        return reply_status(&mut cx.reply, &reply);
+                    }
+                    reason = format!("{reason}+{}", verdict.log_name());
+                }
+                Direction::Outgoing { .. } | Direction::Local => {
+                    let ours = header_from
+                        .as_deref()
+                        .and_then(|f| f.rsplit_once('@'))
+                        .is_some_and(|(_, d)| d.eq_ignore_ascii_case(&shared.settings.mail_domain));
+                    match message.signing.take() {
+                        // Outgoing mail always has our From (the policy checked
+                        // it); local mail with another domain's From is not ours to sign.
+                        Some(signing) if ours => {
+                            let values = match signing.finish() {
+                                Ok(values) => values,
+                                Err(e) => return tempfail(&mut cx.reply, &queue_id, &format!("dkim-signing-failed:{e}").replace(' ', "_")),
+                            };
+                            for value in values {
+                                // Leading space: negotiated, so Postfix adds none.
+                                if let Err(e) = cx.actions.insert_header(0, "DKIM-Signature", format!(" {value}")).await {
+                                    return tempfail(&mut cx.reply, &queue_id, &format!("add-header-failed:{e:?}"));
+                                }
+                            }
+                            reason.push_str("+signed");
+                        }
+                        _ => reason.push_str("+unsigned-foreign-from"),
+                    }
+                }
+            }
             if reset_sender {
                 if let Err(e) = cx.actions.change_sender("<>", None::<CString>).await {
                     return tempfail(&mut cx.reply, &queue_id, &format!("change-sender-failed:{e:?}"));
                 }
             }
-            let reason = if reset_sender { format!("{}+sender-reset", reason.name()) } else { reason.name().to_owned() };
+            if reset_sender {
+                reason.push_str("+sender-reset");
+            }
             log_decision(&queue_id, direction, &envelope.mail_from, envelope.rcpts.len(), "accept", &reason);
             Status::Continue
         }
@@ -392,7 +527,7 @@ async fn abort(cx: &mut Context<Session>) -> Status {
 /// Runs the milter on `listener` until `shutdown` completes.
 pub async fn run(listener: impl Listener, settings: MilterSettings, shutdown: impl Future) -> std::io::Result<()> {
     let config = indymilter::Config {
-        actions: Actions::CHANGE_SENDER,
+        actions: Actions::CHANGE_SENDER | Actions::ADD_HEADER,
         connection_timeout: Duration::from_secs(600),
         ..Default::default()
     };

@@ -17,6 +17,9 @@ pub enum Direction {
     Outgoing { login: String },
     /// From another server.
     Incoming,
+    /// Made on the relay itself (Postfix's bounces, `sendmail` on the host),
+    /// seen through `non_smtpd_milters`: not checked, only signed.
+    Local,
 }
 
 impl Direction {
@@ -24,6 +27,7 @@ impl Direction {
         match self {
             Direction::Outgoing { .. } => "outgoing",
             Direction::Incoming => "incoming",
+            Direction::Local => "local",
         }
     }
 }
@@ -68,6 +72,7 @@ pub enum AcceptReason {
     PassthroughSender,
     PassthroughRecipients,
     NoRecipientEnforcesEncryption,
+    Local,
 }
 
 impl AcceptReason {
@@ -80,6 +85,7 @@ impl AcceptReason {
             AcceptReason::PassthroughSender => "passthrough-sender",
             AcceptReason::PassthroughRecipients => "passthrough-recipients",
             AcceptReason::NoRecipientEnforcesEncryption => "cleartext-allowed-by-recipients",
+            AcceptReason::Local => "local",
         }
     }
 }
@@ -152,6 +158,9 @@ pub fn decide(
 ) -> Decision {
     let accept = |reason| Decision::Accept { reason, reset_sender: false };
     match &envelope.direction {
+        // Mail the relay makes itself has no client to answer to, and
+        // refusing a bounce would only lose it.
+        Direction::Local => accept(AcceptReason::Local),
         Direction::Outgoing { login } => {
             if !envelope.mail_from.eq_ignore_ascii_case(login) {
                 return Decision::Reject {

@@ -7,6 +7,8 @@
 //! Needs root and the Debian packages installed by `scripts/setup-host.sh`.
 
 mod client;
+pub mod dkim;
+pub mod dns;
 mod dovecot;
 mod error;
 pub mod bench;
@@ -18,6 +20,7 @@ mod random;
 mod relay;
 mod tls;
 
+pub use dns::{test_dns, TestDns};
 pub use client::{ImapClient, ImapResponse, Security, SmtpClient, SmtpReply};
 pub use error::{Context, Error, Result};
 pub use ports::{free_port, PortChoice, Ports};

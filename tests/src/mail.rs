@@ -75,3 +75,15 @@ pub fn imap_date(secs_ago: u64) -> String {
     let (year, month, day) = civil_from_days(i64::try_from(days).unwrap_or(i64::MAX));
     format!("{day:02}-{}-{year} {:02}:{:02}:{:02} +0000", MONTH_ABBREVIATIONS[month as usize - 1], rest / 3600, rest % 3600 / 60, rest % 60)
 }
+
+/// The domain of the address in `message`'s first From header, lowercase.
+pub fn from_domain(message: &str) -> Option<String> {
+    let line = message.lines().take_while(|l| !l.is_empty()).find(|l| l.len() > 5 && l[..5].eq_ignore_ascii_case("from:"))?;
+    let value = &line[5..];
+    let addr = match (value.rfind('<'), value.rfind('>')) {
+        (Some(open), Some(close)) if open < close => &value[open + 1..close],
+        _ => value.trim(),
+    };
+    let (_, domain) = addr.rsplit_once('@')?;
+    Some(domain.trim().to_ascii_lowercase())
+}

@@ -25,6 +25,8 @@ pub struct PostfixSettings<'a> {
     pub max_recipients: u32,
     /// The chatmail milter's socket (`None`: no milter, benchmark baseline only).
     pub milter_socket: Option<&'a Path>,
+    /// Its socket for mail Postfix makes itself (bounces): `non_smtpd_milters`.
+    pub milter_local_socket: Option<&'a Path>,
     /// Copy every message to this address (fixture capture).
     pub always_bcc: Option<&'a str>,
 }
@@ -121,6 +123,17 @@ milter_data_macros =
 milter_end_of_header_macros =
 milter_end_of_data_macros = i
 milter_unknown_command_macros =
+",
+            socket.display()
+        );
+    }
+    if let Some(socket) = s.milter_local_socket {
+        let _ = write!(
+            c,
+            "
+# Mail Postfix makes itself (bounces) is DKIM-signed by the same milter,
+# through its own socket: that is how the milter tells it apart.
+non_smtpd_milters = unix:{}
 ",
             socket.display()
         );

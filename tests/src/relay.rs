@@ -111,6 +111,7 @@ pub struct Relay {
     web: Option<Daemon>,
     bots: Option<Daemon>,
     milter_socket: PathBuf,
+    milter_local_socket: PathBuf,
     auth_socket: PathBuf,
     mailboxes_dir: PathBuf,
     /// uid and gid of the mail store's owner.
@@ -162,6 +163,22 @@ fn write_file(path: &Path, contents: &str, mode: u32) -> Result<()> {
 
 fn set_owner(path: &Path, uid: u32, gid: u32) -> Result<()> {
     chown(path, Some(uid), Some(gid)).context(|| format!("chown {}", path.display()))
+}
+
+/// A generated relay signs with the harness's test key (its record is in
+/// the harness DNS); a relay with its own key file keeps it.
+fn prepare_dkim_key(config: &Config) -> Result<()> {
+    let path = &config.dkim_key_file;
+    if !path.exists() {
+        if let Some(dir) = path.parent() {
+            make_dir(dir, 0o700)?;
+        }
+        write_file(path, crate::dkim::TEST_KEY_PEM, 0o600)?;
+    }
+    if fs::read_to_string(path).is_ok_and(|key| key == crate::dkim::TEST_KEY_PEM) {
+        crate::dkim::publish(crate::dns::test_dns()?, &config.dkim_selector, &config.mail_domain);
+    }
+    Ok(())
 }
 
 /// Every directory above `path` must be searchable by the servers'
@@ -231,6 +248,9 @@ impl Relay {
                 let bot_spool = run_dir.join("bot-spool").display().to_string();
                 let bot_state = run_dir.join("bot-state").display().to_string();
                 let lmtp_bots = run_dir.join("dovecot").join("run").join(dovecot::LMTP_BOTS_SOCKET).display().to_string();
+                let dkim_key = run_dir.join("dkim").join("opendkim.private").display().to_string();
+                // DKIM keys of test domains come from the harness's own DNS server.
+                let dns_server = crate::dns::test_dns()?.addr().to_string();
                 // Test accounts are minutes old, all come from 127.0.0.1, and
                 // tests run in parallel on small machines: unless a test asks
                 // for them, the send-rate rating, the per-IP limit and the
@@ -248,6 +268,8 @@ impl Relay {
                     ("bots_enabled", "true"),
                     ("bot_state_dir", bot_state.as_str()),
                     ("lmtp_socket", lmtp_bots.as_str()),
+                    ("dkim_key_file", dkim_key.as_str()),
+                    ("dns_servers", dns_server.as_str()),
                 ];
                 for (key, value) in harness_defaults {
                     if !options.params.iter().any(|(k, _)| k == key) {
@@ -267,6 +289,7 @@ impl Relay {
         }
         let config = loaded.config;
         let domain = config.mail_domain.clone();
+        prepare_dkim_key(&config)?;
         let ports = options.ports.resolve().context(|| "choosing free ports".into())?;
 
         let log_dir = run_dir.join("log");
@@ -296,6 +319,8 @@ impl Relay {
         make_dir(&milter_dir, 0o755)?;
         let milter_socket = milter_dir.join("milter.sock");
         check_socket_path(&milter_socket)?;
+        let milter_local_socket = milter_dir.join("local.sock");
+        check_socket_path(&milter_local_socket)?;
         // chatmail-auth runs as the mail user and creates its socket here.
         let auth_dir = run_dir.join("auth");
         make_dir(&auth_dir, 0o755)?;
@@ -376,6 +401,7 @@ impl Relay {
             max_message_size: config.max_message_size,
             max_recipients: config.max_recipients_per_message,
             milter_socket: options.milter.then_some(milter_socket.as_path()),
+            milter_local_socket: options.milter.then_some(milter_local_socket.as_path()),
             always_bcc: capture_addr.as_deref(),
         };
         write_file(&postfix_conf.join("main.cf"), &postfix::render_main_cf(&postfix_settings), 0o644)?;
@@ -402,6 +428,7 @@ impl Relay {
             web: None,
             bots: None,
             milter_socket,
+            milter_local_socket,
             auth_socket: auth_socket_path,
             mailboxes_dir: config_mailboxes_dir,
             mail_owner: (users.mail_uid, users.mail_gid),
@@ -463,14 +490,18 @@ impl Relay {
     fn start_milter(&mut self) -> Result<()> {
         let binary = sibling_binary("chatmail-milter", "CHATMAIL_MILTER")?;
         let _ = fs::remove_file(&self.milter_socket);
+        let _ = fs::remove_file(&self.milter_local_socket);
         let mut command = Command::new(&binary);
         command
             .arg("--config")
             .arg(&self.config_path)
             .arg("--socket")
-            .arg(format!("unix:{}", self.milter_socket.display()));
+            .arg(format!("unix:{}", self.milter_socket.display()))
+            .arg("--local-socket")
+            .arg(format!("unix:{}", self.milter_local_socket.display()));
         let milter = self.milter.insert(Daemon::spawn("chatmail-milter", command, &self.log_dir.join("milter.log"), true)?);
-        wait_for_path(&self.milter_socket, STARTUP_TIMEOUT, || milter.check_running())
+        wait_for_path(&self.milter_socket, STARTUP_TIMEOUT, || milter.check_running())?;
+        wait_for_path(&self.milter_local_socket, STARTUP_TIMEOUT, || milter.check_running())
     }
 
     /// Starts chatmail-auth, which answers Dovecot's passdb and userdb.
@@ -831,8 +862,16 @@ impl Relay {
     }
 
     /// Sends a message to the incoming SMTP port with STARTTLS, as another
-    /// server would; returns the first refusal or the reply to the message.
+    /// server would, DKIM-signed for the domain of its From header (the
+    /// test key, published in the harness DNS); returns the first refusal
+    /// or the reply to the message.
     pub fn deliver_incoming(&self, mail_from: &str, to: &[&str], message: &str) -> Result<SmtpReply> {
+        let domain = crate::mail::from_domain(message).ok_or_else(|| Error::new("the message has no From address to sign for"))?;
+        self.deliver_incoming_unsigned(mail_from, to, &crate::dkim::sign(message, &domain)?)
+    }
+
+    /// Like [`Relay::deliver_incoming`], with the message exactly as given.
+    pub fn deliver_incoming_unsigned(&self, mail_from: &str, to: &[&str], message: &str) -> Result<SmtpReply> {
         let mut smtp = SmtpClient::connect(self.ports.smtp, Security::Plain, &self.cert_der)?;
         smtp.ehlo("mx.other.example")?.expect(250)?;
         smtp.starttls()?;

@@ -121,7 +121,18 @@ fn incoming_decisions() {
 }
 
 #[test]
+fn local_mail_is_accepted_unchecked() {
+    // A bounce Postfix made: cleartext, null sender, to anyone.
+    let bounce = Envelope { direction: Direction::Local, mail_from: String::new(), rcpts: vec!["carol@other.example".into()] };
+    assert_eq!(outcome(&run(&bounce, Some("mailer-daemon@chat.example"), &cleartext(), Some(DSN), &[])), "accept local");
+    let forged = Envelope { direction: Direction::Local, mail_from: "root@chat.example".into(), rcpts: vec![BOB.into()] };
+    assert_eq!(outcome(&run(&forged, Some("someone@else.example"), &cleartext(), None, &[BOB])), "accept local");
+}
+
+#[test]
 fn from_addresses() {
+    assert_eq!(from_address("  <Alice0001@Chat.Example>").as_deref(), Some("alice0001@chat.example"));
+    assert_eq!(from_address("user@[192.0.2.1]").as_deref(), Some("user@[192.0.2.1]"));
     assert_eq!(from_address("<Alice0001@Chat.Example>").as_deref(), Some("alice0001@chat.example"));
     assert_eq!(from_address("Alice <alice0001@chat.example>").as_deref(), Some("alice0001@chat.example"));
     assert_eq!(from_address("\"Mallory <alice0001@chat.example>\" <mallory@evil.example>").as_deref(), Some("mallory@evil.example"));
@@ -141,6 +152,7 @@ fn accept_reason_names_are_distinct() {
         AcceptReason::PassthroughSender,
         AcceptReason::PassthroughRecipients,
         AcceptReason::NoRecipientEnforcesEncryption,
+        AcceptReason::Local,
     ];
     let names: std::collections::BTreeSet<&str> = reasons.iter().map(|r| r.name()).collect();
     assert_eq!(names.len(), reasons.len());

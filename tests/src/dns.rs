@@ -1,0 +1,174 @@
+//! A small authoritative DNS server on loopback for tests: answers TXT
+//! questions from records the tests publish, NXDOMAIN for unknown names, and
+//! no answer at all for names marked silent (a DNS timeout). Test relays
+//! point their milter at it (`dns_servers`), so no test needs real DNS.
+//!
+//! One server per process ([`test_dns`]); relays publish their DKIM keys in
+//! it, so relays of one test binary can check each other's signatures.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::error::{Context, Result};
+
+const TYPE_TXT: u16 = 16;
+const CLASS_IN: u16 = 1;
+const TTL_SECONDS: u32 = 60;
+
+#[derive(Default)]
+struct Zone {
+    txt: HashMap<String, Vec<String>>,
+    silent: HashSet<String>,
+    queries: HashMap<String, usize>,
+}
+
+/// A running test DNS server.
+pub struct TestDns {
+    addr: SocketAddr,
+    zone: Arc<Mutex<Zone>>,
+}
+
+impl std::fmt::Debug for TestDns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestDns").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+fn normalize(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+impl TestDns {
+    /// Starts a server on a free UDP port of 127.0.0.1.
+    pub fn start() -> Result<TestDns> {
+        let socket = UdpSocket::bind("127.0.0.1:0").context(|| "binding the test DNS socket".into())?;
+        let addr = socket.local_addr().context(|| "test DNS address".into())?;
+        let zone = Arc::new(Mutex::new(Zone::default()));
+        let served = Arc::clone(&zone);
+        std::thread::Builder::new()
+            .name("test-dns".into())
+            .spawn(move || serve(&socket, &served))
+            .context(|| "starting the test DNS thread".into())?;
+        Ok(TestDns { addr, zone })
+    }
+
+    /// Where to send queries (`dns_servers` in chatmail.ini).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn zone(&self) -> std::sync::MutexGuard<'_, Zone> {
+        self.zone.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Publishes `value` as the one TXT record at `name` (replacing others).
+    pub fn set_txt(&self, name: &str, value: &str) {
+        let mut zone = self.zone();
+        zone.silent.remove(&normalize(name));
+        zone.txt.insert(normalize(name), vec![value.to_owned()]);
+    }
+
+    /// Removes every record at `name` (it becomes NXDOMAIN).
+    pub fn remove(&self, name: &str) {
+        self.zone().txt.remove(&normalize(name));
+    }
+
+    /// Questions about `name` get no answer at all, as from an unreachable server.
+    pub fn make_silent(&self, name: &str) {
+        self.zone().silent.insert(normalize(name));
+    }
+
+    /// How many questions about `name` arrived so far.
+    pub fn queries(&self, name: &str) -> usize {
+        self.zone().queries.get(&normalize(name)).copied().unwrap_or(0)
+    }
+}
+
+/// The process's test DNS server, started on first use.
+pub fn test_dns() -> Result<&'static TestDns> {
+    static DNS: OnceLock<TestDns> = OnceLock::new();
+    if let Some(dns) = DNS.get() {
+        return Ok(dns);
+    }
+    let dns = TestDns::start()?;
+    Ok(DNS.get_or_init(|| dns))
+}
+
+fn serve(socket: &UdpSocket, zone: &Mutex<Zone>) {
+    let mut buf = [0u8; 1500];
+    loop {
+        let Ok((len, peer)) = socket.recv_from(&mut buf) else { continue };
+        let Some(question) = parse_question(&buf[..len]) else { continue };
+        let reply = {
+            let mut zone = zone.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            *zone.queries.entry(question.name.clone()).or_default() += 1;
+            if zone.silent.contains(&question.name) {
+                continue;
+            }
+            let records = zone.txt.get(&question.name).cloned();
+            answer(&buf[..len], &question, records.as_deref())
+        };
+        let _ = socket.send_to(&reply, peer);
+    }
+}
+
+struct Question {
+    name: String,
+    qtype: u16,
+    /// Offset just past the question section.
+    end: usize,
+}
+
+fn parse_question(packet: &[u8]) -> Option<Question> {
+    if packet.len() < 12 || u16::from_be_bytes([packet[4], packet[5]]) != 1 {
+        return None;
+    }
+    let mut labels = Vec::new();
+    let mut at = 12;
+    loop {
+        let len = usize::from(*packet.get(at)?);
+        at += 1;
+        if len == 0 {
+            break;
+        }
+        if len > 63 {
+            return None; // compression is not used in questions
+        }
+        labels.push(String::from_utf8_lossy(packet.get(at..at + len)?).to_ascii_lowercase());
+        at += len;
+    }
+    let qtype = u16::from_be_bytes([*packet.get(at)?, *packet.get(at + 1)?]);
+    Some(Question { name: labels.join("."), qtype, end: at + 4 })
+}
+
+fn answer(query: &[u8], question: &Question, records: Option<&[String]>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(&query[0..2]); // id
+    let recursion_desired = query[2] & 0x01;
+    out.push(0x84 | recursion_desired); // response, authoritative
+    let rcode = if records.is_none() { 3 } else { 0 }; // NXDOMAIN or NOERROR
+    out.push(0x80 | rcode); // recursion available
+    let answers: &[String] = match records {
+        Some(records) if question.qtype == TYPE_TXT => records,
+        _ => &[],
+    };
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&u16::try_from(answers.len()).unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0]); // no authority or additional records
+    out.extend_from_slice(&query[12..question.end]);
+    for value in answers {
+        let mut rdata = Vec::new();
+        for chunk in value.as_bytes().chunks(255) {
+            rdata.push(u8::try_from(chunk.len()).unwrap_or(255));
+            rdata.extend_from_slice(chunk);
+        }
+        out.extend_from_slice(&[0xC0, 12]); // the name, pointing at the question
+        out.extend_from_slice(&TYPE_TXT.to_be_bytes());
+        out.extend_from_slice(&CLASS_IN.to_be_bytes());
+        out.extend_from_slice(&TTL_SECONDS.to_be_bytes());
+        out.extend_from_slice(&u16::try_from(rdata.len()).unwrap_or(0).to_be_bytes());
+        out.extend_from_slice(&rdata);
+    }
+    out
+}
