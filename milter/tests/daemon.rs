@@ -10,7 +10,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_chatmail-milter");
 
 fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
     let path = dir.join("chatmail.ini");
-    std::fs::write(&path, format!("[params]\nmail_domain = chat.example\nmailboxes_dir = {}\n{extra}", dir.display())).expect("ini");
+    let key = dir.join("dkim.private");
+    std::fs::write(&key, chatmail_testrelay::dkim::TEST_KEY_PEM).expect("key");
+    let dns = chatmail_testrelay::test_dns().expect("dns").addr();
+    let key_line = if extra.contains("dkim_key_file") { String::new() } else { format!("dkim_key_file = {}\n", key.display()) };
+    std::fs::write(&path, format!("[params]\nmail_domain = chat.example\nmailboxes_dir = {}\n{key_line}dns_servers = {dns}\n{extra}", dir.display()))
+        .expect("ini");
     path
 }
 
@@ -25,7 +30,15 @@ fn bad_arguments_and_config_exit_with_2_and_say_why() {
     let out = Command::new(BIN).arg("--config").arg(&config).output().expect("run");
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(":4: max_message_size: \"lots\" is not a size"), "{stderr}");
+    assert!(stderr.contains(":6: max_message_size: \"lots\" is not a size"), "{stderr}");
+
+    // No DKIM key: refuses to start, and says how to make one.
+    let config = write_config(dir.path(), &format!("dkim_key_file = {}/missing.private\n", dir.path().display()));
+    let out = Command::new(BIN).arg("--config").arg(&config).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot read the DKIM key") && stderr.contains("missing.private"), "{stderr}");
+    assert!(stderr.contains("chatmail-milter dkim-keygen"), "{stderr}");
 
     let config = write_config(dir.path(), "");
     let out = Command::new(BIN).arg("--config").arg(&config).args(["--socket", "tcp:1.2.3.4"]).output().expect("run");
@@ -65,7 +78,7 @@ async fn serves_on_unix_and_inet_sockets_and_stops_on_sigterm() {
             Command::new(BIN)
                 .arg("--config")
                 .arg(&config)
-                .args(["--socket", &spec])
+                .args(["--socket", &spec, "--local-socket", "none"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()

@@ -4,16 +4,36 @@
 
 use std::path::Path;
 
-use chatmail_milter::{MilterSettings, Passthrough, Rate, RatingRules};
-use indymilter_test::{MacroStage, Status, TestConnection};
+use std::time::Duration;
+
+use chatmail_milter::{DkimSettings, KeySource, MailOrigin, MilterSettings, Passthrough, Rate, RatingRules};
+use chatmail_testrelay::dkim::TEST_KEY_PEM;
+use indymilter_test::{EomAction, EomActions, MacroStage, Status, TestConnection};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 const ALICE: &str = "alice0001@chat.example";
 const BOB: &str = "bob000001@chat.example";
 
+/// Signing with the harness's test key, keys of others from the harness's
+/// test DNS (where `chatmail_testrelay::dkim::sign` publishes them).
+fn dkim_settings(dir: &Path) -> DkimSettings {
+    let key = dir.join("dkim.private");
+    std::fs::write(&key, TEST_KEY_PEM).expect("key");
+    let signers = chatmail_milter::load_signers("chat.example", KeySource { path: &key, selector: "opendkim" }, None).expect("signers");
+    let dns = chatmail_testrelay::test_dns().expect("test dns");
+    chatmail_testrelay::dkim::publish(dns, "opendkim", "chat.example");
+    DkimSettings {
+        signers: Box::leak(Box::new(signers)),
+        authenticator: chatmail_milter::authenticator(&[dns.addr()], Duration::from_secs(2)).expect("resolver"),
+    }
+}
+
 fn settings(mailboxes: &Path) -> MilterSettings {
     MilterSettings {
+        origin: MailOrigin::Smtp,
+        mail_domain: "chat.example".into(),
+        dkim: dkim_settings(mailboxes),
         max_message_size: 100_000,
         max_recipients: 3,
         mailboxes_dir: mailboxes.to_path_buf(),
@@ -74,6 +94,7 @@ async fn connect(milter: &Milter) -> TestConnection {
 
 /// Runs one message; `login` makes it outgoing. Returns the first
 /// non-Continue status and whether EOM reset the envelope sender to `<>`.
+/// Incoming messages get a valid DKIM signature of their From domain.
 async fn message(
     conn: &mut TestConnection,
     login: Option<&str>,
@@ -82,12 +103,54 @@ async fn message(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (Status, bool) {
+    let signature = match login {
+        Some(_) => None,
+        None => sign(headers, body),
+    };
+    let mut all: Vec<(&str, &str)> = Vec::new();
+    if let Some(value) = &signature {
+        all.push(("DKIM-Signature", value.as_str()));
+    }
+    all.extend_from_slice(headers);
+    let (status, actions) = message_actions(conn, login, from, rcpts, &all, body).await;
+    (status, actions.has_change_sender("<>", indymilter_test::any()))
+}
+
+/// The DKIM-Signature value (folded with bare LF, as Postfix passes
+/// header values) for a message of `headers` and `body` from the domain of
+/// its From header; `None` without a From address.
+fn sign(headers: &[(&str, &str)], body: &str) -> Option<String> {
+    let from = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("From"))?.1;
+    let domain = from.trim_end_matches('>').rsplit_once('@')?.1.to_owned();
+    let raw = raw_message(headers, body);
+    let signed = chatmail_testrelay::dkim::sign(&raw, &domain).expect("sign");
+    let header = signed.strip_suffix(&raw).expect("signature on top");
+    Some(header.trim_start_matches("DKIM-Signature:").trim_start().trim_end_matches("\r\n").replace("\r\n", "\n"))
+}
+
+fn raw_message(headers: &[(&str, &str)], body: &str) -> String {
+    let mut raw: String = headers.iter().map(|(n, v)| format!("{n}: {v}\r\n")).collect();
+    raw.push_str("\r\n");
+    raw.push_str(body);
+    raw
+}
+
+/// Runs one message as given; returns the first non-Continue status and
+/// the end-of-message actions.
+async fn message_actions(
+    conn: &mut TestConnection,
+    login: Option<&str>,
+    from: &str,
+    rcpts: &[&str],
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (Status, EomActions) {
     if let Some(login) = login {
         conn.macros(MacroStage::Mail, [("{auth_authen}", login)]).await.expect("macros");
     }
     let status = conn.mail([format!("<{from}>")]).await.expect("mail");
     if status != Status::Continue {
-        return (status, false);
+        return (status, EomActions { actions: Vec::new() });
     }
     // Recipients, headers and body are negotiated as no-reply stages; the
     // end-of-headers stage is negotiated away.
@@ -101,7 +164,7 @@ async fn message(
     assert_eq!(conn.body(body.as_bytes().to_vec()).await.expect("body"), Status::Noreply);
     conn.macros(MacroStage::Eom, [("i", "QUEUEID1")]).await.expect("macros");
     let (actions, status) = conn.eom().await.expect("eom");
-    (status, actions.has_change_sender("<>", indymilter_test::any()))
+    (status, actions)
 }
 
 fn reject_text(status: &Status) -> String {
@@ -124,6 +187,70 @@ async fn outgoing_encrypted_passes_and_cleartext_gets_523() {
     let (status, _) = message(&mut conn, Some(ALICE), ALICE, &[BOB], &headers, "hello\r\n").await;
     assert_eq!(reject_text(&status), "523 Encryption Needed: Invalid Unencrypted Mail");
     conn.close().await.expect("close");
+    milter.shutdown().await;
+}
+
+#[tokio::test]
+async fn outgoing_mail_is_signed_and_the_signature_verifies() {
+    let milter = Milter::start().await;
+    let mut conn = connect(&milter).await;
+    let from = format!("Alice <{ALICE}>");
+    let to = format!("<{BOB}>");
+    let headers = [
+        ("From", from.as_str()),
+        ("To", to.as_str()),
+        ("Subject", "[...]"),
+        ("Date", "Mon, 23 Nov 2026 08:00:00 +0000"),
+        ("Message-ID", "<m1@chat.example>"),
+        ("MIME-Version", "1.0"),
+        ("Content-Type", ENCRYPTED_CT),
+    ];
+    let body = encrypted_body();
+    let (status, actions) = message_actions(&mut conn, Some(ALICE), ALICE, &[BOB], &headers, &body).await;
+    assert_eq!(status, Status::Continue);
+    let inserted: Vec<(i32, String, String)> = actions
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            EomAction::InsertHeader { index, name, value } => {
+                Some((*index, name.to_string_lossy().into_owned(), value.to_string_lossy().into_owned()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(inserted.len(), 1, "{inserted:?}");
+    let (index, name, value) = &inserted[0];
+    assert_eq!((*index, name.as_str()), (0, "DKIM-Signature"));
+    assert!(value.starts_with(" v=1; a=rsa-sha256; s=opendkim; d=chat.example;"), "{value}");
+    // As Postfix would pass the message on: the header on top (its leading
+    // space kept, folds back to CRLF), then the message as it came.
+    let mut delivered = format!("DKIM-Signature:{}\r\n", value.replace('\n', "\r\n"));
+    delivered.push_str(&raw_message(&headers, &body));
+    let verifier = chatmail_milter::authenticator(&[chatmail_testrelay::test_dns().expect("dns").addr()], Duration::from_secs(2)).expect("resolver");
+    let checks = chatmail_milter::check_signatures(&verifier, delivered.as_bytes()).await;
+    assert_eq!(chatmail_milter::judge(Some("chat.example"), &checks), chatmail_milter::DkimVerdict::Pass { domain: "chat.example".into() });
+    // A changed Subject breaks it.
+    let tampered = delivered.replace("Subject: [...]", "Subject: changed");
+    let checks = chatmail_milter::check_signatures(&verifier, tampered.as_bytes()).await;
+    assert!(matches!(chatmail_milter::judge(Some("chat.example"), &checks), chatmail_milter::DkimVerdict::Invalid { .. }), "{checks:?}");
+    // So does a second From added on the way (From is over-signed).
+    let added = delivered.replace("From: Alice", "From: <mallory@chat.example>\r\nFrom: Alice");
+    let checks = chatmail_milter::check_signatures(&verifier, added.as_bytes()).await;
+    assert!(matches!(chatmail_milter::judge(Some("chat.example"), &checks), chatmail_milter::DkimVerdict::Invalid { .. }), "{checks:?}");
+    milter.shutdown().await;
+}
+
+#[tokio::test]
+async fn incoming_without_signature_is_refused_after_the_encryption_check() {
+    let milter = Milter::start().await;
+    let mut conn = connect(&milter).await;
+    let headers = [("From", "<carol@other.example>"), ("Content-Type", ENCRYPTED_CT)];
+    let (status, _) = message_actions(&mut conn, None, "carol@other.example", &[BOB], &headers, &encrypted_body()).await;
+    assert_eq!(reject_text(&status), "554 5.7.1 No DKIM signature found");
+    // Unencrypted and unsigned to an enforcing mailbox: the encryption reply.
+    let headers = [("From", "<carol@other.example>"), ("Content-Type", "text/plain")];
+    let (status, _) = message_actions(&mut conn, None, "carol@other.example", &[BOB], &headers, "hi\r\n").await;
+    assert_eq!(reject_text(&status), "523 Encryption Needed: Invalid Unencrypted Mail");
     milter.shutdown().await;
 }
 

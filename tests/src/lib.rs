@@ -25,4 +25,4 @@ pub use client::{ImapClient, ImapResponse, Security, SmtpClient, SmtpReply};
 pub use error::{Context, Error, Result};
 pub use ports::{free_port, PortChoice, Ports};
 pub use random::token;
-pub use relay::{Account, AccountBackend, Relay, RelayOptions, MAIL_USER};
+pub use relay::{sibling_binary, Account, AccountBackend, Relay, RelayOptions, MAIL_USER};

@@ -132,8 +132,10 @@ milter_unknown_command_macros =
             c,
             "
 # Mail Postfix makes itself (bounces) is DKIM-signed by the same milter,
-# through its own socket: that is how the milter tells it apart.
+# through its own socket: that is how the milter tells it apart. Postfix
+# shows its own bounces to milters only when asked to.
 non_smtpd_milters = unix:{}
+internal_mail_filter_classes = bounce
 ",
             socket.display()
         );

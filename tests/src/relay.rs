@@ -881,6 +881,31 @@ impl Relay {
         Ok(reply)
     }
 
+    /// Sends mail for `domains` to the incoming SMTP port of `other` (the
+    /// test stand-in for MX records): Postfix transport maps, then a reload.
+    pub fn route_to(&self, other: &Relay) -> Result<()> {
+        let postconf = |setting: String| -> Result<()> {
+            let out = Command::new("postconf")
+                .arg("-c")
+                .arg(&self.postfix_conf)
+                .arg("-e")
+                .arg(&setting)
+                .output()
+                .context(|| "running postconf".into())?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(Error::new(format!("postconf -e {setting}: {}", String::from_utf8_lossy(&out.stderr))))
+            }
+        };
+        postconf(format!("transport_maps=inline:{{ {}=smtp:[127.0.0.1]:{} }}", other.domain, other.ports.smtp))?;
+        let out = Command::new("postfix").arg("-c").arg(&self.postfix_conf).arg("reload").output().context(|| "postfix reload".into())?;
+        if !out.status.success() {
+            return Err(Error::new(format!("postfix reload: {}", String::from_utf8_lossy(&out.stderr))));
+        }
+        Ok(())
+    }
+
     /// Polls `account`'s INBOX over IMAP until a message containing `needle`
     /// is there, and returns that message.
     pub fn wait_for_message(&self, account: &Account, needle: &str, timeout: Duration) -> Result<String> {
@@ -1006,7 +1031,7 @@ fn prepare_plugin_dir(dir: &Path) -> Result<()> {
 
 /// A binary of this workspace: from the environment variable `env`, else
 /// beside the running program (target/debug/ for tests and the harness).
-fn sibling_binary(name: &str, env: &str) -> Result<PathBuf> {
+pub fn sibling_binary(name: &str, env: &str) -> Result<PathBuf> {
     if let Some(path) = std::env::var_os(env) {
         return Ok(PathBuf::from(path));
     }
