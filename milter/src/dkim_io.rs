@@ -4,10 +4,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
-use mail_auth::dkim::DkimSigningStream;
-use mail_auth::hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use mail_auth::common::crypto::{Ed25519Key, HashAlgorithm, HashContext, HashImpl, RsaKey, Sha1, Sha256};
 use mail_auth::common::headers::HeaderWriter;
+use mail_auth::dkim::canonicalize::BodyHasher;
+use mail_auth::dkim::{Canonicalization, DkimSigningStream};
+use mail_auth::hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use mail_auth::{AuthenticatedMessage, DkimResult, DnsError, Error, MessageAuthenticator};
 
 use crate::dkim::{CheckOutcome, SignatureCheck};
@@ -44,11 +45,98 @@ pub fn authenticator(servers: &[SocketAddr], timeout: Duration) -> Result<Messag
 
 /// Checks every DKIM signature of `raw` (the whole message, CRLF line ends).
 pub async fn check_signatures(authenticator: &MessageAuthenticator, raw: &[u8]) -> Vec<SignatureCheck> {
-    let Some(message) = AuthenticatedMessage::parse(raw) else {
+    let Some(split) = find_body(raw) else {
         // Not even a header: nothing signed it.
         return Vec::new();
     };
-    let outputs = authenticator.verify_dkim(&message).await;
+    let mut check = IncomingCheck::start(raw[..split].to_vec());
+    check.write(&raw[split..]);
+    check.finish(authenticator).await
+}
+
+/// Where the body starts: just past the first empty line.
+fn find_body(raw: &[u8]) -> Option<usize> {
+    raw.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4)
+}
+
+enum AnyBodyHasher {
+    Sha1(BodyHasher<<Sha1 as HashImpl>::Context>),
+    Sha256(BodyHasher<<Sha256 as HashImpl>::Context>),
+}
+
+/// The signatures of one incoming message, checked while its body streams
+/// by: the header section is kept, the body only hashed (once per
+/// canonicalization and hash algorithm its signatures use), so a large
+/// message costs no memory.
+pub struct IncomingCheck {
+    header_section: Vec<u8>,
+    hashers: Vec<(Canonicalization, HashAlgorithm, u64, AnyBodyHasher)>,
+}
+
+impl std::fmt::Debug for IncomingCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IncomingCheck").field("body_hashes", &self.hashers.len()).finish_non_exhaustive()
+    }
+}
+
+impl IncomingCheck {
+    /// Starts with the header section, up to and including the empty line.
+    pub fn start(header_section: Vec<u8>) -> IncomingCheck {
+        let hashers = match AuthenticatedMessage::parse(&header_section) {
+            None => Vec::new(),
+            Some(message) => message
+                .body_hashes
+                .iter()
+                .map(|(canonicalization, algorithm, length, _)| {
+                    let hasher = match algorithm {
+                        HashAlgorithm::Sha1 => AnyBodyHasher::Sha1(BodyHasher::new(Sha1::hasher(), *canonicalization, *length)),
+                        HashAlgorithm::Sha256 => AnyBodyHasher::Sha256(BodyHasher::new(Sha256::hasher(), *canonicalization, *length)),
+                    };
+                    (*canonicalization, *algorithm, *length, hasher)
+                })
+                .collect(),
+        };
+        IncomingCheck { header_section, hashers }
+    }
+
+    /// Feeds body bytes.
+    pub fn write(&mut self, body: &[u8]) {
+        for (_, _, _, hasher) in &mut self.hashers {
+            match hasher {
+                AnyBodyHasher::Sha1(h) => h.write(body),
+                AnyBodyHasher::Sha256(h) => h.write(body),
+            }
+        }
+    }
+
+    /// Checks every signature, fetching keys from DNS.
+    pub async fn finish(self, authenticator: &MessageAuthenticator) -> Vec<SignatureCheck> {
+        let Some(mut message) = AuthenticatedMessage::parse(&self.header_section) else {
+            return Vec::new();
+        };
+        let hashes: Vec<(Canonicalization, HashAlgorithm, u64, Vec<u8>)> = self
+            .hashers
+            .into_iter()
+            .map(|(c, a, l, hasher)| {
+                let digest = match hasher {
+                    AnyBodyHasher::Sha1(h) => h.finish().0.complete().as_ref().to_vec(),
+                    AnyBodyHasher::Sha256(h) => h.finish().0.complete().as_ref().to_vec(),
+                };
+                (c, a, l, digest)
+            })
+            .collect();
+        // The parse above saw an empty body; put in the hashes of the real one.
+        for (c, a, l, digest) in &mut message.body_hashes {
+            if let Some((.., hash)) = hashes.iter().find(|(hc, ha, hl, _)| hc == c && ha == a && hl == l) {
+                digest.clone_from(hash);
+            }
+        }
+        verify(authenticator, &message).await
+    }
+}
+
+async fn verify(authenticator: &MessageAuthenticator, message: &AuthenticatedMessage<'_>) -> Vec<SignatureCheck> {
+    let outputs = authenticator.verify_dkim(message).await;
     outputs
         .iter()
         .map(|output| SignatureCheck {

@@ -22,7 +22,7 @@ use indymilter::{
 };
 
 use crate::dkim::{self, DkimVerdict};
-use crate::dkim_io::{self, MessageSigning};
+use crate::dkim_io::{self, IncomingCheck, MessageSigning};
 use crate::dkim_keys::{self, KeySource, Signers};
 use crate::lines::LineSplitter;
 use crate::mime::{parse_content_type, EncryptedBodyChecker};
@@ -163,8 +163,8 @@ struct Message {
     /// The header section as it will be signed or verified (CRLF line
     /// ends), until the body starts.
     header_section: Vec<u8>,
-    /// Incoming: the whole message, for checking its DKIM signatures.
-    raw: Option<Vec<u8>>,
+    /// Incoming: its DKIM signatures, checked as the body streams by.
+    incoming_check: Option<IncomingCheck>,
     /// Outgoing and local: the signatures, hashed as the body streams by.
     signing: Option<MessageSigning>,
     body: Option<BodyState>,
@@ -287,7 +287,7 @@ async fn mail(shared: Arc<Shared>, cx: &mut Context<Session>, args: Vec<CString>
         content_type: None,
         kept: Some(Vec::new()),
         header_section: Vec::new(),
-        raw: None,
+        incoming_check: None,
         signing: None,
         body: None,
         lines: LineSplitter::default(),
@@ -342,7 +342,7 @@ fn start_body(message: &mut Message, dkim: &DkimSettings) {
     let mut head = std::mem::take(&mut message.header_section);
     head.extend_from_slice(b"\r\n");
     match message.envelope.direction {
-        Direction::Incoming => message.raw = Some(head),
+        Direction::Incoming => message.incoming_check = Some(IncomingCheck::start(head)),
         Direction::Outgoing { .. } | Direction::Local => {
             let mut signing = MessageSigning::start(dkim.signers);
             signing.write(&head);
@@ -387,14 +387,14 @@ async fn body(shared: Arc<Shared>, cx: &mut Context<Session>, chunk: Bytes) -> S
         // nothing more is kept or checked meanwhile.
         message.kept = None;
         message.body = None;
-        message.raw = None;
+        message.incoming_check = None;
         message.signing = None;
         return Status::Noreply;
     }
     start_body(message, &shared.settings.dkim);
     message.keep(&chunk);
-    if let Some(raw) = &mut message.raw {
-        raw.extend_from_slice(&chunk);
+    if let Some(check) = &mut message.incoming_check {
+        check.write(&chunk);
     }
     if let Some(signing) = &mut message.signing {
         signing.write(&chunk);
@@ -456,8 +456,10 @@ async fn eom(shared: Arc<Shared>, cx: &mut EomContext<Session>) -> Status {
             // DKIM after the encryption policy: the cheaper refusal first.
             match &envelope.direction {
                 Direction::Incoming => {
-                    let raw = message.raw.take().unwrap_or_default();
-                    let checks = dkim_io::check_signatures(&shared.settings.dkim.authenticator, &raw).await;
+                    let checks = match message.incoming_check.take() {
+                        Some(check) => check.finish(&shared.settings.dkim.authenticator).await,
+                        None => Vec::new(),
+                    };
                     let from_domain = header_from.as_deref().and_then(|f| f.rsplit_once('@')).map(|(_, d)| d);
                     let verdict = dkim::judge(from_domain, &checks);
                     if let Some(reply) = verdict.reply() {

@@ -110,6 +110,12 @@ fn incoming_mail_needs_a_valid_aligned_signature() {
 
     let reply = incoming(&relay, &bob.addr, &sign(&message("good"), "other.test").expect("sign"));
     assert_eq!(reply.code, 250, "{}", reply.text());
+    // A large message reaches the milter in many body chunks, hashed as they come.
+    let large = chatmail_testrelay::mail::encrypted_sized(carol, &bob.addr, "large", 600_000);
+    let reply = incoming(&relay, &bob.addr, &sign(&large, "other.test").expect("sign"));
+    assert_eq!(reply.code, 250, "{}", reply.text());
+    let tampered_large = sign(&large, "other.test").expect("sign").replacen("-----END PGP MESSAGE-----", "\r\n-----END PGP MESSAGE-----", 1);
+    assert_eq!(incoming(&relay, &bob.addr, &tampered_large).text(), "554 5.7.1 No valid DKIM signature found");
 
     let reply = incoming(&relay, &bob.addr, &message("unsigned"));
     assert_eq!(reply.text(), "554 5.7.1 No DKIM signature found");
