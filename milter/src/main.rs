@@ -1,13 +1,16 @@
 //! `chatmail-milter`: the Postfix milter daemon and its DKIM key commands.
 //!
 //! Usage:
-//!   chatmail-milter [--config FILE] [--socket SPEC] [--local-socket SPEC] [--socket-group GROUP]
+//!   chatmail-milter [--config FILE] [--socket SPEC] [--local-socket SPEC] [--socket-group GROUP] [--no-dkim]
 //!   chatmail-milter dkim-keygen [--config FILE] [--ed25519]
 //!   chatmail-milter dkim-record [--config FILE]
 //!   chatmail-milter dkim-check [--config FILE]
 //!
 //! SPEC is `unix:PATH` or `inet:HOST:PORT`; `--local-socket none` turns the
-//! socket for Postfix's `non_smtpd_milters` off.
+//! socket for Postfix's `non_smtpd_milters` off. `--no-dkim` neither signs
+//! nor checks DKIM signatures: for a relay where another filter (say the
+//! OpenDKIM of a chatmail relay being migrated) still does it, and as the
+//! benchmark baseline.
 //!
 //! Exit codes: 0 after SIGTERM/SIGINT or a successful command, 1 on a
 //! runtime failure (or a DNS record that does not match), 2 on bad
@@ -27,7 +30,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 const USAGE: &str = "\
-usage: chatmail-milter [--config FILE] [--socket unix:PATH|inet:HOST:PORT] [--local-socket unix:PATH|inet:HOST:PORT|none] [--socket-group GROUP]
+usage: chatmail-milter [--config FILE] [--socket unix:PATH|inet:HOST:PORT] [--local-socket unix:PATH|inet:HOST:PORT|none] [--socket-group GROUP] [--no-dkim]
        chatmail-milter dkim-keygen [--config FILE] [--ed25519]   create the DKIM key and print its DNS record
        chatmail-milter dkim-record [--config FILE]               print the DNS records of the configured keys
        chatmail-milter dkim-check [--config FILE]                compare the published records with the keys";
@@ -47,6 +50,7 @@ struct Args {
     local_socket: Option<String>,
     socket_group: String,
     ed25519: bool,
+    no_dkim: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -57,6 +61,7 @@ fn parse_args() -> Result<Args, String> {
         local_socket: Some("unix:/run/chatmail-milter/local.sock".into()),
         socket_group: "postfix".into(),
         ed25519: false,
+        no_dkim: false,
     };
     let mut iter = std::env::args().skip(1).peekable();
     match iter.peek().map(String::as_str) {
@@ -78,6 +83,7 @@ fn parse_args() -> Result<Args, String> {
                 args.local_socket = (spec != "none").then_some(spec);
             }
             ("--socket-group", Command::Serve) => args.socket_group = value()?,
+            ("--no-dkim", Command::Serve) => args.no_dkim = true,
             ("--ed25519", Command::Keygen) => args.ed25519 = true,
             ("--help" | "-h", _) => return Err(USAGE.into()),
             (other, _) => return Err(format!("unknown argument {other:?}\n{USAGE}")),
@@ -111,10 +117,13 @@ fn main() -> ExitCode {
         Command::Check => return runtime.block_on(check_records(&config)),
         Command::Serve => {}
     }
-    let dkim = {
+    let dkim = if args.no_dkim {
+        eprintln!("chatmail-milter: warning: --no-dkim: outgoing mail is not signed and incoming DKIM signatures are not checked");
+        None
+    } else {
         let _inside = runtime.enter();
         match DkimSettings::from_config(&config) {
-            Ok(dkim) => dkim,
+            Ok(dkim) => Some(dkim),
             Err(message) => {
                 eprintln!("chatmail-milter: error: {message}");
                 if !config.dkim_key_file.exists() {

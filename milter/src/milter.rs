@@ -75,7 +75,8 @@ pub struct MilterSettings {
     pub origin: MailOrigin,
     /// The relay's domain: the `d=` of its signatures.
     pub mail_domain: String,
-    pub dkim: DkimSettings,
+    /// `None`: no signing and no checking (`--no-dkim`).
+    pub dkim: Option<DkimSettings>,
     pub max_message_size: u64,
     pub max_recipients: usize,
     pub mailboxes_dir: PathBuf,
@@ -84,7 +85,7 @@ pub struct MilterSettings {
 }
 
 impl MilterSettings {
-    pub fn from_config(config: &Config, origin: MailOrigin, dkim: DkimSettings) -> MilterSettings {
+    pub fn from_config(config: &Config, origin: MailOrigin, dkim: Option<DkimSettings>) -> MilterSettings {
         MilterSettings {
             origin,
             mail_domain: config.mail_domain.clone(),
@@ -334,16 +335,17 @@ async fn header(shared: Arc<Shared>, cx: &mut Context<Session>, name: CString, v
 /// Chooses how the body is checked, once all headers are known (at the
 /// first body chunk or the end of the message: no end-of-headers stage is
 /// negotiated, which saves Postfix a packet per message).
-fn start_body(message: &mut Message, dkim: &DkimSettings) {
+fn start_body(message: &mut Message, dkim: Option<&DkimSettings>) {
     if message.body.is_some() {
         return;
     }
     message.keep(b"\r\n");
     let mut head = std::mem::take(&mut message.header_section);
     head.extend_from_slice(b"\r\n");
-    match message.envelope.direction {
-        Direction::Incoming => message.incoming_check = Some(IncomingCheck::start(head)),
-        Direction::Outgoing { .. } | Direction::Local => {
+    match (&message.envelope.direction, dkim) {
+        (_, None) => {}
+        (Direction::Incoming, Some(_)) => message.incoming_check = Some(IncomingCheck::start(head)),
+        (Direction::Outgoing { .. } | Direction::Local, Some(dkim)) => {
             let mut signing = MessageSigning::start(dkim.signers);
             signing.write(&head);
             message.signing = Some(signing);
@@ -391,7 +393,7 @@ async fn body(shared: Arc<Shared>, cx: &mut Context<Session>, chunk: Bytes) -> S
         message.signing = None;
         return Status::Noreply;
     }
-    start_body(message, &shared.settings.dkim);
+    start_body(message, shared.settings.dkim.as_ref());
     message.keep(&chunk);
     if let Some(check) = &mut message.incoming_check {
         check.write(&chunk);
@@ -422,7 +424,7 @@ async fn eom(shared: Arc<Shared>, cx: &mut EomContext<Session>) -> Status {
         return reply_status(&mut cx.reply, &r);
     }
     // A message without body still gets its headers judged.
-    start_body(&mut message, &shared.settings.dkim);
+    start_body(&mut message, shared.settings.dkim.as_ref());
     feed_body(&mut message, &[], true);
     let body = match message.body.take() {
         Some(BodyState::Encrypted(checker)) => match checker.finish() {
@@ -454,10 +456,11 @@ async fn eom(shared: Arc<Shared>, cx: &mut EomContext<Session>) -> Status {
         Decision::Accept { reason, reset_sender } => {
             let mut reason = reason.name().to_owned();
             // DKIM after the encryption policy: the cheaper refusal first.
-            match &envelope.direction {
-                Direction::Incoming => {
+            match (&envelope.direction, &shared.settings.dkim) {
+                (_, None) => {}
+                (Direction::Incoming, Some(dkim)) => {
                     let checks = match message.incoming_check.take() {
-                        Some(check) => check.finish(&shared.settings.dkim.authenticator).await,
+                        Some(check) => check.finish(&dkim.authenticator).await,
                         None => Vec::new(),
                     };
                     let from_domain = header_from.as_deref().and_then(|f| f.rsplit_once('@')).map(|(_, d)| d);
@@ -469,7 +472,7 @@ async fn eom(shared: Arc<Shared>, cx: &mut EomContext<Session>) -> Status {
                     }
                     reason = format!("{reason}+{}", verdict.log_name());
                 }
-                Direction::Outgoing { .. } | Direction::Local => {
+                (Direction::Outgoing { .. } | Direction::Local, Some(_)) => {
                     let ours = header_from
                         .as_deref()
                         .and_then(|f| f.rsplit_once('@'))
@@ -498,8 +501,6 @@ async fn eom(shared: Arc<Shared>, cx: &mut EomContext<Session>) -> Status {
                 if let Err(e) = cx.actions.change_sender("<>", None::<CString>).await {
                     return tempfail(&mut cx.reply, &queue_id, &format!("change-sender-failed:{e:?}"));
                 }
-            }
-            if reset_sender {
                 reason.push_str("+sender-reset");
             }
             log_decision(&queue_id, direction, &envelope.mail_from, envelope.rcpts.len(), "accept", &reason);

@@ -33,7 +33,7 @@ fn settings(mailboxes: &Path) -> MilterSettings {
     MilterSettings {
         origin: MailOrigin::Smtp,
         mail_domain: "chat.example".into(),
-        dkim: dkim_settings(mailboxes),
+        dkim: Some(dkim_settings(mailboxes)),
         max_message_size: 100_000,
         max_recipients: 3,
         mailboxes_dir: mailboxes.to_path_buf(),

@@ -69,6 +69,7 @@ fn run() -> Result<(), String> {
         params: Vec::new(),
         ports,
         milter: true,
+        milter_dkim: true,
         capture: std::env::var("CHATMAIL_CAPTURE").is_ok_and(|v| v == "1"),
         accounts: chatmail_testrelay::AccountBackend::Auth,
         dovecot_plugin: true,

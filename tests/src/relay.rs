@@ -41,6 +41,9 @@ pub struct RelayOptions {
     /// Run the chatmail milter in Postfix's `smtpd_milters` (the default);
     /// off only for benchmarks that need a baseline without it.
     pub milter: bool,
+    /// The milter signs and checks DKIM (the default); off (`--no-dkim`)
+    /// only for benchmarks that need a baseline without it.
+    pub milter_dkim: bool,
     /// Keep a copy of every accepted message in the maildir of
     /// `capture@{domain}` (Postfix `always_bcc`), which no client reads:
     /// Delta Chat deletes what it fetched, so fixtures are captured here.
@@ -72,6 +75,7 @@ impl Default for RelayOptions {
             params: Vec::new(),
             ports: PortChoice::default(),
             milter: true,
+            milter_dkim: true,
             capture: false,
             accounts: AccountBackend::Auth,
             dovecot_plugin: true,
@@ -112,6 +116,7 @@ pub struct Relay {
     bots: Option<Daemon>,
     milter_socket: PathBuf,
     milter_local_socket: PathBuf,
+    milter_dkim: bool,
     auth_socket: PathBuf,
     mailboxes_dir: PathBuf,
     /// uid and gid of the mail store's owner.
@@ -429,6 +434,7 @@ impl Relay {
             bots: None,
             milter_socket,
             milter_local_socket,
+            milter_dkim: options.milter_dkim,
             auth_socket: auth_socket_path,
             mailboxes_dir: config_mailboxes_dir,
             mail_owner: (users.mail_uid, users.mail_gid),
@@ -499,6 +505,9 @@ impl Relay {
             .arg(format!("unix:{}", self.milter_socket.display()))
             .arg("--local-socket")
             .arg(format!("unix:{}", self.milter_local_socket.display()));
+        if !self.milter_dkim {
+            command.arg("--no-dkim");
+        }
         let milter = self.milter.insert(Daemon::spawn("chatmail-milter", command, &self.log_dir.join("milter.log"), true)?);
         wait_for_path(&self.milter_socket, STARTUP_TIMEOUT, || milter.check_running())?;
         wait_for_path(&self.milter_local_socket, STARTUP_TIMEOUT, || milter.check_running())
