@@ -19,6 +19,9 @@ const TTL_SECONDS: u32 = 60;
 #[derive(Default)]
 struct Zone {
     txt: HashMap<String, Vec<String>>,
+    /// (selector, record): the answer for `selector._domainkey.ANY` names
+    /// that have no record of their own.
+    any_domain_key: Option<(String, String)>,
     silent: HashSet<String>,
     queries: HashMap<String, usize>,
 }
@@ -74,6 +77,13 @@ impl TestDns {
         self.zone().txt.remove(&normalize(name));
     }
 
+    /// Answers `{selector}._domainkey.{any domain}` with `record` unless
+    /// the name has a record of its own: for separate harness processes
+    /// whose relays all sign with the harness's test key.
+    pub fn answer_any_domain_key(&self, selector: &str, record: &str) {
+        self.zone().any_domain_key = Some((normalize(selector), record.to_owned()));
+    }
+
     /// Questions about `name` get no answer at all, as from an unreachable server.
     pub fn make_silent(&self, name: &str) {
         self.zone().silent.insert(normalize(name));
@@ -106,7 +116,11 @@ fn serve(socket: &UdpSocket, zone: &Mutex<Zone>) {
             if zone.silent.contains(&question.name) {
                 continue;
             }
-            let records = zone.txt.get(&question.name).cloned();
+            let records = zone.txt.get(&question.name).cloned().or_else(|| {
+                let (selector, record) = zone.any_domain_key.as_ref()?;
+                let domain = question.name.strip_prefix(selector.as_str())?.strip_prefix("._domainkey.")?;
+                (!domain.is_empty()).then(|| vec![record.clone()])
+            });
             answer(&buf[..len], &question, records.as_deref())
         };
         let _ = socket.send_to(&reply, peer);

@@ -15,7 +15,15 @@
 //!   CHATMAIL_HTTPS_PORT       onboarding web page and /new (default 2443)
 //!   CHATMAIL_TEST_ACCOUNTS    how many test accounts to create (default 2)
 //!   CHATMAIL_CAPTURE=1        copy every accepted message to capture@DOMAIN's maildir
+//!   CHATMAIL_PARAMS           extra [params] for a generated chatmail.ini: KEY=VALUE;KEY=VALUE
+//!   CHATMAIL_PEERS            other local relays: DOMAIN=SMTP_PORT,… (mail for DOMAIN goes
+//!                             to 127.0.0.1:SMTP_PORT, as MX records would send it)
 //! A port of 0 means "any free port" (relay.json tells which).
+//!
+//! DKIM: the relay signs with the harness's test key, and its DNS (a small
+//! server inside this process) answers the test key's record for every
+//! domain, so relays started by separate chatmail-local-relay processes
+//! (CHATMAIL_PEERS) accept each other's signatures.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +56,34 @@ fn port_from_env(name: &str, default: Option<u16>) -> Result<Option<u16>, String
     }
 }
 
+/// CHATMAIL_PARAMS: `key=value` pairs separated by semicolons.
+fn params_from_env() -> Result<Vec<(String, String)>, String> {
+    let Ok(text) = std::env::var("CHATMAIL_PARAMS") else { return Ok(Vec::new()) };
+    text.split(';')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            let (key, value) = entry.split_once('=').ok_or_else(|| format!("CHATMAIL_PARAMS entry {entry:?} is not KEY=VALUE"))?;
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        })
+        .collect()
+}
+
+/// CHATMAIL_PEERS: `domain=port` pairs separated by commas.
+fn peers_from_env() -> Result<Vec<(String, u16)>, String> {
+    let Ok(text) = std::env::var("CHATMAIL_PEERS") else { return Ok(Vec::new()) };
+    text.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            let (domain, port) = entry.split_once('=').ok_or_else(|| format!("CHATMAIL_PEERS entry {entry:?} is not DOMAIN=PORT"))?;
+            chatmail_config::check_domain(domain).map_err(|e| format!("CHATMAIL_PEERS: {domain:?}: {e}"))?;
+            let port = port.parse::<u16>().map_err(|_| format!("CHATMAIL_PEERS: {port:?} is not a port"))?;
+            Ok((domain.to_owned(), port))
+        })
+        .collect()
+}
+
 fn run() -> Result<(), String> {
     if std::env::args().len() > 1 {
         return Err("takes no arguments; configure it with CHATMAIL_* environment variables (see README)".into());
@@ -66,7 +102,7 @@ fn run() -> Result<(), String> {
         run_dir: Some(run_dir.clone()),
         config_file: std::env::var_os("CHATMAIL_INI").map(PathBuf::from),
         mail_domain: std::env::var("CHATMAIL_DOMAIN").unwrap_or_else(|_| "chatmail.test".into()),
-        params: Vec::new(),
+        params: params_from_env()?,
         ports,
         milter: true,
         milter_dkim: true,
@@ -90,7 +126,13 @@ fn run() -> Result<(), String> {
         Ok(value) => value.trim().parse().map_err(|_| format!("CHATMAIL_TEST_ACCOUNTS={value:?} is not a number"))?,
     };
 
+    let peers = peers_from_env()?;
+    let dns = chatmail_testrelay::test_dns().map_err(|e| e.to_string())?;
+    dns.answer_any_domain_key(chatmail_testrelay::dkim::SELECTOR, chatmail_testrelay::dkim::TEST_KEY_RECORD.trim());
     let mut relay = Relay::start(options).map_err(|e| e.to_string())?;
+    if !peers.is_empty() {
+        relay.route(&peers).map_err(|e| e.to_string())?;
+    }
     let accounts: Vec<Account> = (0..account_count).map(|_| relay.new_account()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
 
     let json = serde_json::to_string_pretty(&relay.connection_json(&accounts)).map_err(|e| e.to_string())?;

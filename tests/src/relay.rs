@@ -890,9 +890,15 @@ impl Relay {
         Ok(reply)
     }
 
-    /// Sends mail for `domains` to the incoming SMTP port of `other` (the
-    /// test stand-in for MX records): Postfix transport maps, then a reload.
+    /// Sends mail for `other`'s domain to its incoming SMTP port (the test
+    /// stand-in for MX records): Postfix transport maps, then a reload.
     pub fn route_to(&self, other: &Relay) -> Result<()> {
+        self.route(&[(other.domain.clone(), other.ports.smtp)])
+    }
+
+    /// Sends mail for each `(domain, port)` to 127.0.0.1:port, replacing
+    /// earlier routes.
+    pub fn route(&self, routes: &[(String, u16)]) -> Result<()> {
         let postconf = |setting: String| -> Result<()> {
             let out = Command::new("postconf")
                 .arg("-c")
@@ -907,7 +913,8 @@ impl Relay {
                 Err(Error::new(format!("postconf -e {setting}: {}", String::from_utf8_lossy(&out.stderr))))
             }
         };
-        postconf(format!("transport_maps=inline:{{ {}=smtp:[127.0.0.1]:{} }}", other.domain, other.ports.smtp))?;
+        let entries: Vec<String> = routes.iter().map(|(domain, port)| format!("{domain}=smtp:[127.0.0.1]:{port}")).collect();
+        postconf(format!("transport_maps=inline:{{ {} }}", entries.join(", ")))?;
         let out = Command::new("postfix").arg("-c").arg(&self.postfix_conf).arg("reload").output().context(|| "postfix reload".into())?;
         if !out.status.success() {
             return Err(Error::new(format!("postfix reload: {}", String::from_utf8_lossy(&out.stderr))));
