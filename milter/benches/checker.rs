@@ -6,7 +6,9 @@
 //! Run: cargo bench -p chatmail-milter --bench checker
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chatmail_testrelay::bench::seconds_per_call;
 
 use chatmail_milter::{parse_content_type, EncryptedBodyChecker};
 
@@ -58,25 +60,13 @@ fn baseline(body: &[u8]) -> bool {
     sum != 1
 }
 
-/// Runs `f` repeatedly for about `budget` and returns seconds per call.
-fn time(budget: Duration, mut f: impl FnMut() -> bool) -> f64 {
-    assert!(f(), "the benchmark input must pass");
-    let start = Instant::now();
-    let mut runs = 0u64;
-    while start.elapsed() < budget {
-        black_box(f());
-        runs += 1;
-    }
-    start.elapsed().as_secs_f64() / runs as f64
-}
-
 fn main() {
     let budget = Duration::from_millis(1500);
     println!("{:>8} {:>12} {:>10} {:>12} {:>8}", "size", "checker/s", "MB/s", "baseline MB/s", "ratio");
     for (label, size) in [("2 KB", 2 << 10), ("50 KB", 50 << 10), ("1 MB", 1 << 20), ("20 MB", 20 << 20)] {
         let input = body(size);
-        let per_check = time(budget, || check(black_box(&input)));
-        let per_baseline = time(budget, || baseline(black_box(&input)));
+        let per_check = seconds_per_call(budget, || check(black_box(&input)));
+        let per_baseline = seconds_per_call(budget, || baseline(black_box(&input)));
         let mb = input.len() as f64 / 1e6;
         println!(
             "{label:>8} {:>12.0} {:>10.1} {:>12.1} {:>8.2}",

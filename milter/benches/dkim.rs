@@ -8,21 +8,11 @@
 //! (Postfix throughput with signing on vs off: chatmail-bench-relay, see BENCHMARKS.md.)
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chatmail_testrelay::bench::seconds_per_call;
 
 use chatmail_milter::{check_message, generate, load_signers, KeyKind, KeySource, MessageSigning, Signers};
-
-/// Runs `f` repeatedly for about `budget` and returns seconds per call.
-fn time(budget: Duration, mut f: impl FnMut() -> bool) -> f64 {
-    assert!(f(), "the benchmark input must pass");
-    let start = Instant::now();
-    let mut runs = 0u64;
-    while start.elapsed() < budget {
-        black_box(f());
-        runs += 1;
-    }
-    start.elapsed().as_secs_f64() / runs as f64
-}
 
 /// Signs `message` the way the milter does: header section, then the body
 /// in Postfix-sized chunks.
@@ -66,14 +56,14 @@ fn main() {
         let message = chatmail_testrelay::mail::encrypted_sized("alice@other.example", "bob@chat.example", "bench", size * 3 / 4);
         let signed = chatmail_testrelay::dkim::sign(&message, "other.example").expect("sign");
         let message = message.into_bytes();
-        let per_check = time(budget, || check_message(black_box(&message)).is_ok());
-        let per_sign = time(budget, || sign(rsa_only, black_box(&message)));
-        let per_sign_both = time(budget, || sign(both, black_box(&message)));
+        let per_check = seconds_per_call(budget, || check_message(black_box(&message)).is_ok());
+        let per_sign = seconds_per_call(budget, || sign(rsa_only, black_box(&message)));
+        let per_sign_both = seconds_per_call(budget, || sign(both, black_box(&message)));
         let verify = || {
             let checks = runtime.block_on(chatmail_milter::check_signatures(&authenticator, black_box(signed.as_bytes())));
             matches!(chatmail_milter::judge(Some("other.example"), &checks), chatmail_milter::DkimVerdict::Pass { .. })
         };
-        let per_verify = time(budget, verify);
+        let per_verify = seconds_per_call(budget, verify);
         println!(
             "{label:>6} {:>15.1} {:>9.1} {:>10.2} {:>15.1} {:>10.1} {:>12.2}",
             per_check * 1e6,

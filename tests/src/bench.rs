@@ -11,6 +11,19 @@ pub fn percentile<T: Copy>(sorted: &[T], p: f64) -> T {
     sorted[index.min(sorted.len() - 1)]
 }
 
+/// Runs `f` repeatedly for about `budget` and returns seconds per call;
+/// `f` says whether its input passed, which the first call must.
+pub fn seconds_per_call(budget: std::time::Duration, mut f: impl FnMut() -> bool) -> f64 {
+    assert!(f(), "the benchmark input must pass");
+    let start = std::time::Instant::now();
+    let mut runs = 0u64;
+    while start.elapsed() < budget {
+        std::hint::black_box(f());
+        runs += 1;
+    }
+    start.elapsed().as_secs_f64() / runs as f64
+}
+
 /// The median (upper middle) of `values`, which it sorts.
 pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
