@@ -165,6 +165,7 @@ fn print_banner(relay: &Relay, accounts: &[Account], json_path: &std::path::Path
     println!("  config     {}", relay.config_path.display());
     println!("  logs       {}", relay.log_dir.display());
     println!("  certificate {} (self-signed)", relay.cert_pem.display());
+    println!("  DKIM key   {} (selector {}; its record is served by the harness's own DNS)", relay.config.dkim_key_file.display(), relay.config.dkim_selector);
     println!("  details    {}", json_path.display());
     println!();
     println!("Test accounts (log in with Delta Chat: \"Add account\" > \"Log into your e-mail account\" > paste the link, or scan it as a QR code):");
