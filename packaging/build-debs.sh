@@ -14,7 +14,7 @@ abi=$(cat "$abi_file")
 cargo build --release --workspace --locked
 rm -rf "$out"
 mkdir -p "$out"
-for crate in chatmail-milter chatmail-dovecot-plugin chatmail-bot-sandbox; do
+for crate in chatmail-milter chatmail-dovecot-plugin chatmail-bot-sandbox chatmail-accounts; do
     cargo deb --no-build -p "$crate" -o "$out/"
 done
 
