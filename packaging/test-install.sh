@@ -1,0 +1,138 @@
+#!/bin/sh
+# Installs the built packages (target/debian/, from packaging/build-debs.sh)
+# into a clean Debian 12 root made with debootstrap, the way an operator
+# would: a local apt repository, `apt-get install chatmail-relay`. Then,
+# without systemd, starts the daemons as their units would, sends an
+# encrypted message A→B through the installed relay (and sees cleartext
+# refused), reinstalls (an edit to chatmail.ini survives), removes (no milter
+# left in main.cf, Postfix settings as before) and purges (no files left).
+# Also runs lintian (no errors allowed).
+#
+# Needs root, debootstrap and lintian, and the Debian mirror. The root is
+# kept in $CHATMAIL_DEB_ROOT (default /var/tmp/chatmail-deb-root) as a clean
+# copy, so a second run skips debootstrap.
+set -eu
+cd "$(dirname "$0")/.."
+
+base=${CHATMAIL_DEB_ROOT:-/var/tmp/chatmail-deb-root}
+root=$base/run
+domain=relay.test
+mirror=$(sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n 1)
+mirror=${mirror:-http://deb.debian.org/debian}
+
+log() { echo "test-install: $*" >&2; }
+fail() { log "FAILED: $*"; exit 1; }
+in_root() { chroot "$root" sh -c "$1"; }
+
+# Stops what start-relay.sh started, as systemd would before a removal.
+stop_relay() {
+    in_root 'postfix stop; doveadm stop' >/dev/null 2>&1 || true
+    for name in chatmail-milter chatmail-auth; do
+        pkill -TERM -x "$name" 2>/dev/null || true
+    done
+    for _ in $(seq 50); do
+        pgrep -x chatmail-milter >/dev/null || pgrep -x chatmail-auth >/dev/null || return 0
+        sleep 0.2
+    done
+    pkill -KILL -x chatmail-milter 2>/dev/null || true
+    pkill -KILL -x chatmail-auth 2>/dev/null || true
+}
+
+cleanup() {
+    stop_relay
+    for m in run dev proc; do
+        mountpoint -q "$root/$m" && umount -l "$root/$m"
+    done
+    true
+}
+trap cleanup EXIT
+
+ls target/debian/chatmail-relay_*.deb >/dev/null 2>&1 || fail "no packages in target/debian: run packaging/build-debs.sh"
+
+log "lintian"
+lintian --fail-on error target/debian/*.deb || fail "lintian reports errors"
+
+if [ ! -d "$base/clean" ]; then
+    log "debootstrap bookworm from $mirror into $base/clean"
+    mkdir -p "$base"
+    debootstrap --variant=minbase bookworm "$base/clean.new" "$mirror" >"$base/debootstrap.log" 2>&1 \
+        || fail "debootstrap (log: $base/debootstrap.log)"
+    mv "$base/clean.new" "$base/clean"
+fi
+rm -rf "$root"
+cp -a "$base/clean" "$root"
+mount -t proc proc "$root/proc"
+mount --bind /dev "$root/dev"
+mount -t tmpfs tmpfs "$root/run"
+cp /etc/resolv.conf "$root/etc/resolv.conf"
+# As in a container build: services are started by this script, not by dpkg.
+printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"
+chmod 755 "$root/usr/sbin/policy-rc.d"
+
+mkdir -p "$root/srv/repo"
+cp target/debian/*.deb "$root/srv/repo/"
+(cd "$root/srv/repo" && dpkg-scanpackages . > Packages 2>/dev/null)
+echo 'deb [trusted=yes] file:/srv/repo ./' > "$root/etc/apt/sources.list.d/chatmail.list"
+
+log "apt-get install chatmail-relay"
+in_root "apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postfix >/dev/null" || fail "installing postfix"
+in_root 'postconf -n' > "$base/main.cf.before"
+in_root "echo 'chatmail-relay chatmail-relay/mail_domain string $domain' | debconf-set-selections"
+in_root 'DEBIAN_FRONTEND=noninteractive apt-get install -y -q chatmail-relay' > "$base/install.log" 2>&1 \
+    || fail "apt-get install chatmail-relay (log: $base/install.log)"
+in_root 'chatmail-milter dkim-record' | grep -q "opendkim._domainkey.$domain. 3600 IN TXT" || fail "no DKIM record"
+
+log "starting the daemons as their units would"
+cat > "$root/root/start-relay.sh" <<'EOF'
+#!/bin/sh
+set -e
+INI=/etc/chatmail/chatmail.ini
+install -d -o vmail -g vmail -m 0755 /run/chatmail-auth
+/usr/sbin/chatmail-auth --config $INI --socket /run/chatmail-auth/auth.sock --socket-group dovecot \
+    --mail-user vmail >/var/log/chatmail-auth.log 2>&1 </dev/null &
+install -d -o chatmail-milter -g postfix -m 0750 /var/spool/postfix/chatmail-milter
+setpriv --reuid chatmail-milter --regid chatmail-milter --groups postfix,vmail --no-new-privs \
+    /usr/sbin/chatmail-milter --config $INI \
+    --socket unix:/var/spool/postfix/chatmail-milter/milter.sock \
+    --local-socket unix:/var/spool/postfix/chatmail-milter/local.sock >/var/log/chatmail-milter.log 2>&1 </dev/null &
+for i in $(seq 50); do
+    [ -S /run/chatmail-auth/auth.sock ] && [ -S /var/spool/postfix/chatmail-milter/milter.sock ] && break
+    sleep 0.1
+done
+dovecot
+postfix start >/dev/null 2>&1
+EOF
+chmod 755 "$root/root/start-relay.sh"
+in_root /root/start-relay.sh >/dev/null 2>&1 || fail "starting the daemons"
+sleep 1
+
+log "encrypted message A→B through the installed relay"
+python3 packaging/send-encrypted.py "$domain" || {
+    in_root 'doveadm log errors; cat /var/log/chatmail-milter.log /var/log/chatmail-auth.log' >&2 || true
+    fail "message A→B"
+}
+
+log "reinstall keeps an edit to chatmail.ini"
+in_root 'echo "max_user_send_per_minute = 30" >> /etc/chatmail/chatmail.ini'
+in_root 'DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall chatmail-relay' >>"$base/install.log" 2>&1 \
+    || fail "reinstall (log: $base/install.log)"
+in_root 'grep -qx "max_user_send_per_minute = 30" /etc/chatmail/chatmail.ini' || fail "the edit to chatmail.ini was lost"
+
+stop_relay
+
+log "remove: no milter left in main.cf, Postfix's settings as before"
+in_root 'DEBIAN_FRONTEND=noninteractive apt-get remove -y -q chatmail-relay' >>"$base/install.log" 2>&1 || fail "remove"
+in_root 'postconf -n' > "$base/main.cf.after"
+in_root 'postconf -M' | grep -q chatmail- && fail "chatmail services left in master.cf"
+diff -u "$base/main.cf.before" "$base/main.cf.after" || fail "main.cf differs from before the install"
+[ -e "$root/etc/dovecot/conf.d/90-chatmail.conf" ] && fail "Dovecot snippet left after remove"
+
+log "purge: no files left"
+in_root 'DEBIAN_FRONTEND=noninteractive apt-get purge -y -q chatmail-relay chatmail-bots dovecot-chatmail chatmail-milter' \
+    >>"$base/install.log" 2>&1 || fail "purge"
+for path in /etc/chatmail /var/lib/chatmail-relay /etc/dkimkeys/opendkim.private /etc/dovecot/chatmail-auth.conf.ext \
+    /usr/lib/dovecot/modules/lib90_chatmail_plugin.so /var/spool/postfix/chatmail-milter; do
+    [ -e "$root$path" ] && fail "$path left after purge"
+done
+in_root 'getent passwd chatmail-milter' >/dev/null && fail "user chatmail-milter left after purge"
+log "ok"
