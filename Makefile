@@ -1,13 +1,14 @@
 # Quick start (Debian 12, as root):
 #   make run    a complete local chatmail relay on 127.0.0.1 (Ctrl-C stops it)
-#   make test   every test: unit, end-to-end through Postfix and Dovecot, Delta Chat core
+#   make test   every test: unit, end-to-end through Postfix and Dovecot, Delta Chat core,
+#               and the Debian packages installed into a clean Debian 12 root
 
 CARGO ?= cargo
 VENV ?= .venv
 PYTHON ?= python3
 LOCAL_RELAY := target/debug/chatmail-local-relay
 
-.PHONY: run test setup build venv unit-test e2e-test clean bots
+.PHONY: run test setup build venv unit-test e2e-test clean bots debs package-test
 
 run: setup build
 	$(LOCAL_RELAY)
@@ -15,6 +16,16 @@ run: setup build
 test: setup build venv
 	$(CARGO) test --workspace --locked
 	CHATMAIL_LOCAL_RELAY=$(CURDIR)/$(LOCAL_RELAY) $(VENV)/bin/pytest tests/e2e
+	$(MAKE) package-test
+
+# The Debian packages (release build) into target/debian/.
+debs: setup
+	packaging/build-debs.sh
+
+# Installs them with apt into a debootstrap'd Debian 12 root and checks the
+# relay there (uses ports 25, 465, 587, 143 and 993 of 127.0.0.1 while it runs).
+package-test: debs
+	packaging/test-install.sh
 
 setup:
 	@./scripts/setup-host.sh

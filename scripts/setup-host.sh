@@ -8,7 +8,8 @@
 set -eu
 
 PACKAGES="postfix dovecot-core dovecot-imapd dovecot-lmtpd dovecot-dev libclang-dev \
-clang openssl ssl-cert pkg-config python3-venv python3-pip make chromium"
+clang openssl ssl-cert pkg-config python3-venv python3-pip make chromium \
+debootstrap lintian dpkg-dev"
 
 log() { echo "setup-host: $*" >&2; }
 
@@ -56,6 +57,12 @@ if ! getent passwd vmail >/dev/null; then
     log "creating system user vmail"
     useradd --system --user-group --home-dir /home/vmail --no-create-home \
         --shell /usr/sbin/nologin vmail
+fi
+
+# The Debian packages are built with cargo-deb (crates.io), pinned.
+if ! cargo deb --version 2>/dev/null | grep -q "3\.8\.0"; then
+    log "installing cargo-deb 3.8.0"
+    cargo install --locked --quiet cargo-deb@3.8.0
 fi
 
 log "host ready"
