@@ -81,6 +81,12 @@ in_root "echo 'chatmail-relay chatmail-relay/mail_domain string $domain' | debco
 in_root 'DEBIAN_FRONTEND=noninteractive apt-get install -y -q chatmail-relay' > "$base/install.log" 2>&1 \
     || fail "apt-get install chatmail-relay (log: $base/install.log)"
 in_root 'chatmail-milter dkim-record' | grep -q "opendkim._domainkey.$domain. 3600 IN TXT" || fail "no DKIM record"
+# The conf.d snippet must reach both protocols (a global mail_plugins after
+# a protocol block would not).
+for protocol in imap lmtp; do
+    in_root "doveconf -h -f protocol=$protocol mail_plugins 2>/dev/null" | grep -qw chatmail \
+        || fail "the chatmail plugin is not in Dovecot's mail_plugins for $protocol"
+done
 
 log "starting the daemons as their units would"
 cat > "$root/root/start-relay.sh" <<'EOF'
