@@ -6,6 +6,7 @@ binary path comes from CHATMAIL_LOCAL_RELAY (set by the Makefile) or the
 workspace's debug build.
 """
 
+import ctypes
 import json
 import logging
 import os
@@ -30,6 +31,13 @@ def relay_binary():
     if not Path(path).exists():
         pytest.fail(f"{path} does not exist; build it with `cargo build -p chatmail-testrelay`")
     return str(path)
+
+
+def _stop_with_parent():
+    """In the relay's process, before exec: a SIGTERM when the test process
+    dies (PR_SET_PDEATHSIG), so a killed pytest leaves no relay running (the
+    relay in turn stops its servers)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
 
 
 def free_port():
@@ -61,7 +69,8 @@ class LocalRelay:
             env["CHATMAIL_PEERS"] = ",".join(f"{d}={p}" for d, p in peers.items())
         self.output = open(self.run_dir / "harness.out", "w")
         self.process = subprocess.Popen(
-            [relay_binary()], env=env, stdout=self.output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            [relay_binary()], env=env, stdout=self.output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=_stop_with_parent,
         )
         json_path = self.run_dir / "relay.json"
         deadline = time.monotonic() + RELAY_START_TIMEOUT
