@@ -80,13 +80,7 @@ pub fn load_signers(domain: &str, rsa: KeySource<'_>, ed25519: Option<KeySource<
     let ed25519_signer = match ed25519 {
         None => None,
         Some(source) => {
-            let der = read_key_der(source.path)?;
-            let PrivateKeyDer::Pkcs8(pkcs8) = der else {
-                return Err(format!("{}: an Ed25519 key must be PKCS#8 (BEGIN PRIVATE KEY)", source.path.display()));
-            };
-            // "maybe unchecked": OpenSSL writes PKCS#8 v1 without the public key.
-            let key = Ed25519Key::from_pkcs8_maybe_unchecked_der(pkcs8.secret_pkcs8_der())
-                .map_err(|e| format!("{} is not a usable Ed25519 key: {e}", source.path.display()))?;
+            let key = read_ed25519_key(source.path)?;
             Some(
                 DkimSigner::from_key(key)
                     .domain(domain)
@@ -103,10 +97,9 @@ pub fn load_signers(domain: &str, rsa: KeySource<'_>, ed25519: Option<KeySource<
 /// The public key in the form a DKIM record's `p=` holds: for RSA the DER
 /// SubjectPublicKeyInfo (as OpenDKIM publishes it), for Ed25519 the 32 raw bytes.
 pub fn public_key(path: &Path, kind: KeyKind) -> Result<Vec<u8>, String> {
-    let der = read_key_der(path)?;
     match kind {
         KeyKind::Rsa => {
-            let key = match &der {
+            let key = match &read_key_der(path)? {
                 PrivateKeyDer::Pkcs1(k) => rsa::RsaPrivateKey::from_pkcs1_der(k.secret_pkcs1_der()).map_err(|e| e.to_string()),
                 PrivateKeyDer::Pkcs8(k) => rsa::RsaPrivateKey::from_pkcs8_der(k.secret_pkcs8_der()).map_err(|e| e.to_string()),
                 _ => Err("not PKCS#1 or PKCS#8".into()),
@@ -115,15 +108,16 @@ pub fn public_key(path: &Path, kind: KeyKind) -> Result<Vec<u8>, String> {
             let spki = key.to_public_key().to_public_key_der().map_err(|e| format!("encoding the public key: {e}"))?;
             Ok(spki.as_bytes().to_vec())
         }
-        KeyKind::Ed25519 => {
-            let PrivateKeyDer::Pkcs8(pkcs8) = der else {
-                return Err(format!("{}: an Ed25519 key must be PKCS#8 (BEGIN PRIVATE KEY)", path.display()));
-            };
-            let key = Ed25519Key::from_pkcs8_maybe_unchecked_der(pkcs8.secret_pkcs8_der())
-                .map_err(|e| format!("{} is not a usable Ed25519 key: {e}", path.display()))?;
-            Ok(key.public_key())
-        }
+        KeyKind::Ed25519 => Ok(read_ed25519_key(path)?.public_key()),
     }
+}
+
+fn read_ed25519_key(path: &Path) -> Result<Ed25519Key, String> {
+    let PrivateKeyDer::Pkcs8(pkcs8) = read_key_der(path)? else {
+        return Err(format!("{}: an Ed25519 key must be PKCS#8 (BEGIN PRIVATE KEY)", path.display()));
+    };
+    // "maybe unchecked": OpenSSL writes PKCS#8 v1 without the public key.
+    Ed25519Key::from_pkcs8_maybe_unchecked_der(pkcs8.secret_pkcs8_der()).map_err(|e| format!("{} is not a usable Ed25519 key: {e}", path.display()))
 }
 
 /// The TXT record value: `v=DKIM1; k=…; p=…`.

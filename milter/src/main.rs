@@ -183,10 +183,17 @@ fn keygen(config: &Config, ed25519: bool) -> ExitCode {
     print_record(config, kind, path, selector)
 }
 
+/// The key's public half and the DNS record (zone-file line) that publishes it.
+fn key_record(config: &Config, kind: KeyKind, path: &Path, selector: &str) -> Result<(Vec<u8>, String), String> {
+    let public = chatmail_milter::public_key(path, kind)?;
+    let record = chatmail_milter::zone_record(selector, &config.mail_domain, &chatmail_milter::record_value(kind, &public));
+    Ok((public, record))
+}
+
 fn print_record(config: &Config, kind: KeyKind, path: &Path, selector: &str) -> ExitCode {
-    match chatmail_milter::public_key(path, kind) {
-        Ok(public) => {
-            println!("{}", chatmail_milter::zone_record(selector, &config.mail_domain, &chatmail_milter::record_value(kind, &public)));
+    match key_record(config, kind, path, selector) {
+        Ok((_, record)) => {
+            println!("{record}");
             ExitCode::SUCCESS
         }
         Err(message) => {
@@ -217,15 +224,14 @@ async fn check_records(config: &Config) -> ExitCode {
     let mut all_good = true;
     for (kind, path, selector) in configured_keys(config) {
         let name = chatmail_milter::record_name(selector, &config.mail_domain);
-        let public = match chatmail_milter::public_key(path, kind) {
-            Ok(public) => public,
+        let (public, expected) = match key_record(config, kind, path, selector) {
+            Ok(found) => found,
             Err(message) => {
                 eprintln!("chatmail-milter: error: {message}");
                 all_good = false;
                 continue;
             }
         };
-        let expected = chatmail_milter::zone_record(selector, &config.mail_domain, &chatmail_milter::record_value(kind, &public));
         let problem = match chatmail_milter::txt_records(&authenticator, &name).await {
             Err(e) => Some(format!("looking up TXT {name}: {e}")),
             Ok(records) => match records.as_slice() {

@@ -455,6 +455,7 @@ async fn eom(shared: Arc<Shared>, cx: &mut EomContext<Session>) -> Status {
     match decision {
         Decision::Accept { reason, reset_sender } => {
             let mut reason = reason.name().to_owned();
+            let from_domain = header_from.as_deref().and_then(|f| f.rsplit_once('@')).map(|(_, d)| d);
             // DKIM after the encryption policy: the cheaper refusal first.
             match (&envelope.direction, &shared.settings.dkim) {
                 (_, None) => {}
@@ -463,7 +464,6 @@ async fn eom(shared: Arc<Shared>, cx: &mut EomContext<Session>) -> Status {
                         Some(check) => check.finish(&dkim.authenticator).await,
                         None => Vec::new(),
                     };
-                    let from_domain = header_from.as_deref().and_then(|f| f.rsplit_once('@')).map(|(_, d)| d);
                     let verdict = dkim::judge(from_domain, &checks);
                     if let Some(reply) = verdict.reply() {
                         let decision = if matches!(verdict, DkimVerdict::TempFail { .. }) { "tempfail" } else { "reject" };
@@ -473,10 +473,7 @@ async fn eom(shared: Arc<Shared>, cx: &mut EomContext<Session>) -> Status {
                     reason = format!("{reason}+{}", verdict.log_name());
                 }
                 (Direction::Outgoing { .. } | Direction::Local, Some(_)) => {
-                    let ours = header_from
-                        .as_deref()
-                        .and_then(|f| f.rsplit_once('@'))
-                        .is_some_and(|(_, d)| d.eq_ignore_ascii_case(&shared.settings.mail_domain));
+                    let ours = from_domain.is_some_and(|d| d.eq_ignore_ascii_case(&shared.settings.mail_domain));
                     match message.signing.take() {
                         // Outgoing mail always has our From (the policy checked
                         // it); local mail with another domain's From is not ours to sign.
