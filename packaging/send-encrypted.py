@@ -8,21 +8,13 @@ Usage: python3 send-encrypted.py DOMAIN
 import imaplib
 import secrets
 import smtplib
-import ssl
 import string
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "e2e"))
-from encrypted_mail import encrypted_message  # noqa: E402
-
-
-def context():
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+from plain_client import encrypted_message, unverified_tls  # noqa: E402
 
 
 def account(domain):
@@ -34,12 +26,12 @@ def main():
     domain = sys.argv[1]
     (alice, alice_pw), (bob, bob_pw) = account(domain), account(domain)
     for addr, pw in ((alice, alice_pw), (bob, bob_pw)):
-        imap = imaplib.IMAP4_SSL("127.0.0.1", 993, ssl_context=context())
+        imap = imaplib.IMAP4_SSL("127.0.0.1", 993, ssl_context=unverified_tls())
         imap.login(addr, pw)  # the first login creates the account
         imap.logout()
     subject = "pkg-" + secrets.token_hex(4)
     with smtplib.SMTP("127.0.0.1", 587, timeout=30) as smtp:
-        smtp.starttls(context=context())
+        smtp.starttls(context=unverified_tls())
         smtp.login(alice, alice_pw)
         smtp.sendmail(alice, [bob], encrypted_message(alice, bob, subject))
         try:
@@ -47,7 +39,7 @@ def main():
             sys.exit("cleartext was accepted")
         except smtplib.SMTPDataError as refused:
             assert refused.smtp_code == 523, refused
-    imap = imaplib.IMAP4_SSL("127.0.0.1", 993, ssl_context=context())
+    imap = imaplib.IMAP4_SSL("127.0.0.1", 993, ssl_context=unverified_tls())
     imap.login(bob, bob_pw)
     deadline = time.monotonic() + 30
     while True:

@@ -13,7 +13,6 @@ Environment: BENCH_ROUNDS (default 10).
 import imaplib
 import os
 import smtplib
-import ssl
 import statistics
 import sys
 import time
@@ -23,17 +22,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from conftest import LocalRelay, configure  # noqa: E402
-from encrypted_mail import encrypted_message  # noqa: E402
+from plain_client import encrypted_message, unverified_tls  # noqa: E402
 from deltachat_rpc_client import DeltaChat, EventType, Rpc  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "10"))
-
-
-def context():
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 class RawClient:
@@ -43,9 +35,9 @@ class RawClient:
         self.addr, self.password = credentials["addr"], credentials["password"]
         self.relay = relay
         self.smtp = smtplib.SMTP("127.0.0.1", relay.info["submission_port"], timeout=30)
-        self.smtp.starttls(context=context())
+        self.smtp.starttls(context=unverified_tls())
         self.smtp.login(self.addr, self.password)
-        self.imap = imaplib.IMAP4_SSL("127.0.0.1", relay.info["imaps_port"], ssl_context=context())
+        self.imap = imaplib.IMAP4_SSL("127.0.0.1", relay.info["imaps_port"], ssl_context=unverified_tls())
         self.imap.login(self.addr, self.password)
         self.imap.select("INBOX")
 

@@ -13,7 +13,6 @@ import queue
 import random
 import re
 import smtplib
-import ssl
 import time
 import urllib.parse
 import urllib.request
@@ -24,6 +23,7 @@ from deltachat_rpc_client import EventType
 from deltachat_rpc_client._utils import AttrDict
 
 from conftest import configure
+from plain_client import unverified_tls
 
 log = logging.getLogger(__name__)
 
@@ -79,18 +79,11 @@ def inbox_files(relay, addr):
     return [f for sub in ("new", "cur") if (root / sub).exists() for f in (root / sub).iterdir()]
 
 
-def unverified_context():
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 def test_onboarding_with_new_creates_a_working_account(relay, dc):
     """`POST /new` hands out fresh credentials; Delta Chat logs in with them
     (the relay creates the account on that first login)."""
     url = f"https://127.0.0.1:{relay.info['https_port']}/new"
-    with urllib.request.urlopen(urllib.request.Request(url, method="POST"), context=unverified_context(), timeout=30) as reply:
+    with urllib.request.urlopen(urllib.request.Request(url, method="POST"), context=unverified_tls(), timeout=30) as reply:
         credentials = json.loads(reply.read())
     addr, password = credentials["email"], credentials["password"]
     assert addr.endswith("@" + relay.info["domain"]), credentials
@@ -201,7 +194,7 @@ def test_cleartext_from_a_plain_smtp_client_gets_523(relay):
     account = relay.take_account()
     message = f"From: <{account['addr']}>\r\nTo: <{account['addr']}>\r\nSubject: plain\r\n\r\nhello\r\n"
     with smtplib.SMTP("127.0.0.1", relay.info["submission_port"], timeout=30) as smtp:
-        smtp.starttls(context=unverified_context())
+        smtp.starttls(context=unverified_tls())
         smtp.login(account["addr"], account["password"])
         with pytest.raises(smtplib.SMTPDataError) as refused:
             smtp.sendmail(account["addr"], [account["addr"]], message)

@@ -1,7 +1,18 @@
-"""A message shaped like Delta Chat's encrypted mail, for clients that are
-not Delta Chat (benchmark baseline, package install test)."""
+"""For test clients that are not Delta Chat (plain SMTP/IMAP in the tests,
+the benchmark baseline, the package install test): a message shaped like
+Delta Chat's encrypted mail, and TLS that accepts the test relays'
+self-signed certificates."""
 
 import base64
+import ssl
+
+
+def unverified_tls():
+    """A TLS context that accepts any certificate (test relays' are self-signed)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def encrypted_message(sender, recipient, subject):
