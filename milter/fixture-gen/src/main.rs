@@ -26,6 +26,7 @@ use std::fmt::Write as _;
 use std::io::Cursor;
 use std::path::Path;
 
+use chatmail_config::base64;
 use pgp::composed::{
     EncryptionCaps, KeyType, Message, MessageBuilder, NoEncryption, SecretKeyParamsBuilder,
     SignedPublicKey, SignedPublicSubKey, SignedSecretKey, SubkeyParamsBuilder,
@@ -104,7 +105,7 @@ impl Key {
 
     /// Autocrypt `keydata`: the certificate in binary, base64.
     fn keydata(&self) -> String {
-        base64(&self.public.to_bytes().expect("serialize certificate"))
+        base64::encode(&self.public.to_bytes().expect("serialize certificate"))
     }
 }
 
@@ -460,33 +461,16 @@ fn armor(data: &[u8], opts: &Armor) -> String {
         let _ = writeln!(out, "{k}: {v}");
     }
     out.push('\n');
-    let encoded = base64(data);
+    let encoded = base64::encode(data);
     for line in encoded.as_bytes().chunks(opts.width) {
         out.push_str(std::str::from_utf8(line).expect("ASCII"));
         out.push('\n');
     }
     if opts.checksum {
         let crc = crc24(data).to_be_bytes();
-        let _ = writeln!(out, "={}", base64(&crc[1..]));
+        let _ = writeln!(out, "={}", base64::encode(&crc[1..]));
     }
     out.push_str("-----END PGP MESSAGE-----\n");
-    out
-}
-
-fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 0x3f) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
     out
 }
 
@@ -532,7 +516,7 @@ fn inner_mime(from: &str, to: &str, subject: &str, text: &str, attachment: Optio
              Content-Disposition: attachment; filename=\"data.bin\"\r\n\
              Content-Transfer-Encoding: base64\r\n\r\n"
         );
-        for line in base64(data).as_bytes().chunks(76) {
+        for line in base64::encode(data).as_bytes().chunks(76) {
             m.push_str(std::str::from_utf8(line).expect("ASCII"));
             m.push_str("\r\n");
         }
