@@ -56,30 +56,33 @@ fn port_from_env(name: &str, default: Option<u16>) -> Result<Option<u16>, String
     }
 }
 
-/// CHATMAIL_PARAMS: `key=value` pairs separated by semicolons.
-fn params_from_env() -> Result<Vec<(String, String)>, String> {
-    let Ok(text) = std::env::var("CHATMAIL_PARAMS") else { return Ok(Vec::new()) };
-    text.split(';')
+/// The `A=B` entries of environment variable `name`, separated by
+/// `separator` (empty entries skipped); `form` names A and B for errors.
+fn env_pairs(name: &str, separator: char, form: &str) -> Result<Vec<(String, String)>, String> {
+    let Ok(text) = std::env::var(name) else { return Ok(Vec::new()) };
+    text.split(separator)
         .map(str::trim)
         .filter(|entry| !entry.is_empty())
         .map(|entry| {
-            let (key, value) = entry.split_once('=').ok_or_else(|| format!("CHATMAIL_PARAMS entry {entry:?} is not KEY=VALUE"))?;
-            Ok((key.trim().to_owned(), value.trim().to_owned()))
+            let (a, b) = entry.split_once('=').ok_or_else(|| format!("{name} entry {entry:?} is not {form}"))?;
+            Ok((a.trim().to_owned(), b.trim().to_owned()))
         })
         .collect()
 }
 
+/// CHATMAIL_PARAMS: `key=value` pairs separated by semicolons.
+fn params_from_env() -> Result<Vec<(String, String)>, String> {
+    env_pairs("CHATMAIL_PARAMS", ';', "KEY=VALUE")
+}
+
 /// CHATMAIL_PEERS: `domain=port` pairs separated by commas.
 fn peers_from_env() -> Result<Vec<(String, u16)>, String> {
-    let Ok(text) = std::env::var("CHATMAIL_PEERS") else { return Ok(Vec::new()) };
-    text.split(',')
-        .map(str::trim)
-        .filter(|entry| !entry.is_empty())
-        .map(|entry| {
-            let (domain, port) = entry.split_once('=').ok_or_else(|| format!("CHATMAIL_PEERS entry {entry:?} is not DOMAIN=PORT"))?;
-            chatmail_config::check_domain(domain).map_err(|e| format!("CHATMAIL_PEERS: {domain:?}: {e}"))?;
+    env_pairs("CHATMAIL_PEERS", ',', "DOMAIN=PORT")?
+        .into_iter()
+        .map(|(domain, port)| {
+            chatmail_config::check_domain(&domain).map_err(|e| format!("CHATMAIL_PEERS: {domain:?}: {e}"))?;
             let port = port.parse::<u16>().map_err(|_| format!("CHATMAIL_PEERS: {port:?} is not a port"))?;
-            Ok((domain.to_owned(), port))
+            Ok((domain, port))
         })
         .collect()
 }
