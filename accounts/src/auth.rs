@@ -236,10 +236,31 @@ impl AuthService {
         }
     }
 
+    /// Whether `password` is the submission token of `user`'s bot: the bot
+    /// daemon sends the bot's mail through the relay's own submission
+    /// service with it, so every milter rule and rate limit applies. Only
+    /// from loopback: the token never leaves the relay's machine.
+    fn bot_token_matches(&self, user: &str, ip: &str, password: &str) -> bool {
+        if !ip.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+            return false;
+        }
+        match self.store.read_bot_token(user) {
+            Ok(Some(stored)) => verify_password(password, &stored).unwrap_or_else(|problem| {
+                eprintln!("chatmail-auth: op=passdb user={} result=warning problem={:?}", loggable(user), format!("bot token: {problem}"));
+                false
+            }),
+            Ok(None) => false,
+            Err(e) => {
+                eprintln!("chatmail-auth: op=passdb user={} result=warning problem={:?}", loggable(user), format!("bot token: {e}"));
+                false
+            }
+        }
+    }
+
     /// The reply for a login whose password was checked against `stored`.
     fn checked_login(&self, user: &str, ip: &str, password: &[u8], stored: &str) -> LookupOutcome {
         let verdict = match check_password_bytes(password) {
-            Ok(text) => verify_password(text, stored),
+            Ok(text) => verify_password(text, stored).map(|ok| ok || self.bot_token_matches(user, ip, text)),
             // No password we could have stored: a mismatch.
             Err(_) => Ok(false),
         };
@@ -478,6 +499,36 @@ mod tests {
         let home = f.mailboxes.join("alice0001@chat.example");
         assert_eq!(user.reply, Reply::Found(json!({ "home": home.display().to_string(), "uid": 5000, "gid": 5001 }).to_string()));
         assert_eq!(f.service.lookup(b"shared/userdb/nobody001@chat.example").reply, Reply::NotFound);
+    }
+
+    #[test]
+    fn bot_submission_token_works_from_loopback_only() {
+        let f = fixture(10, FINE);
+        let user = "botbot001@chat.example";
+        assert!(is_login_ok(&passdb(&f, "192.0.2.1", user, GOOD_PW).reply, GOOD_PW));
+        let token = "0123456789abcdef0123456789abcdef";
+        let token_file = f.mailboxes.join(user).join(chatmail_config::spool::BOT_SUBMIT_TOKEN);
+        let table: &[(&str, &str, bool)] = &[
+            ("127.0.0.1", token, false),
+            ("::1", token, false),
+            ("192.0.2.1", GOOD_PW, true),
+        ];
+        // No token file yet: the token is just a wrong password.
+        for (ip, pw, ok) in table {
+            assert_eq!(is_login_ok(&passdb(&f, ip, user, pw).reply, pw), *ok, "{ip} without a token file");
+        }
+        std::fs::write(&token_file, crate::hash_password(token).expect("hash")).expect("token file");
+        let table: &[(&str, &str, bool)] = &[
+            ("127.0.0.1", token, true),
+            ("::1", token, true),
+            ("192.0.2.1", token, false),
+            ("127.0.0.1", "wrongtoken0000000", false),
+            ("192.0.2.1", GOOD_PW, true),
+            ("127.0.0.1", GOOD_PW, true),
+        ];
+        for (ip, pw, ok) in table {
+            assert_eq!(is_login_ok(&passdb(&f, ip, user, pw).reply, pw), *ok, "{ip} {pw}");
+        }
     }
 
     #[test]

@@ -69,6 +69,17 @@ impl Store {
         }
     }
 
+    /// The stored hash of `addr`'s bot submission token, if its bot daemon
+    /// wrote one.
+    pub fn read_bot_token(&self, addr: &str) -> io::Result<Option<String>> {
+        let path = self.account_dir(addr).join(chatmail_config::spool::BOT_SUBMIT_TOKEN);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text.trim().to_owned())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(context(e, "reading", &path)),
+        }
+    }
+
     /// Creates the account `addr` with the password hash `stored`, unless it
     /// exists; the marker file is written before the account becomes visible.
     pub fn create(&self, addr: &str, stored: &str) -> io::Result<CreateOutcome> {

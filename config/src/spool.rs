@@ -40,6 +40,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Marker file in an account's home: a bot is installed for it.
 pub const BOT_MARKER: &str = "chatmail-bot";
 
+/// File in a bot account's home: the password hash of the token the bot
+/// daemon submits the bot's mail with (written by the daemon at install,
+/// accepted by chatmail-auth from loopback clients only).
+pub const BOT_SUBMIT_TOKEN: &str = "chatmail-bot-submit";
+
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobKind {
