@@ -9,6 +9,7 @@
 //! closed WASI of `wasi`; per-sender limits and the CPU budget are
 //! `limits`; the daemon's files per bot are `state`.
 
+mod actions;
 mod daemon;
 mod engine;
 mod fetch;

@@ -1,6 +1,7 @@
-//! Delivering the daemon's own messages (install reports) to an account
-//! through Dovecot's LMTP socket, so quota, indexes and the plugin see
-//! them like any delivery.
+//! The daemon's mail clients: its own messages (install reports) go to an
+//! account through Dovecot's LMTP socket, so quota, indexes and the plugin
+//! see them like any delivery; the bots' messages go out through the
+//! relay's SMTP submission service, as any client's would.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -36,22 +37,8 @@ fn expect(reader: &mut impl BufRead, want: u16, after: &str) -> io::Result<()> {
     }
 }
 
-/// Delivers `message` (CRLF lines) to `recipient` via the socket at `socket`.
-pub fn deliver(socket: &Path, recipient: &str, message: &[u8]) -> io::Result<()> {
-    let stream = UnixStream::connect(socket).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", socket.display())))?;
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(60)))?;
-    let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
-    expect(&mut reader, 220, "greeting")?;
-    writer.write_all(b"LHLO chatmail-bots\r\n")?;
-    expect(&mut reader, 250, "LHLO")?;
-    writer.write_all(b"MAIL FROM:<>\r\n")?;
-    expect(&mut reader, 250, "MAIL FROM")?;
-    writer.write_all(format!("RCPT TO:<{recipient}>\r\n").as_bytes())?;
-    expect(&mut reader, 250, "RCPT TO")?;
-    writer.write_all(b"DATA\r\n")?;
-    expect(&mut reader, 354, "DATA")?;
+/// `message` dot-stuffed and terminated for the DATA phase.
+fn data_phase(message: &[u8]) -> Vec<u8> {
     let mut data = Vec::with_capacity(message.len() + 64);
     for line in message.split_inclusive(|&b| b == b'\n') {
         if line.starts_with(b".") {
@@ -63,10 +50,99 @@ pub fn deliver(socket: &Path, recipient: &str, message: &[u8]) -> io::Result<()>
         data.extend_from_slice(b"\r\n");
     }
     data.extend_from_slice(b".\r\n");
-    writer.write_all(&data)?;
+    data
+}
+
+fn connect(socket: &Path) -> io::Result<(UnixStream, BufReader<UnixStream>)> {
+    let stream = UnixStream::connect(socket).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", socket.display())))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(60)))?;
+    let writer = stream.try_clone()?;
+    Ok((writer, BufReader::new(stream)))
+}
+
+/// Delivers `message` (CRLF lines) to `recipient` via the socket at `socket`.
+pub fn deliver(socket: &Path, recipient: &str, message: &[u8]) -> io::Result<()> {
+    let (mut writer, mut reader) = connect(socket)?;
+    expect(&mut reader, 220, "greeting")?;
+    writer.write_all(b"LHLO chatmail-bots\r\n")?;
+    expect(&mut reader, 250, "LHLO")?;
+    writer.write_all(b"MAIL FROM:<>\r\n")?;
+    expect(&mut reader, 250, "MAIL FROM")?;
+    writer.write_all(format!("RCPT TO:<{recipient}>\r\n").as_bytes())?;
+    expect(&mut reader, 250, "RCPT TO")?;
+    writer.write_all(b"DATA\r\n")?;
+    expect(&mut reader, 354, "DATA")?;
+    writer.write_all(&data_phase(message))?;
     expect(&mut reader, 250, "end of data")?;
     let _ = writer.write_all(b"QUIT\r\n");
     Ok(())
+}
+
+/// Why a submission did not go through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitError {
+    /// Try again later: a 4xx reply (rate limit, milter tempfail) or no
+    /// connection.
+    Temporary(String),
+    /// The relay refused the mail for good (5xx): retrying cannot help.
+    Permanent(String),
+}
+
+impl std::fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubmitError::Temporary(text) => write!(f, "temporary: {text}"),
+            SubmitError::Permanent(text) => write!(f, "permanent: {text}"),
+        }
+    }
+}
+
+/// Submits `message` from `from` to `recipients` through the relay's own
+/// SMTP submission service at `socket`, logged in as `from` with its bot
+/// token: the milter checks the mail and the relay's rate limits apply as
+/// for any client. Recipients refused for good are returned (the others
+/// got the mail); a refusal of the mail itself is an error.
+pub fn submit(socket: &Path, from: &str, token: &str, recipients: &[String], message: &[u8]) -> Result<Vec<(String, String)>, SubmitError> {
+    let temporary = |e: io::Error| SubmitError::Temporary(e.to_string());
+    let (mut writer, mut reader) = connect(socket).map_err(temporary)?;
+    let mut step = |command: &[u8], want: u16, what: &str| -> Result<(), SubmitError> {
+        if !command.is_empty() {
+            writer.write_all(command).map_err(temporary)?;
+        }
+        let (code, text) = reply(&mut reader).map_err(temporary)?;
+        match code {
+            c if c == want => Ok(()),
+            400..=499 => Err(SubmitError::Temporary(format!("{what}: {code} {text}"))),
+            _ => Err(SubmitError::Permanent(format!("{what}: {code} {text}"))),
+        }
+    };
+    step(b"", 220, "greeting")?;
+    step(b"EHLO chatmail-bots\r\n", 250, "EHLO")?;
+    let credentials = chatmail_config::base64::encode(format!("\0{from}\0{token}").as_bytes());
+    // A refused login is a setup problem (token file, auth socket) the
+    // operator fixes: keep the mail.
+    step(format!("AUTH PLAIN {credentials}\r\n").as_bytes(), 235, "AUTH").map_err(|e| match e {
+        SubmitError::Permanent(text) => SubmitError::Temporary(text),
+        temporary => temporary,
+    })?;
+    step(format!("MAIL FROM:<{from}>\r\n").as_bytes(), 250, "MAIL FROM")?;
+    let mut refused = Vec::new();
+    let mut accepted = 0;
+    for recipient in recipients {
+        match step(format!("RCPT TO:<{recipient}>\r\n").as_bytes(), 250, "RCPT TO") {
+            Ok(()) => accepted += 1,
+            Err(SubmitError::Permanent(text)) => refused.push((recipient.clone(), text)),
+            Err(temporary) => return Err(temporary),
+        }
+    }
+    if accepted == 0 {
+        return Err(SubmitError::Permanent(format!("every recipient refused: {refused:?}")));
+    }
+    step(b"DATA\r\n", 354, "DATA")?;
+    step(&data_phase(message), 250, "end of data")?;
+    let _ = writer.write_all(b"QUIT\r\n");
+    Ok(refused)
 }
 
 /// A plain-text report message from the relay to `account`.
