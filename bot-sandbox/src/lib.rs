@@ -11,12 +11,14 @@
 
 mod actions;
 mod daemon;
+mod delta;
 mod engine;
 mod fetch;
 mod limits;
 mod lmtp;
 mod maildir;
 mod metadata;
+mod openpgp;
 mod package;
 mod queue;
 mod runner;

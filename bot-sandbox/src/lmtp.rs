@@ -164,7 +164,7 @@ pub fn report_message(domain: &str, account: &str, subject: &str, body: &str, no
 }
 
 /// `secs` as an RFC 5322 date in UTC.
-fn rfc2822(secs: u64) -> String {
+pub(crate) fn rfc2822(secs: u64) -> String {
     use chatmail_config::calendar::{civil_from_days, MONTH_ABBREVIATIONS};
     // 1970-01-01 was a Thursday.
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];

@@ -30,6 +30,9 @@ const USAGE: &str = "usage: chatmail-bots [--config FILE] [--user USER] run
   --user USER    when started as root, run as this user (default vmail: the
                  daemon reads the accounts' mail and marks bot accounts)";
 
+/// The group of Postfix's public/ directory.
+const SUBMISSION_GROUP: &str = "postdrop";
+
 /// How often the spool is listed when no nudge arrives.
 const RESCAN: Duration = Duration::from_secs(2);
 
@@ -60,7 +63,14 @@ fn drop_privileges(name: &str) -> Result<(), String> {
         return Ok(());
     }
     let user = User::from_name(name).map_err(|e| format!("looking up user {name:?}: {e}"))?.ok_or_else(|| format!("user {name:?} does not exist"))?;
-    nix::unistd::setgroups(&[user.gid]).map_err(|e| format!("setgroups: {e}"))?;
+    // The group postdrop opens Postfix's public/ directory, where the
+    // bots' submission socket is (bot_submission_socket).
+    let mut groups = vec![user.gid];
+    match nix::unistd::Group::from_name(SUBMISSION_GROUP) {
+        Ok(Some(group)) => groups.push(group.gid),
+        _ => eprintln!("chatmail-bots: warning: no group {SUBMISSION_GROUP}: bots' mail cannot reach Postfix's submission socket"),
+    }
+    nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
     nix::unistd::setgid(user.gid).map_err(|e| format!("setgid {}: {e}", user.gid))?;
     nix::unistd::setuid(user.uid).map_err(|e| format!("setuid {}: {e}", user.uid))?;
     Ok(())

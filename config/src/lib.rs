@@ -125,6 +125,8 @@ pub const KEYS: &[KeyDoc] = &[
         meaning: "PEM file of extra CA certificates that bot network requests trust (e.g. an internal CA); empty: the system's only." },
     KeyDoc { name: "lmtp_socket", default: Some("/var/run/dovecot/lmtp"), origin: Origin::New,
         meaning: "Dovecot's LMTP socket, through which the bot daemon delivers install reports." },
+    KeyDoc { name: "bot_submission_socket", default: Some("/var/spool/postfix/public/chatmail-bots"), origin: Origin::New,
+        meaning: "Postfix's SMTP submission socket for bots (a `chatmail-bots unix` smtpd service in master.cf): the bot daemon sends its bots' mail through it, logged in as the bot, so the milter and rate limits apply. The daemon needs the group `postdrop` for it." },
     KeyDoc { name: "dkim_selector", default: Some("opendkim"), origin: Origin::New,
         meaning: "DKIM selector of the RSA key: its public key is published as TXT record `{dkim_selector}._domainkey.{mail_domain}` (chatmail relays use `opendkim`)." },
     KeyDoc { name: "dkim_key_file", default: Some("/etc/dkimkeys/opendkim.private"), origin: Origin::New,
@@ -246,6 +248,7 @@ pub struct Config {
     /// Empty: none.
     pub bot_network_ca_file: Option<PathBuf>,
     pub lmtp_socket: PathBuf,
+    pub bot_submission_socket: PathBuf,
     pub dkim_selector: String,
     pub dkim_key_file: PathBuf,
     /// Empty: no Ed25519 signature.
@@ -456,6 +459,7 @@ impl Config {
                 _ => Some(absolute("bot_network_ca_file")?),
             },
             lmtp_socket: absolute("lmtp_socket")?,
+            bot_submission_socket: absolute("bot_submission_socket")?,
             dkim_selector: selector("dkim_selector")?,
             dkim_key_file: absolute("dkim_key_file")?,
             dkim_ed25519_key_file: match lookup("dkim_ed25519_key_file")?.0.trim() {

@@ -162,6 +162,12 @@ pub fn render_master_cf(s: &PostfixSettings<'_>) -> String {
 {submission_overrides}127.0.0.1:{smtps} inet n - n - - smtpd
   -o syslog_name=postfix/submissions
   -o smtpd_tls_wrappermode=yes
+{submission_overrides}# The bot daemon submits its bots' mail here, logged in as the bot: a
+# socket in public/ (group postdrop), no TLS needed on it.
+chatmail-bots unix n - n - - smtpd
+  -o syslog_name=postfix/chatmail-bots
+  -o smtpd_tls_security_level=none
+  -o smtpd_tls_auth_only=no
 {submission_overrides}pickup unix n - n 60 1 pickup
 cleanup unix n - n - 0 cleanup
 qmgr unix n - n 300 1 qmgr

@@ -253,6 +253,7 @@ impl Relay {
                 let bot_spool = run_dir.join("bot-spool").display().to_string();
                 let bot_state = run_dir.join("bot-state").display().to_string();
                 let lmtp_bots = run_dir.join("dovecot").join("run").join(dovecot::LMTP_BOTS_SOCKET).display().to_string();
+                let bot_submission = run_dir.join("postfix").join("queue").join("public").join("chatmail-bots").display().to_string();
                 let dkim_key = run_dir.join("dkim").join("opendkim.private").display().to_string();
                 // DKIM keys of test domains come from the harness's own DNS server.
                 let dns_server = crate::dns::test_dns()?.addr().to_string();
@@ -273,6 +274,7 @@ impl Relay {
                     ("bots_enabled", "true"),
                     ("bot_state_dir", bot_state.as_str()),
                     ("lmtp_socket", lmtp_bots.as_str()),
+                    ("bot_submission_socket", bot_submission.as_str()),
                     ("dkim_key_file", dkim_key.as_str()),
                     ("dns_servers", dns_server.as_str()),
                 ];
@@ -539,7 +541,9 @@ impl Relay {
         let nudge = self.config.bot_spool_dir.join("nudge");
         let _ = fs::remove_file(&nudge);
         let mut command = Command::new(&binary);
-        command.arg("--config").arg(&self.config_path).arg("run").uid(self.mail_owner.0).gid(self.mail_owner.1);
+        // Started as root, as its unit does: it drops to the mail user
+        // itself, keeping the group postdrop for the submission socket.
+        command.arg("--config").arg(&self.config_path).arg("--user").arg(MAIL_USER).arg("run");
         let bots = self.bots.insert(Daemon::spawn("chatmail-bots", command, &self.log_dir.join("bots.log"), true)?);
         wait_for_path(&nudge, STARTUP_TIMEOUT, || bots.check_running())
     }
