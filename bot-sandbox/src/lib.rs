@@ -13,6 +13,7 @@ mod actions;
 mod daemon;
 mod delta;
 mod engine;
+mod identity;
 mod fetch;
 mod limits;
 mod lmtp;
