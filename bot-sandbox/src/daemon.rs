@@ -28,6 +28,7 @@ use crate::queue::{Spool, Taken};
 use crate::runner::{RunEnd, Runner};
 use crate::state::{Installed, Registry};
 use crate::worker::{Outcome, StorageRequest, WorkerRequest};
+use crate::conversation::{Chat, Gate, Verified};
 
 /// What the daemon needs, from chatmail.ini.
 #[derive(Debug, Clone)]
@@ -49,6 +50,8 @@ pub struct Settings {
     /// The operator's `bot_allowed_origins`.
     pub allowed_origins: Vec<String>,
     pub lmtp_socket: PathBuf,
+    /// Postfix's submission socket for the bots' mail.
+    pub submission_socket: PathBuf,
     /// The daemon runs in its own empty network namespace (workers need
     /// not make one each).
     pub network_isolated: bool,
@@ -73,6 +76,7 @@ impl Settings {
             budget: CpuBudget { percent_per_hour: config.bot_cpu_percent_per_hour, percent_per_day: config.bot_cpu_percent_per_day },
             allowed_origins: config.bot_allowed_origins.clone(),
             lmtp_socket: config.lmtp_socket.clone(),
+            submission_socket: config.bot_submission_socket.clone(),
             network_isolated: false,
         }
     }
@@ -111,16 +115,16 @@ impl std::fmt::Debug for Daemon {
     }
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn log(line: &str) {
+pub(crate) fn log(line: &str) {
     eprintln!("chatmail-bots: {line}");
 }
 
 /// A value fit for a `key=value` log word.
-fn word(text: &str) -> String {
+pub(crate) fn word(text: &str) -> String {
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
         text.to_owned()
     } else {
@@ -253,8 +257,32 @@ impl Daemon {
             log(&format!("op=install job={job_name} bot={account} result=error problem={}", word(&format!("marker: {e}"))));
             return Disposition::Retry(format!("writing the marker: {e}"));
         }
+        let package_key = match package.key.as_deref().map(crate::openpgp::SecretKey::from_armor) {
+            Some(Ok(key)) => Some(key),
+            Some(Err(problem)) => {
+                let _ = self.registry.uninstall(account);
+                let _ = std::fs::remove_file(home.join(BOT_MARKER));
+                return self.refuse_install(job_name, account, "bad-key", &[format!("the secret key attachment: {problem}")]);
+            }
+            None => None,
+        };
+        let key_source = if package_key.is_some() { "from the package" } else { "kept or generated" };
+        let (key, link) = match self.prepare_identity(account, package_key) {
+            Ok(identity) => identity,
+            Err(e) => {
+                log(&format!("op=install job={job_name} bot={account} result=error problem={}", word(&format!("identity: {e}"))));
+                return Disposition::Retry(format!("preparing the bot's identity: {e}"));
+            }
+        };
+        let fingerprint = key.public().fingerprint();
         let m = &package.metadata;
-        log(&format!("op=install job={job_name} bot={account} result=installed uid={uid} name={} author={} wasm_bytes={}", word(&m.name), word(&m.author), package.wasm.len()));
+        log(&format!(
+            "op=install job={job_name} bot={account} result=installed uid={uid} name={} author={} wasm_bytes={} fingerprint={fingerprint} key={}",
+            word(&m.name),
+            word(&m.author),
+            package.wasm.len(),
+            if key_source.starts_with("from") { "package" } else { "relay" }
+        ));
         let mut body = format!(
             "Your bot is installed and runs for every mail this account receives.\n\n\
              Name: {}\nDescription: {}\nAuthor: {}\nModule: {} bytes\n\n\
@@ -269,6 +297,15 @@ impl Daemon {
         ));
         if let Some(minutes) = m.schedule_minutes {
             body.push_str(&format!("Schedule: every {minutes} minutes.\n"));
+        }
+        body.push_str(&format!(
+            "\nThe bot's OpenPGP key ({key_source}): {fingerprint}\n\
+             Only encrypted mail signed by its sender reaches the bot.\n\n\
+             Invite link: scan it or open it in Delta Chat to start an encrypted chat with the bot:\n\n{link}\n\n"
+        ));
+        if let Some(qr) = crate::identity::qr_text(&link) {
+            body.push_str(&qr);
+            body.push('\n');
         }
         self.report(account, &format!("Bot installed: {}", m.name), &body);
         Disposition::Finish
@@ -317,6 +354,31 @@ impl Daemon {
         if own_report && sender == format!("mailer-daemon@{}", self.settings.mail_domain) {
             return refuse("own-report");
         }
+        // The gate: only mail decrypted with the bot's key and signed by
+        // its sender reaches the bot; Secure-Join is answered here.
+        let verified = if scheduled {
+            None
+        } else {
+            match self.gate(job_name, &bot, &mail) {
+                Gate::Run(verified) => Some(verified),
+                Gate::Handled(reason) => {
+                    log(&format!("op=gate job={job_name} bot={account} sender={} result=handled reason={reason}", word(&sender)));
+                    return Disposition::Finish;
+                }
+                Gate::Refused(reason, detail) => {
+                    log(&format!("op=gate job={job_name} bot={account} sender={} result=refused reason={reason} detail={}", word(&sender), word(&detail)));
+                    if let Err(e) = self.registry.count_refusal(account, reason) {
+                        log(&format!("op=gate job={job_name} bot={account} result=error problem={}", word(&e.to_string())));
+                    }
+                    return Disposition::Finish;
+                }
+            }
+        };
+        let sender = verified.as_ref().map_or(sender, |v| v.sender.clone());
+        let input: Vec<u8> = match &verified {
+            Some(v) => v.content.status_update.clone().unwrap_or_else(|| v.content.text.clone()).into_bytes(),
+            None => Vec::new(),
+        };
         let now = now_secs();
         let mut history = match self.registry.history(account) {
             Ok(history) => history,
@@ -346,11 +408,7 @@ impl Daemon {
             output_limit: self.settings.output_limit,
             points: cpu_micros.saturating_mul(POINTS_PER_CPU_SECOND / 1_000_000),
             cpu_seconds: cpu_micros.div_ceil(1_000_000) + 1,
-            environment: vec![
-                ("CHATMAIL_BOT".into(), account.clone()),
-                ("CHATMAIL_SENDER".into(), sender.clone()),
-                ("CHATMAIL_EVENT".into(), if scheduled { "schedule" } else { "mail" }.into()),
-            ],
+            environment: environment(account, verified.as_deref()),
             network_isolated: self.settings.network_isolated,
             storage: bot.metadata.storage.map(|quota| StorageRequest {
                 quota,
@@ -382,7 +440,7 @@ impl Daemon {
         };
         let mut request = request;
         request.network = fetch.is_some();
-        let run = self.runner.run_full(&request, &files, &mail, fetch);
+        let run = self.runner.run_full(&request, &files, &input, fetch);
         let (outcome_word, used_micros, detail) = match &run.end {
             RunEnd::Reported { report, output, storage } => {
                 if let Some(files) = storage {
@@ -394,6 +452,17 @@ impl Daemon {
                     if let Err(e) = self.registry.store_output(account, job_name, output) {
                         log(&format!("op=run job={job_name} bot={account} result=error problem={}", word(&e.to_string())));
                     }
+                }
+                let (actions, refused) = crate::actions::parse(output);
+                for reason in &refused {
+                    log(&format!("op=action job={job_name} bot={account} result=refused reason={}", word(reason)));
+                    let _ = self.registry.record_error(account, now, &format!("output refused: {reason}"));
+                }
+                match (&verified, &report.outcome) {
+                    (_, _) if actions.is_empty() => {}
+                    (Some(verified), Outcome::Exited(0)) => self.carry_out(job_name, &bot, verified, actions),
+                    (None, _) => log(&format!("op=action job={job_name} bot={account} result=refused reason=no-chat-in-a-scheduled-run actions={}", actions.len())),
+                    (Some(_), _) => log(&format!("op=action job={job_name} bot={account} result=refused reason=the-run-failed actions={}", actions.len())),
                 }
                 let outcome = match &report.outcome {
                     Outcome::Exited(0) => "exited".to_owned(),
@@ -606,6 +675,35 @@ impl Drop for FetchHelper {
     }
 }
 
+/// The environment a run gets: who wrote, in which chat, which message.
+fn environment(account: &str, verified: Option<&Verified>) -> Vec<(String, String)> {
+    let mut env = vec![("CHATMAIL_BOT".to_owned(), account.to_owned())];
+    let Some(v) = verified else {
+        env.push(("CHATMAIL_EVENT".into(), "schedule".into()));
+        return env;
+    };
+    let event = if v.content.status_update.is_some() { "webxdc-update" } else { "message" };
+    env.push(("CHATMAIL_EVENT".into(), event.into()));
+    env.push(("CHATMAIL_SENDER".into(), v.sender.clone()));
+    env.push(("CHATMAIL_SENDER_VERIFIED".into(), if v.sender_verified { "1" } else { "0" }.into()));
+    match &v.chat {
+        Chat::Single => env.push(("CHATMAIL_CHAT".into(), "single".into())),
+        Chat::Group { id, name } => {
+            env.push(("CHATMAIL_CHAT".into(), id.clone()));
+            env.push(("CHATMAIL_CHAT_NAME".into(), name.clone()));
+        }
+    }
+    env.push(("CHATMAIL_MESSAGE_ID".into(), v.content.message_id.clone()));
+    if let Some(attachment) = &v.content.attachment {
+        env.push(("CHATMAIL_ATTACHMENT".into(), attachment.name.clone()));
+        env.push(("CHATMAIL_ATTACHMENT_SIZE".into(), attachment.size.to_string()));
+    }
+    if v.content.status_update.is_some() {
+        env.push(("CHATMAIL_WEBXDC_INSTANCE".into(), v.content.in_reply_to.first().cloned().unwrap_or_default()));
+    }
+    env
+}
+
 /// The `bot.toml` text of a package mail (as stored for the record).
 fn package_toml(mail: &[u8]) -> Option<String> {
     use mail_parser::MimeHeaders;
@@ -670,6 +768,7 @@ pub fn serve(daemon: Arc<Daemon>, stop: Arc<AtomicBool>, rescan: Duration) -> st
         let now = now_secs();
         if now >= last_schedule_check + SCHEDULE_CHECK_SECS {
             daemon.schedule_ticks(now);
+            daemon.retry_queued();
             last_schedule_check = now;
         }
         let waiting = daemon.spool.waiting()?;
@@ -736,6 +835,7 @@ mod tests {
             budget: CpuBudget { percent_per_hour: 1.0, percent_per_day: 0.1 },
             allowed_origins: Vec::new(),
             lmtp_socket: dir.join("lmtp"),
+            submission_socket: dir.join("submit"),
             network_isolated: false,
         }
     }

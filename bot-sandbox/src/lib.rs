@@ -10,6 +10,7 @@
 //! `limits`; the daemon's files per bot are `state`.
 
 mod actions;
+mod conversation;
 mod daemon;
 mod delta;
 mod engine;

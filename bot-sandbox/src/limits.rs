@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn table() {
-        let limits = SenderLimits { mails_per_hour: 2, mails_per_day: 3, cpu_seconds_per_hour: 10, bytes_per_hour: 1000 };
+        let limits = SenderLimits { mails_per_hour: 2, mails_per_day: 3, cpu_seconds_per_hour: 10, bytes_per_hour: 1000, sends_per_hour: 60 };
         let now = 100_000;
         let a = "a@x.org";
         type Case<'a> = (&'a str, Vec<RunRecord>, &'a str, u64, Result<u64, OverLimit>);

@@ -10,6 +10,7 @@
 //! mails_per_day = 120
 //! cpu_seconds_per_hour = 60
 //! bytes_per_hour = "60M"
+//! sends_per_hour = 60       # messages the bot sends to one contact
 //!
 //! [schedule]                # optional: also run without a mail
 //! every_minutes = 60
@@ -30,11 +31,14 @@ pub struct SenderLimits {
     pub cpu_seconds_per_hour: u32,
     /// Bytes of mail a sender may feed the bot per hour.
     pub bytes_per_hour: u64,
+    /// Messages the bot may send to one contact per hour (a group message
+    /// counts for each member).
+    pub sends_per_hour: u32,
 }
 
 impl Default for SenderLimits {
     fn default() -> SenderLimits {
-        SenderLimits { mails_per_hour: 60, mails_per_day: 120, cpu_seconds_per_hour: 60, bytes_per_hour: 60 * 1024 * 1024 }
+        SenderLimits { mails_per_hour: 60, mails_per_day: 120, cpu_seconds_per_hour: 60, bytes_per_hour: 60 * 1024 * 1024, sends_per_hour: 60 }
     }
 }
 
@@ -59,6 +63,7 @@ struct RawLimits {
     mails_per_day: Option<u32>,
     cpu_seconds_per_hour: Option<u32>,
     bytes_per_hour: Option<Size>,
+    sends_per_hour: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,6 +141,7 @@ pub fn parse(text: &str) -> Result<Metadata, Vec<String>> {
         Some(l) => SenderLimits {
             mails_per_hour: l.mails_per_hour.unwrap_or(defaults.mails_per_hour),
             mails_per_day: l.mails_per_day.unwrap_or(defaults.mails_per_day),
+            sends_per_hour: l.sends_per_hour.unwrap_or(defaults.sends_per_hour),
             cpu_seconds_per_hour: l.cpu_seconds_per_hour.unwrap_or(defaults.cpu_seconds_per_hour),
             bytes_per_hour: match l.bytes_per_hour {
                 Some(v) => size(v, "limits.bytes_per_hour", &mut problems).unwrap_or(defaults.bytes_per_hour),
@@ -176,12 +182,13 @@ mod tests {
         assert_eq!((minimal.schedule_minutes, minimal.storage), (None, None));
         let full = parse(
             "name = \"echo\"\ndescription = \"Repeats\"\nauthor = \"https://example.org/me\"\nnetwork = [\"https://api.example.org\", \"https://x.example:8443\"]\nstorage = \"1M\"\n\
-             [limits]\nmails_per_hour = 5\nbytes_per_hour = 1000\n[schedule]\nevery_minutes = 60\n",
+             [limits]\nmails_per_hour = 5\nbytes_per_hour = 1000\nsends_per_hour = 3\n[schedule]\nevery_minutes = 60\n",
         )
         .expect("full");
         assert_eq!(full.limits.mails_per_hour, 5);
         assert_eq!(full.limits.mails_per_day, 120);
         assert_eq!(full.limits.bytes_per_hour, 1000);
+        assert_eq!(full.limits.sends_per_hour, 3);
         assert_eq!(full.schedule_minutes, Some(60));
         assert_eq!(full.storage, Some(1024 * 1024));
         assert_eq!(full.network.len(), 2);

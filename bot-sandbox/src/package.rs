@@ -12,6 +12,9 @@ use crate::metadata::{self, Metadata};
 pub struct Package {
     pub wasm: Vec<u8>,
     pub metadata: Metadata,
+    /// The bot account's OpenPGP secret key, if the package carries one
+    /// (an `.asc` attachment, as Delta Chat exports keys).
+    pub key: Option<String>,
 }
 
 /// Takes a package mail apart. Every problem found is listed, in words
@@ -22,6 +25,7 @@ pub fn unpack(mail: &[u8], max_wasm_size: u64) -> Result<Package, Vec<String>> {
     };
     let mut wasm = None;
     let mut toml = None;
+    let mut key = None;
     let mut problems = Vec::new();
     for part in message.attachments() {
         match part.attachment_name() {
@@ -29,6 +33,15 @@ pub fn unpack(mail: &[u8], max_wasm_size: u64) -> Result<Package, Vec<String>> {
             Some("bot.toml") if toml.is_some() => problems.push("more than one bot.toml attachment".into()),
             Some("bot.wasm") => wasm = Some(part.contents().to_vec()),
             Some("bot.toml") => toml = Some(part.contents().to_vec()),
+            Some(name) if name.ends_with(".asc") => {
+                let text = String::from_utf8_lossy(part.contents());
+                if text.contains("-----BEGIN PGP PRIVATE KEY BLOCK-----") {
+                    if key.is_some() {
+                        problems.push("more than one secret key (.asc) attachment".into());
+                    }
+                    key = Some(text.into_owned());
+                }
+            }
             _ => {}
         }
     }
@@ -62,7 +75,7 @@ pub fn unpack(mail: &[u8], max_wasm_size: u64) -> Result<Package, Vec<String>> {
         },
     };
     match (wasm, metadata) {
-        (Some(wasm), Some(metadata)) if problems.is_empty() => Ok(Package { wasm, metadata }),
+        (Some(wasm), Some(metadata)) if problems.is_empty() => Ok(Package { wasm, metadata, key }),
         _ => Err(problems),
     }
 }

@@ -270,6 +270,24 @@ impl Registry {
         Ok(())
     }
 
+    /// Counts a mail the gate kept from the bot, by reason (`gate.json`).
+    pub fn count_refusal(&self, account: &str, reason: &str) -> io::Result<()> {
+        let path = self.bot_dir(account)?.join("gate.json");
+        let mut counts = self.refusals(account)?;
+        *counts.entry(reason.to_owned()).or_insert(0) += 1;
+        write_atomically(&path, &serde_json::to_vec(&counts).map_err(io::Error::other)?, 0o600)
+    }
+
+    /// The gate's refusals so far, by reason.
+    pub fn refusals(&self, account: &str) -> io::Result<BTreeMap<String, u64>> {
+        let path = self.bot_dir(account)?.join("gate.json");
+        match fs::read(&path) {
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes).unwrap_or_default()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(context(e, "reading", &path)),
+        }
+    }
+
     /// Stores a run's output as `outbox/{job}.out`, keeping the newest
     /// [`OUTBOX_KEPT`] (until something sends them, the outbox must not
     /// grow without bound).

@@ -1,22 +1,52 @@
 //! The echo bot: a chatmail bot in plain Rust for `wasm32-wasip1`.
 //!
-//! A bot is a program: the relay starts it for each mail its account
-//! receives, gives it the mail on stdin and the sender in the environment
-//! variable `CHATMAIL_SENDER`, and takes what it writes to stdout as its
-//! answer. This one answers with the text of the mail (the body, after the
-//! header block), prefixed by who sent it.
+//! A bot is a program: the relay runs it for each encrypted message its
+//! account receives, with the message text on stdin and who sent it, from
+//! which chat, in environment variables (`CHATMAIL_SENDER`, `CHATMAIL_CHAT`:
+//! `single` or a group id). What it prints are actions, one JSON object
+//! per line; the relay turns them into encrypted Delta Chat messages.
+//! This one answers every message with its text, in the same chat.
+//! (`/raw LINE` makes it print LINE itself, to try the relay's checks.)
 
 use std::io::{self, Read, Write};
 
+/// `text` as a JSON string.
+fn json_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 fn main() -> io::Result<()> {
-    let mut mail = Vec::new();
-    io::stdin().read_to_end(&mut mail)?;
-    let text = String::from_utf8_lossy(&mail);
-    // The body starts after the first empty line (CRLF or LF).
-    let body = text.split_once("\r\n\r\n").or_else(|| text.split_once("\n\n")).map_or("", |(_, body)| body);
-    let sender = std::env::var("CHATMAIL_SENDER").unwrap_or_default();
+    if std::env::var("CHATMAIL_EVENT").as_deref() != Ok("message") {
+        return Ok(());
+    }
+    let mut text = String::new();
+    io::stdin().read_to_string(&mut text)?;
+    let text = text.replace("\r\n", "\n");
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(());
+    }
     let mut out = io::stdout().lock();
-    writeln!(out, "echo for {sender}:")?;
-    out.write_all(body.trim_end().as_bytes())?;
-    writeln!(out)
+    // `/raw LINE` prints LINE as the action: shows that the relay, not the
+    // bot, decides what happens (anything outside its set is refused).
+    if let Some(line) = text.strip_prefix("/raw ") {
+        return writeln!(out, "{line}");
+    }
+    // In a group, the bot first accepts the invitation (once is enough;
+    // accepting again does no harm).
+    if std::env::var("CHATMAIL_CHAT").is_ok_and(|chat| chat != "single") {
+        writeln!(out, "{{\"action\":\"accept\"}}")?;
+    }
+    writeln!(out, "{{\"action\":\"reply\",\"text\":{}}}", json_string(&format!("echo: {text}")))
 }

@@ -1,0 +1,507 @@
+//! The Delta Chat side of a bot run: the gate before it (decrypt with the
+//! bot's key, verify the sender's signature), Secure-Join answered by the
+//! host, and the bot's actions turned into signed, encrypted mail
+//! submitted through the relay.
+//!
+//! Logging policy: `op=gate` for every mail that does not reach the bot
+//! (`reason=` says why: not-encrypted, undecryptable, bad-signature, …),
+//! `op=securejoin` per protocol step, `op=action` per action (`result=sent`
+//! or `result=refused reason=…`). Message text is never logged.
+
+use std::path::PathBuf;
+
+use crate::actions::{Action, Target};
+use crate::daemon::{log, now_secs, word, Daemon};
+use crate::delta::{self, Content, KeyData, Outgoing};
+use crate::identity::{Identity, Peers};
+use crate::lmtp::{self, SubmitError};
+use crate::openpgp::{self, PublicKey, SecretKey};
+use crate::state::Bot;
+
+/// Where a mail came from, once it passed the gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chat {
+    /// 1:1 with the sender.
+    Single,
+    Group { id: String, name: String },
+}
+
+impl Chat {
+    /// The key under which the bot's sent message ids are kept.
+    fn sent_key(&self, sender: &str) -> String {
+        match self {
+            Chat::Single => format!("single:{sender}"),
+            Chat::Group { id, .. } => id.clone(),
+        }
+    }
+}
+
+/// A mail that passed the gate: what the bot is told.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub sender: String,
+    pub sender_verified: bool,
+    pub chat: Chat,
+    pub content: Content,
+}
+
+/// What the gate decided.
+#[derive(Debug)]
+pub enum Gate {
+    /// Run the bot with this.
+    Run(Box<Verified>),
+    /// Handled by the host (Secure-Join) or not for the bot; `reason` is
+    /// logged.
+    Handled(&'static str),
+    /// Refused: the bot does not run (`reason` logged and counted).
+    Refused(&'static str, String),
+}
+
+/// A group id Delta Chat accepts.
+fn valid_group_id(id: &str) -> bool {
+    (11..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Daemon {
+    pub(crate) fn identity(&self, account: &str) -> std::io::Result<Identity> {
+        Ok(Identity::new(self.registry.bot_dir(account)?.join("identity")))
+    }
+
+    /// The bot's key, token and invite: made at install when missing
+    /// (`package_key`: the one the package carries, which replaces the old).
+    /// Writes the token's hash into the account's home for chatmail-auth.
+    pub(crate) fn prepare_identity(&self, account: &str, package_key: Option<SecretKey>) -> Result<(SecretKey, String), String> {
+        let identity = self.identity(account).map_err(|e| e.to_string())?;
+        let key = match package_key {
+            Some(key) => {
+                identity.store_key(&key).map_err(|e| e.to_string())?;
+                key
+            }
+            None => match identity.key().map_err(|e| e.to_string())? {
+                Some(key) => key,
+                None => {
+                    let key = SecretKey::generate(account)?;
+                    identity.store_key(&key).map_err(|e| e.to_string())?;
+                    key
+                }
+            },
+        };
+        let (token, _) = identity.submit_token().map_err(|e| e.to_string())?;
+        let hash = chatmail_accounts::hash_password(&token)?;
+        let hash_file = self.settings.mailboxes_dir.join(account).join(chatmail_config::spool::BOT_SUBMIT_TOKEN);
+        crate::state::write_atomically(&hash_file, hash.as_bytes(), 0o600).map_err(|e| e.to_string())?;
+        let invite = identity.invite().map_err(|e| e.to_string())?;
+        let name = self.registry.load(account).ok().flatten().map(|b| b.metadata.name).unwrap_or_else(|| account.to_owned());
+        Ok((key.clone(), crate::identity::invite_link(&key.public().fingerprint(), account, &name, &invite)))
+    }
+
+    /// Decides whether `mail` reaches the bot; answers Secure-Join itself.
+    pub(crate) fn gate(&self, job: &str, bot: &Bot, mail: &[u8]) -> Gate {
+        let account = &bot.account;
+        let Some(outer) = delta::parse(mail) else { return Gate::Refused("unreadable", String::new()) };
+        let identity = match self.identity(account) {
+            Ok(identity) => identity,
+            Err(e) => return Gate::Refused("no-identity", e.to_string()),
+        };
+        let key = match identity.key() {
+            Ok(Some(key)) => key,
+            Ok(None) => return Gate::Refused("no-key", "the bot has no key (reinstall it)".into()),
+            Err(e) => return Gate::Refused("no-key", e.to_string()),
+        };
+        let mut peers = match identity.peers() {
+            Ok(peers) => peers,
+            Err(e) => return Gate::Refused("peers-unreadable", e.to_string()),
+        };
+        let Some(armored) = &outer.encrypted else {
+            // The one cleartext a bot account takes: a Secure-Join request
+            // (the milter lets exactly that through).
+            if let Some(sj) = outer.secure_join.as_ref().filter(|sj| sj.step == "vc-request") {
+                return self.answer_vc_request(job, bot, &key, &identity, &mut peers, &outer, sj);
+            }
+            return Gate::Refused("not-encrypted", outer.from);
+        };
+        let decrypted = match key.decrypt(armored) {
+            Ok(decrypted) => decrypted,
+            Err(e) => return Gate::Refused("undecryptable", e),
+        };
+        let Some(inner) = delta::parse(&decrypted.data) else { return Gate::Refused("unreadable", "the decrypted part is not MIME".into()) };
+        let sender = if inner.from.is_empty() { outer.from.clone() } else { inner.from.clone() };
+        if sender != outer.from {
+            // The relay checked the outer From (DKIM, sender login); the
+            // inner one must be the same person.
+            return Gate::Refused("from-mismatch", format!("{} inside, {} outside", inner.from, outer.from));
+        }
+        if !decrypted.signed() {
+            return Gate::Refused("unsigned", sender);
+        }
+        // The key that signed: the Autocrypt header's (for this address),
+        // else the one the bot has for the sender.
+        let offered = inner.autocrypt.as_ref().filter(|k| k.addr == sender).and_then(|k| PublicKey::from_bytes(&k.key).ok());
+        let known = peers.key_of(&sender);
+        let signer = [offered, known].into_iter().flatten().find(|k| openpgp::signed_by(&decrypted, k));
+        let Some(signer) = signer else { return Gate::Refused("bad-signature", sender) };
+        peers.learn_key(&sender, &signer);
+        // Keys of the other recipients, for group replies.
+        for gossip in &inner.gossip {
+            if gossip.addr != sender && gossip.addr != *account && inner.to.contains(&gossip.addr) {
+                if let Ok(key) = PublicKey::from_bytes(&gossip.key) {
+                    if peers.contacts.get(&gossip.addr).is_none_or(|c| c.fingerprint != key.fingerprint()) {
+                        peers.learn_key(&gossip.addr, &key);
+                    }
+                }
+            }
+        }
+        let outcome = self.classify(job, bot, &key, &identity, &mut peers, &signer, inner);
+        if let Err(e) = identity.save_peers(&peers) {
+            log(&format!("op=gate job={job} bot={account} result=error problem={}", word(&e.to_string())));
+        }
+        outcome
+    }
+
+    /// After the signature: Secure-Join steps, hidden messages, consent,
+    /// the chat.
+    #[allow(clippy::too_many_arguments)]
+    fn classify(&self, job: &str, bot: &Bot, key: &SecretKey, identity: &Identity, peers: &mut Peers, signer: &PublicKey, inner: Content) -> Gate {
+        let account = &bot.account;
+        let sender = inner.from.clone();
+        if let Some(sj) = &inner.secure_join {
+            if sj.step == "vc-request-with-auth" {
+                return self.answer_request_with_auth(job, bot, key, identity, peers, signer, &inner);
+            }
+            log(&format!("op=securejoin job={job} bot={account} from={} step={} result=ignored", word(&sender), word(&sj.step)));
+            return Gate::Handled("secure-join-step");
+        }
+        if inner.hidden {
+            return Gate::Handled("hidden-message");
+        }
+        let chat = match inner.group_id.as_deref().filter(|id| valid_group_id(id)) {
+            Some(id) => {
+                if inner.member_removed.as_deref() == Some(account.as_str()) {
+                    peers.groups.remove(id);
+                    log(&format!("op=gate job={job} bot={account} group={id} result=left-group"));
+                    return Gate::Handled("removed-from-group");
+                }
+                let group = peers.groups.entry(id.to_owned()).or_default();
+                if let Some(name) = &inner.group_name {
+                    group.name = name.clone();
+                }
+                let mut members: Vec<String> = inner.to.iter().chain(std::iter::once(&sender)).filter(|a| *a != account).cloned().collect();
+                if let Some(removed) = &inner.member_removed {
+                    members.retain(|m| m != removed);
+                }
+                members.sort();
+                members.dedup();
+                group.members = members;
+                Chat::Group { id: id.to_owned(), name: group.name.clone() }
+            }
+            None => {
+                let contact = peers.contacts.entry(sender.clone()).or_default();
+                if inner.text.trim().eq_ignore_ascii_case("/stop") {
+                    contact.consent = false;
+                    log(&format!("op=gate job={job} bot={account} from={} result=consent-revoked", word(&sender)));
+                    return Gate::Handled("consent-revoked");
+                }
+                contact.consent = true;
+                Chat::Single
+            }
+        };
+        let sender_verified = peers.contacts.get(&sender).is_some_and(|c| c.verified);
+        Gate::Run(Box::new(Verified { sender, sender_verified, chat, content: inner }))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn answer_vc_request(&self, job: &str, bot: &Bot, key: &SecretKey, identity: &Identity, peers: &mut Peers, outer: &Content, sj: &delta::SecureJoin) -> Gate {
+        let account = &bot.account;
+        let from = &outer.from;
+        let refuse = |reason: &'static str| {
+            log(&format!("op=securejoin job={job} bot={account} from={} step=vc-request result=refused reason={reason}", word(from)));
+            Gate::Handled("secure-join")
+        };
+        let invite = match identity.invite() {
+            Ok(invite) => invite,
+            Err(_) => return refuse("no-invite"),
+        };
+        if sj.invite_number.as_deref() != Some(invite.invite_number.as_str()) {
+            return refuse("wrong-invite-number");
+        }
+        let Some(their_key) = outer.autocrypt.as_ref().filter(|k| k.addr == *from).and_then(|k| PublicKey::from_bytes(&k.key).ok()) else {
+            return refuse("no-key");
+        };
+        peers.learn_key(from, &their_key);
+        let gossip = vec![KeyData { addr: from.clone(), key: their_key.to_bytes() }];
+        let message = self.message(bot, vec![from.clone()], "Secure-Join: vc-auth-required", None, None, vec![("Secure-Join".into(), "vc-auth-required".into())], gossip, false);
+        let result = self.send_message(job, bot, key, &message, &[&their_key]);
+        if let Err(e) = identity.save_peers(peers) {
+            log(&format!("op=securejoin job={job} bot={account} result=error problem={}", word(&e.to_string())));
+        }
+        log(&format!("op=securejoin job={job} bot={account} from={} step=vc-request result={}", word(from), result_word(&result)));
+        Gate::Handled("secure-join")
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn answer_request_with_auth(&self, job: &str, bot: &Bot, key: &SecretKey, identity: &Identity, peers: &mut Peers, signer: &PublicKey, inner: &Content) -> Gate {
+        let account = &bot.account;
+        let from = &inner.from;
+        let refuse = |reason: &'static str| {
+            log(&format!("op=securejoin job={job} bot={account} from={} step=vc-request-with-auth result=refused reason={reason}", word(from)));
+            Gate::Handled("secure-join")
+        };
+        let Some(sj) = &inner.secure_join else { return refuse("no-headers") };
+        let Ok(invite) = identity.invite() else { return refuse("no-invite") };
+        if sj.auth.as_deref() != Some(invite.auth.as_str()) {
+            return refuse("wrong-auth");
+        }
+        if sj.fingerprint.as_deref() != Some(signer.fingerprint().as_str()) {
+            return refuse("fingerprint-mismatch");
+        }
+        let own = key.public().to_bytes();
+        if !inner.gossip.iter().any(|g| g.addr == *account && g.key == own) {
+            return refuse("own-key-not-gossiped");
+        }
+        let contact = peers.contacts.entry(from.clone()).or_default();
+        contact.verified = true;
+        contact.consent = true;
+        let gossip = vec![KeyData { addr: from.clone(), key: signer.to_bytes() }];
+        let message = self.message(bot, vec![from.clone()], "Secure-Join: vc-contact-confirm", None, None, vec![("Secure-Join".into(), "vc-contact-confirm".into())], gossip, true);
+        let result = self.send_message(job, bot, key, &message, &[signer]);
+        log(&format!("op=securejoin job={job} bot={account} from={} step=vc-request-with-auth result={} verified=yes", word(from), result_word(&result)));
+        Gate::Handled("secure-join")
+    }
+
+    /// A message from the bot (date now, fresh id).
+    #[allow(clippy::too_many_arguments)]
+    fn message(
+        &self,
+        bot: &Bot,
+        to: Vec<String>,
+        text: &str,
+        group: Option<(String, String)>,
+        in_reply_to: Option<String>,
+        headers: Vec<(String, String)>,
+        gossip: Vec<KeyData>,
+        with_name: bool,
+    ) -> Outgoing {
+        let subject = match &group {
+            Some((_, name)) if in_reply_to.is_some() => format!("Re: {name}"),
+            Some((_, name)) => name.clone(),
+            None => format!("Message from {}", bot.metadata.name),
+        };
+        Outgoing {
+            from: bot.account.clone(),
+            from_name: if with_name { bot.metadata.name.clone() } else { String::new() },
+            to,
+            message_id: delta::new_message_id(&self.settings.mail_domain),
+            date: now_secs(),
+            subject,
+            text: text.to_owned(),
+            in_reply_to,
+            group,
+            headers,
+            gossip,
+            file: None,
+            status_update: None,
+        }
+    }
+
+    /// Signs, encrypts and submits `message`; a temporary failure keeps it
+    /// in the bot's queue for the next try.
+    fn send_message(&self, job: &str, bot: &Bot, key: &SecretKey, message: &Outgoing, keys: &[&PublicKey]) -> Result<(), String> {
+        let mail = delta::compose(message, key, keys)?;
+        let identity = self.identity(&bot.account).map_err(|e| e.to_string())?;
+        let (token, _) = identity.submit_token().map_err(|e| e.to_string())?;
+        match lmtp::submit(&self.settings.submission_socket, &bot.account, &token, &message.to, &mail) {
+            Ok(refused) => {
+                for (recipient, reason) in refused {
+                    log(&format!("op=submit job={job} bot={} to={} result=refused reason={}", bot.account, word(&recipient), word(&reason)));
+                }
+                Ok(())
+            }
+            Err(SubmitError::Temporary(reason)) => {
+                self.queue_mail(bot, &message.to, &mail).map_err(|e| format!("queueing after {reason}: {e}"))?;
+                log(&format!("op=submit job={job} bot={} result=queued reason={}", bot.account, word(&reason)));
+                Ok(())
+            }
+            Err(SubmitError::Permanent(reason)) => Err(reason),
+        }
+    }
+
+    fn queue_dir(&self, account: &str) -> std::io::Result<PathBuf> {
+        Ok(self.registry.bot_dir(account)?.join("queue"))
+    }
+
+    fn queue_mail(&self, bot: &Bot, to: &[String], mail: &[u8]) -> std::io::Result<()> {
+        let dir = self.queue_dir(&bot.account)?;
+        std::fs::create_dir_all(&dir)?;
+        let name = format!("{}.{}", now_secs(), delta::random_token(8));
+        let mut record = to.join(" ").into_bytes();
+        record.push(b'\n');
+        record.extend_from_slice(mail);
+        crate::state::write_atomically(&dir.join(name), &record, 0o600)
+    }
+
+    /// Tries the queued mail of every bot again (oldest first); mail the
+    /// relay refuses for good, or older than a day, is dropped with a log
+    /// line and an entry in the bot's errors.
+    pub(crate) fn retry_queued(&self) {
+        let Ok(accounts) = self.registry.accounts() else { return };
+        for account in accounts {
+            let Ok(dir) = self.queue_dir(&account) else { continue };
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let mut names: Vec<_> = entries.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| !n.ends_with(".tmp")).collect();
+            names.sort();
+            let Ok(Some((token, _))) = self.identity(&account).map(|i| i.submit_token().ok()) else { continue };
+            for name in names {
+                let path = dir.join(&name);
+                let Ok(record) = std::fs::read(&path) else { continue };
+                let Some(split) = record.iter().position(|&b| b == b'\n') else {
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                };
+                let to: Vec<String> = String::from_utf8_lossy(&record[..split]).split_whitespace().map(str::to_owned).collect();
+                let age = name.split('.').next().and_then(|t| t.parse::<u64>().ok()).map_or(0, |t| now_secs().saturating_sub(t));
+                match lmtp::submit(&self.settings.submission_socket, &account, &token, &to, &record[split + 1..]) {
+                    Ok(_) => {
+                        let _ = std::fs::remove_file(&path);
+                        log(&format!("op=submit bot={account} result=sent-from-queue"));
+                    }
+                    Err(SubmitError::Temporary(reason)) if age < 86_400 => {
+                        log(&format!("op=submit bot={account} result=still-queued reason={}", word(&reason)));
+                        break;
+                    }
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&path);
+                        log(&format!("op=submit bot={account} result=dropped reason={}", word(&e.to_string())));
+                        let _ = self.registry.record_error(&account, now_secs(), &format!("a message to {} was not sent: {e}", to.join(", ")));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Carries out the bot's actions for a run on `verified`.
+    pub(crate) fn carry_out(&self, job: &str, bot: &Bot, verified: &Verified, actions: Vec<Action>) {
+        let account = &bot.account;
+        let Ok(identity) = self.identity(account) else { return };
+        let (key, mut peers) = match (identity.key(), identity.peers()) {
+            (Ok(Some(key)), Ok(peers)) => (key, peers),
+            _ => {
+                log(&format!("op=action job={job} bot={account} result=error problem=identity-unreadable"));
+                return;
+            }
+        };
+        let per_hour = bot.metadata.limits.sends_per_hour;
+        for action in actions {
+            let name = action.name();
+            let outcome = self.one_action(bot, verified, &mut peers, action).and_then(|message| {
+                let Some(message) = message else { return Ok(()) };
+                let now = now_secs();
+                let over: Vec<&String> = message.to.iter().filter(|addr| !peers.count_send(addr, now, per_hour)).collect();
+                if !over.is_empty() {
+                    return Err(format!("send-limit: {} message(s) per contact per hour reached for {}", per_hour, over.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")));
+                }
+                let keys: Vec<PublicKey> = message.to.iter().filter_map(|a| peers.key_of(a)).collect();
+                let key_refs: Vec<&PublicKey> = keys.iter().collect();
+                self.send_message(job, bot, &key, &message, &key_refs)?;
+                let chat = match &message.group {
+                    Some((id, _)) => id.clone(),
+                    None => format!("single:{}", message.to.first().map(String::as_str).unwrap_or_default()),
+                };
+                peers.remember_sent(&chat, &message.message_id);
+                Ok(())
+            });
+            match outcome {
+                Ok(()) => log(&format!("op=action job={job} bot={account} action={name} result=done")),
+                Err(reason) => {
+                    log(&format!("op=action job={job} bot={account} action={name} result=refused reason={}", word(&reason)));
+                    let _ = self.registry.record_error(account, now_secs(), &format!("action {name} refused: {reason}"));
+                }
+            }
+        }
+        if let Err(e) = identity.save_peers(&peers) {
+            log(&format!("op=action job={job} bot={account} result=error problem={}", word(&e.to_string())));
+        }
+    }
+
+    /// Checks one action; the message it sends, if any.
+    fn one_action(&self, bot: &Bot, verified: &Verified, peers: &mut Peers, action: Action) -> Result<Option<Outgoing>, String> {
+        let sender = &verified.sender;
+        let group = match &verified.chat {
+            Chat::Group { id, name } => Some((id.clone(), name.clone())),
+            Chat::Single => None,
+        };
+        // Recipients with a key: the bot only writes encrypted.
+        let with_keys = |peers: &Peers, members: &[String]| -> Vec<String> { members.iter().filter(|m| peers.key_of(m).is_some()).cloned().collect() };
+        let group_target = |peers: &Peers| -> Result<(Vec<String>, Vec<KeyData>), String> {
+            let (id, _) = group.as_ref().ok_or("not in a group")?;
+            let record = peers.groups.get(id).ok_or("unknown group")?;
+            if !record.accepted {
+                return Err("the bot has not accepted this group's invitation (an accept action first)".into());
+            }
+            let to = with_keys(peers, &record.members);
+            let gossip = to.iter().filter_map(|a| peers.key_of(a).map(|k| KeyData { addr: a.clone(), key: k.to_bytes() })).collect();
+            Ok((to, gossip))
+        };
+        match action {
+            Action::Accept => {
+                let (id, _) = group.as_ref().ok_or("accept: the mail did not come from a group")?;
+                peers.groups.get_mut(id).ok_or("unknown group")?.accepted = true;
+                Ok(None)
+            }
+            Action::Send { text, to, quote, file } => {
+                let (recipients, gossip, chat_group) = match (to, &group) {
+                    (Target::Chat, Some(_)) => {
+                        let (to, gossip) = group_target(peers)?;
+                        (to, gossip, group.clone())
+                    }
+                    _ => (vec![sender.clone()], Vec::new(), None),
+                };
+                if recipients.is_empty() {
+                    return Err("no recipient with a key".into());
+                }
+                let in_reply_to = quote.then(|| verified.content.message_id.clone()).filter(|id| !id.is_empty());
+                let mut message = self.message(bot, recipients, &text, chat_group, in_reply_to, Vec::new(), gossip, true);
+                message.file = file;
+                Ok(Some(message))
+            }
+            Action::Delete { message_id } => {
+                let chat_key = verified.chat.sent_key(sender);
+                if !peers.has_sent(&chat_key, &message_id) {
+                    return Err(format!("{message_id} is not one of the bot's messages in this chat"));
+                }
+                let (recipients, gossip) = if group.is_some() { group_target(peers)? } else { (vec![sender.clone()], Vec::new()) };
+                Ok(Some(self.message(bot, recipients, "🚮", group.clone(), None, vec![("Chat-Delete".into(), format!("<{message_id}>"))], gossip, true)))
+            }
+            Action::WebxdcUpdate { instance, update } => {
+                let (recipients, gossip) = if group.is_some() { group_target(peers)? } else { (vec![sender.clone()], Vec::new()) };
+                let mut message = self.message(bot, recipients, "Webxdc Status Update", group.clone(), Some(instance), Vec::new(), gossip, true);
+                message.status_update = Some(serde_json::json!({ "updates": [{ "payload": update }] }).to_string());
+                Ok(Some(message))
+            }
+            Action::AddMember { contact } => {
+                let (id, name) = group.clone().ok_or("add-member: the mail did not come from a group")?;
+                if !peers.contacts.get(&contact).is_some_and(|c| c.consent) {
+                    return Err(format!("{contact} has not written to the bot directly (or sent /stop): no consent"));
+                }
+                let new_key = peers.key_of(&contact).ok_or("no key for the contact")?;
+                let (mut recipients, mut gossip) = group_target(peers)?;
+                if recipients.contains(&contact) {
+                    return Err(format!("{contact} is already a member"));
+                }
+                recipients.push(contact.clone());
+                gossip.push(KeyData { addr: contact.clone(), key: new_key.to_bytes() });
+                if let Some(record) = peers.groups.get_mut(&id) {
+                    record.members.push(contact.clone());
+                }
+                let headers = vec![("Chat-Group-Member-Added".into(), contact.clone()), ("Chat-Group-Member-Added-Fpr".into(), new_key.fingerprint())];
+                Ok(Some(self.message(bot, recipients, &format!("Member {contact} was added."), Some((id, name)), None, headers, gossip, true)))
+            }
+        }
+    }
+}
+
+fn result_word(result: &Result<(), String>) -> String {
+    match result {
+        Ok(()) => "answered".into(),
+        Err(e) => format!("error problem={}", word(e)),
+    }
+}

@@ -1,0 +1,133 @@
+"""Bots speak Delta Chat: a user scans a bot's invite link, Secure-Join is
+answered by the relay for the bot, and the bot's replies arrive encrypted
+and signed, in 1:1 and group chats. Mail that is not encrypted to the bot
+and signed by its sender never runs the bot; actions outside the allowed
+set are refused; the per-contact send limit holds.
+"""
+
+import imaplib
+import re
+import smtplib
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from deltachat_rpc_client import EventType
+
+from conftest import relay_binary
+from plain_client import encrypted_message, unverified_tls
+from test_chat import TIMEOUT, next_event, wait_for, wait_for_text
+
+ECHO = Path(__file__).resolve().parents[2] / "bots" / "echo"
+
+
+def install_bot(relay, credentials, tmp_path, toml=None):
+    """Installs the echo bot for `credentials`' account the way its owner
+    would (a package mail stored in the DeltaBot folder) and returns the
+    invite link from the install report."""
+    addr = credentials["addr"]
+    password = credentials["password"]
+    toml_path = ECHO / "bot.toml"
+    if toml is not None:
+        toml_path = tmp_path / "bot.toml"
+        toml_path.write_text(toml)
+    binary = Path(relay_binary()).parent / "chatmail-bots"
+    package = subprocess.run([str(binary), "package", addr, str(ECHO / "bot.wasm"), str(toml_path)], capture_output=True, check=True).stdout
+    with imaplib.IMAP4_SSL("127.0.0.1", relay.info["imaps_port"], ssl_context=unverified_tls()) as imap:
+        imap.login(addr, password)
+        imap.create("DeltaBot")
+        imap.append("DeltaBot", None, None, package)
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            imap.select("INBOX")
+            _, found = imap.search(None, '(SUBJECT "Bot installed")')
+            if found[0]:
+                _, data = imap.fetch(found[0].split()[-1], "(BODY[TEXT])")
+                report = data[0][1].decode("utf-8", errors="replace")
+                link = re.search(r"https://i\.delta\.chat/#\S+", report)
+                assert link, report
+                return link.group(0)
+            time.sleep(0.2)
+    pytest.fail(f"no install report for {addr}:\n{relay.log('bots.log')}")
+
+
+def join_bot(account, link):
+    """`account` scans the bot's invite link; returns its 1:1 chat with the bot."""
+    chat = account.secure_join(link)
+    wait_for(account, "Secure-Join with the bot", lambda e: e.kind == EventType.SECUREJOIN_JOINER_PROGRESS and e.progress == 1000)
+    return chat
+
+
+def wait_for_log(relay, name, pattern, timeout=TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = relay.log(name)
+        if re.search(pattern, text):
+            return text
+        time.sleep(0.2)
+    pytest.fail(f"{pattern!r} not in {name} within {timeout}s:\n{relay.log(name)}")
+
+
+def test_a_user_joins_the_echo_bot_and_chats_with_it_encrypted(relay, configured_account, tmp_path):
+    bot = relay.take_account()
+    link = install_bot(relay, bot, tmp_path)
+    assert bot["addr"].replace("@", "%40") in link, link
+    alice = configured_account()
+    chat = join_bot(alice, link)
+    chat.send_text("hello")
+    reply = wait_for_text(alice, "echo: hello")
+    assert reply.chat_id == chat.id, "the reply lands in the 1:1 chat with the bot"
+    assert reply.show_padlock, "encrypted and signed by the bot's key"
+    assert reply.sender.get_snapshot().address == bot["addr"]
+    log = relay.log("bots.log")
+    assert re.search(r"op=securejoin .*step=vc-request-with-auth result=answered verified=yes", log), log
+    assert re.search(r"op=action .*action=reply result=done", log), log
+
+    # A group with the bot: its replies go to the group, to every member.
+    bob = configured_account()
+    bob.secure_join(alice.get_qr_code())
+    joined = wait_for(alice, "bob's Secure-Join", lambda e: e.kind == EventType.SECUREJOIN_INVITER_PROGRESS and e.progress == 1000)
+    group = alice.create_group("Bot group")
+    group.add_contact(chat.get_contacts()[0])
+    group.add_contact(alice.get_contact_by_id(joined.contact_id))
+    group.send_text("hi group")
+    for member in (alice, bob):
+        reply = wait_for_text(member, "echo: hi group")
+        assert reply.show_padlock
+        assert member.get_chat_by_id(reply.chat_id).get_basic_snapshot().name == "Bot group"
+
+
+def test_mail_the_bot_cannot_verify_does_not_run_it(relay, configured_account, tmp_path):
+    bot = relay.take_account()
+    install_bot(relay, bot, tmp_path)
+    sender = relay.take_account()
+    # Shaped like encrypted mail (the milter passes it), but not to the
+    # bot's key: the gate keeps it from the bot.
+    with smtplib.SMTP_SSL("127.0.0.1", relay.info["smtps_port"], context=unverified_tls()) as smtp:
+        smtp.login(sender["addr"], sender["password"])
+        smtp.sendmail(sender["addr"], [bot["addr"]], encrypted_message(sender["addr"], bot["addr"], "forged"))
+    log = wait_for_log(relay, "bots.log", r"op=gate .*result=refused reason=undecryptable")
+    assert "result=ran" not in log, log
+
+
+def test_actions_outside_the_set_are_refused_and_the_send_limit_holds(relay, configured_account, tmp_path):
+    bot = relay.take_account()
+    toml = (ECHO / "bot.toml").read_text().replace("bytes_per_hour", "sends_per_hour = 2\nbytes_per_hour")
+    link = install_bot(relay, bot, tmp_path, toml=toml)
+    alice = configured_account()
+    chat = join_bot(alice, link)
+    chat.send_text('/raw {"action":"forward","to":"everyone@example.org"}')
+    wait_for_log(relay, "bots.log", r"op=action .*result=refused reason=.*not an action this relay allows")
+    chat.send_text("one")
+    wait_for_text(alice, "echo: one")
+    chat.send_text("two")
+    wait_for_text(alice, "echo: two")
+    chat.send_text("three")
+    wait_for_log(relay, "bots.log", r"op=action .*action=reply result=refused reason=.*send-limit")
+    # Nothing more arrives.
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        event = next_event(alice, deadline - time.monotonic())
+        if event is not None and event.kind == EventType.INCOMING_MSG:
+            assert alice.get_message_by_id(event.msg_id).get_snapshot().text != "echo: three"
