@@ -517,7 +517,7 @@ mod tests {
         for (ip, pw, ok) in table {
             assert_eq!(is_login_ok(&passdb(&f, ip, user, pw).reply, pw), *ok, "{ip} without a token file");
         }
-        std::fs::write(&token_file, crate::hash_password(token).expect("hash")).expect("token file");
+        std::fs::write(&token_file, hash_password(token).expect("hash")).expect("token file");
         let table: &[(&str, &str, bool)] = &[
             ("127.0.0.1", token, true),
             ("::1", token, true),

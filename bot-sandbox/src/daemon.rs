@@ -441,6 +441,7 @@ impl Daemon {
         let mut request = request;
         request.network = fetch.is_some();
         let run = self.runner.run_full(&request, &files, &input, fetch);
+        let mut pending_actions = Vec::new();
         let (outcome_word, used_micros, detail) = match &run.end {
             RunEnd::Reported { report, output, storage } => {
                 if let Some(files) = storage {
@@ -460,7 +461,8 @@ impl Daemon {
                 }
                 match (&verified, &report.outcome) {
                     (_, _) if actions.is_empty() => {}
-                    (Some(verified), Outcome::Exited(0)) => self.carry_out(job_name, &bot, verified, actions),
+                    // Carried out once the run is recorded, below.
+                    (Some(_), Outcome::Exited(0)) => pending_actions = actions,
                     (None, _) => log(&format!("op=action job={job_name} bot={account} result=refused reason=no-chat-in-a-scheduled-run actions={}", actions.len())),
                     (Some(_), _) => log(&format!("op=action job={job_name} bot={account} result=refused reason=the-run-failed actions={}", actions.len())),
                 }
@@ -514,6 +516,11 @@ impl Daemon {
             used_micros / 1000,
             run.wall_micros / 1000
         ));
+        if let Some(verified) = &verified {
+            if !pending_actions.is_empty() {
+                self.carry_out(job_name, &bot, verified, pending_actions);
+            }
+        }
         Disposition::Finish
     }
 

@@ -357,7 +357,8 @@ mod tests {
 
     #[test]
     fn autocrypt_values() {
-        let table: &[(&str, Option<(&str, &[u8])>)] = &[
+        type Expected<'a> = Option<(&'a str, &'a [u8])>;
+        let table: &[(&str, Expected)] = &[
             ("addr=Alice@Example.org; prefer-encrypt=mutual; keydata=aGk=", Some(("alice@example.org", b"hi"))),
             ("addr=a@b.c; keydata=aG\r\n k=", Some(("a@b.c", b"hi"))),
             ("addr=a@b.c; _verified=1; keydata=aGk=", Some(("a@b.c", b"hi"))),

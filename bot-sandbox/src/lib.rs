@@ -31,6 +31,9 @@ mod worker;
 
 pub use daemon::{serve, Daemon, Disposition, FetchHelper, Settings};
 pub use fetch::{allowed_origins, serve_helper as serve_fetch_helper, FetchAnswer, FetchRequest};
+pub use actions::{parse as parse_actions, Action};
+pub use delta::{compose as compose_message, parse as parse_message, Content, Outgoing};
+pub use openpgp::{PublicKey, SecretKey};
 pub use engine::{compile, engine, POINTS_PER_CPU_SECOND, WASM_PAGE};
 pub use limits::{check, CpuBudget, OverLimit, RunRecord};
 pub use lmtp::REPORT_HEADER;
@@ -41,3 +44,23 @@ pub use queue::{Spool, MAX_ATTEMPTS};
 pub use runner::{FetchFn, Run, RunEnd, Runner};
 pub use state::{Bot, Installed, Registry};
 pub use worker::{isolate_network, main as worker_main, Outcome, StorageRequest, WorkerReport, WorkerRequest};
+
+/// A Delta Chat message from `from` (a fresh key of its own) to the bot
+/// `bot` whose state is under `state_dir`: encrypted to the bot's key and
+/// signed, as a Delta Chat client writes it (for tests and benchmarks).
+pub fn mail_to_bot(state_dir: &std::path::Path, bot: &str, from: &str, text: &str) -> Result<Vec<u8>, String> {
+    let path = state_dir.join("bots").join(bot).join("identity").join("key.asc");
+    let armored = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bot_key = SecretKey::from_armor(&armored)?.public();
+    let sender = SecretKey::generate(from)?;
+    let message = Outgoing {
+        from: from.to_owned(),
+        to: vec![bot.to_owned()],
+        message_id: delta::new_message_id("test.example"),
+        date: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        subject: "Message from a test".into(),
+        text: text.to_owned(),
+        ..Outgoing::default()
+    };
+    compose_message(&message, &sender, &[&bot_key])
+}

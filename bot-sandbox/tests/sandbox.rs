@@ -119,11 +119,15 @@ fn the_rust_echo_bot_answers_with_the_text() {
     let wasm = std::fs::read(&wasm_path).unwrap_or_else(|e| panic!("{}: {e} (run `make bots`)", wasm_path.display()));
     let dir = tempfile::tempdir().expect("tempdir");
     let path = artifact(dir.path(), "echo-rust", &wasm);
-    let mail = b"From: a@x\r\nSubject: hi\r\n\r\nhello, bot\r\nsecond line\r\n";
-    let run = runner(Duration::from_secs(20)).run(&request(path, POINTS), mail);
+    let mut request = request(path, POINTS);
+    request.environment = vec![("CHATMAIL_EVENT".into(), "message".into()), ("CHATMAIL_CHAT".into(), "Dx7vQ2fG9kLm".into())];
+    let run = runner(Duration::from_secs(20)).run(&request, "hello, \"bot\"\r\nsecond line\r\n".as_bytes());
     let RunEnd::Reported { report, output, .. } = &run.end else { panic!("{run:?}") };
     assert_eq!(report.outcome, Outcome::Exited(0), "{report:?}");
-    assert_eq!(String::from_utf8_lossy(output), "echo for a@x:\nhello, bot\r\nsecond line\n");
+    assert_eq!(String::from_utf8_lossy(output), "{\"action\":\"accept\"}\n{\"action\":\"reply\",\"text\":\"echo: hello, \\\"bot\\\"\\nsecond line\"}\n");
+    let (actions, refused) = chatmail_bot_sandbox::parse_actions(output);
+    assert!(refused.is_empty(), "{refused:?}");
+    assert!(matches!(&actions[1], chatmail_bot_sandbox::Action::Send { text, .. } if text == "echo: hello, \"bot\"\nsecond line"), "{actions:?}");
 }
 
 /// The counter bot (bots/counter, Rust, `std::fs` on `/data`): its storage

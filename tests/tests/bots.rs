@@ -1,8 +1,9 @@
 //! The bot daemon in a whole relay: a package mail stored in the DeltaBot
 //! folder installs a bot (the install report arrives), mail delivered to
 //! the bot account runs it, the spool empties, and jobs survive a stopped
-//! daemon. (Delta Chat encryption and replies come with the next layer; here
-//! the bot's output is read from the daemon's outbox.)
+//! daemon. The mail is a Delta Chat message encrypted to the bot's key;
+//! the bot's output is read from the daemon's outbox (Delta Chat clients
+//! and the replies are tests/e2e/test_bots.py's).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -25,8 +26,11 @@ fn start() -> Relay {
     Relay::start(RelayOptions::default()).unwrap_or_else(|e| panic!("relay did not start: {e}"))
 }
 
-fn mail(from: &str, to: &str, text: &str) -> String {
-    format!("From: <{from}>\r\nTo: <{to}>\r\nSubject: test\r\nMessage-ID: <{}@chatmail.test>\r\n\r\n{text}\r\n", chatmail_testrelay::token(12))
+/// A Delta Chat message to the bot `to`: encrypted to its key and signed
+/// by a fresh key of `from` (the gate lets only such mail run a bot).
+fn mail(relay: &Relay, from: &str, to: &str, text: &str) -> String {
+    let bytes = chatmail_bot_sandbox::mail_to_bot(&relay.config.bot_state_dir, to, from, text).unwrap_or_else(|e| panic!("mail to the bot: {e}"));
+    String::from_utf8(bytes).expect("ASCII mail")
 }
 
 /// Waits until `check` holds, or panics with the relay's logs.
@@ -59,10 +63,10 @@ fn a_package_installs_the_echo_bot_and_mail_runs_it() {
     // The install report itself never ran the bot.
     assert!(relay.bot_outputs(&bot.addr).is_empty(), "{:?}", relay.bot_outputs(&bot.addr));
 
-    let reply = relay.lmtp_deliver(&bot.addr, &mail("alice@example.org", &bot.addr, "hello, bot")).expect("deliver");
+    let reply = relay.lmtp_deliver(&bot.addr, &mail(&relay, "alice@example.org", &bot.addr, "hello, bot")).expect("deliver");
     assert!(reply.starts_with("250"), "{reply}");
     wait_until(&relay, "the echo bot's run", Duration::from_secs(30), || !relay.bot_outputs(&bot.addr).is_empty());
-    assert_eq!(relay.bot_outputs(&bot.addr), vec!["echo for alice@example.org:\nhello, bot\n".to_owned()]);
+    assert_eq!(relay.bot_outputs(&bot.addr), vec!["{\"action\":\"reply\",\"text\":\"echo: hello, bot\"}\n".to_owned()]);
     wait_until(&relay, "an empty spool", Duration::from_secs(10), || relay.bot_spool_len() == 0);
     let log = bots_log(&relay);
     assert!(log.contains("op=run") && log.contains("result=ran outcome=exited"), "{log}");
@@ -90,20 +94,20 @@ fn a_misbehaving_bot_is_stopped_and_the_daemon_keeps_serving() {
     let looping = "name = \"spinner\"\nauthor = \"a@chatmail.test\"\n[limits]\ncpu_seconds_per_hour = 1\n";
     relay.install_bot(&bot, &wat_bot("loop"), looping).expect("install");
     relay.wait_for_message(&bot, "Subject: Bot installed: spinner", Duration::from_secs(60)).expect("report");
-    relay.lmtp_deliver(&bot.addr, &mail("alice@example.org", &bot.addr, "spin")).expect("deliver");
+    relay.lmtp_deliver(&bot.addr, &mail(&relay, "alice@example.org", &bot.addr, "spin")).expect("deliver");
     wait_until(&relay, "the spinner stopped by metering", Duration::from_secs(30), || bots_log(&relay).contains("outcome=out-of-cpu"));
     // The next run gets only what is left of the sender's CPU second for
     // the hour; once it is used up, mail from that sender is dropped, not
     // queued.
     for text in ["spin again", "and again"] {
-        relay.lmtp_deliver(&bot.addr, &mail("alice@example.org", &bot.addr, text)).expect("deliver");
+        relay.lmtp_deliver(&bot.addr, &mail(&relay, "alice@example.org", &bot.addr, text)).expect("deliver");
     }
     wait_until(&relay, "the over-limit drop", Duration::from_secs(30), || bots_log(&relay).contains("reason=sender-cpu-per-hour"));
     // The daemon still serves: a new package replaces the bot and runs.
     install_echo(&relay, &bot);
-    relay.lmtp_deliver(&bot.addr, &mail("bob@example.org", &bot.addr, "still there?")).expect("deliver");
+    relay.lmtp_deliver(&bot.addr, &mail(&relay, "bob@example.org", &bot.addr, "still there?")).expect("deliver");
     wait_until(&relay, "the echo run", Duration::from_secs(30), || !relay.bot_outputs(&bot.addr).is_empty());
-    assert_eq!(relay.bot_outputs(&bot.addr), vec!["echo for bob@example.org:\nstill there?\n".to_owned()]);
+    assert_eq!(relay.bot_outputs(&bot.addr), vec!["{\"action\":\"reply\",\"text\":\"echo: still there?\"}\n".to_owned()]);
     wait_until(&relay, "an empty spool", Duration::from_secs(10), || relay.bot_spool_len() == 0);
 }
 
@@ -114,7 +118,7 @@ fn jobs_wait_for_a_stopped_daemon_and_each_runs_once() {
     install_echo(&relay, &bot);
     relay.stop_bots();
     for i in 0..20 {
-        let reply = relay.lmtp_deliver(&bot.addr, &mail("alice@example.org", &bot.addr, &format!("mail {i}"))).expect("deliver");
+        let reply = relay.lmtp_deliver(&bot.addr, &mail(&relay, "alice@example.org", &bot.addr, &format!("mail {i}"))).expect("deliver");
         assert!(reply.starts_with("250"), "{reply}");
     }
     assert_eq!(relay.bot_spool_len(), 20, "all 20 wait in the spool");
@@ -128,7 +132,7 @@ fn jobs_wait_for_a_stopped_daemon_and_each_runs_once() {
     outputs.dedup();
     assert_eq!(outputs.len(), 20, "each mail ran once");
     for i in 0..20 {
-        assert!(outputs.contains(&format!("echo for alice@example.org:\nmail {i}\n")), "mail {i} missing: {outputs:?}");
+        assert!(outputs.contains(&format!("{{\"action\":\"reply\",\"text\":\"echo: mail {i}\"}}\n")), "mail {i} missing: {outputs:?}");
     }
 }
 
@@ -145,7 +149,7 @@ fn emptying_the_bot_folder_uninstalls_the_bot() {
     relay.wait_for_message(&bot, "Subject: Bot uninstalled", Duration::from_secs(60)).expect("uninstall report");
     assert!(!relay.config.mailboxes_dir.join(&bot.addr).join("chatmail-bot").exists(), "marker removed");
     // Mail no longer runs anything.
-    relay.lmtp_deliver(&bot.addr, &mail("alice@example.org", &bot.addr, "anyone?")).expect("deliver");
+    relay.lmtp_deliver(&bot.addr, &mail(&relay, "alice@example.org", &bot.addr, "anyone?")).expect("deliver");
     std::thread::sleep(Duration::from_millis(500));
     assert!(relay.bot_outputs(&bot.addr).is_empty());
     assert_eq!(relay.bot_spool_len(), 0, "no job for an account without a bot");
@@ -161,7 +165,7 @@ fn a_bot_keeps_its_storage_between_runs() {
     relay.install_bot(&bot, &wasm, &toml).expect("install");
     relay.wait_for_message(&bot, "Subject: Bot installed: counter", Duration::from_secs(60)).expect("report");
     for i in 1..=3 {
-        relay.lmtp_deliver(&bot.addr, &mail("alice@example.org", &bot.addr, &format!("mail {i}"))).expect("deliver");
+        relay.lmtp_deliver(&bot.addr, &mail(&relay, "alice@example.org", &bot.addr, &format!("mail {i}"))).expect("deliver");
         wait_until(&relay, "a counter run", Duration::from_secs(30), || relay.bot_outputs(&bot.addr).len() >= i);
     }
     assert_eq!(relay.bot_outputs(&bot.addr), vec!["mail number 1\n", "mail number 2\n", "mail number 3\n"]);
@@ -181,7 +185,7 @@ fn the_operator_lists_and_disables_bots() {
     let relay = start();
     let bot = relay.new_account().expect("bot account");
     install_echo(&relay, &bot);
-    relay.lmtp_deliver(&bot.addr, &mail("alice@example.org", &bot.addr, "one")).expect("deliver");
+    relay.lmtp_deliver(&bot.addr, &mail(&relay, "alice@example.org", &bot.addr, "one")).expect("deliver");
     wait_until(&relay, "a run", Duration::from_secs(30), || relay.bot_outputs(&bot.addr).len() == 1);
     let (ok, listing) = bots_command(&relay, &["list"]);
     assert!(ok, "{listing}");
@@ -190,7 +194,7 @@ fn the_operator_lists_and_disables_bots() {
     let (ok, out) = bots_command(&relay, &["disable", &bot.addr]);
     assert!(ok, "{out}");
     assert!(bots_command(&relay, &["list"]).1.contains("[DISABLED]"));
-    relay.lmtp_deliver(&bot.addr, &mail("alice@example.org", &bot.addr, "two")).expect("deliver");
+    relay.lmtp_deliver(&bot.addr, &mail(&relay, "alice@example.org", &bot.addr, "two")).expect("deliver");
     wait_until(&relay, "the skip", Duration::from_secs(30), || bots_log(&relay).contains("reason=disabled-by-operator"));
     assert_eq!(relay.bot_outputs(&bot.addr).len(), 1, "a disabled bot does not run");
     let (ok, out) = bots_command(&relay, &["disable", "nobody@chatmail.test"]);
@@ -297,7 +301,7 @@ fn network_requests_go_through_the_host_to_allowed_origins_only() {
     relay.install_bot(&bot, &wasm, &toml).expect("install");
     relay.wait_for_message(&bot, "Subject: Bot installed: fetcher", Duration::from_secs(60)).expect("report");
     wait_until(&relay, "an empty spool", Duration::from_secs(30), || relay.bot_spool_len() == 0);
-    relay.lmtp_deliver(&bot.addr, &mail("alice@example.org", &bot.addr, "fetch")).expect("deliver");
+    relay.lmtp_deliver(&bot.addr, &mail(&relay, "alice@example.org", &bot.addr, "fetch")).expect("deliver");
     wait_until(&relay, "the fetching run", Duration::from_secs(30), || !relay.bot_outputs(&bot.addr).is_empty());
     assert_eq!(relay.bot_outputs(&bot.addr), vec!["200 -1\nhello from the origin".to_owned()], "{}", bots_log(&relay));
     assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1, "only the allowed request was made");
