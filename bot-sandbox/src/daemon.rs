@@ -356,10 +356,14 @@ impl Daemon {
         }
         // The gate: only mail decrypted with the bot's key and signed by
         // its sender reaches the bot; Secure-Join is answered here.
+        let mut gate_micros = 0;
         let verified = if scheduled {
             None
         } else {
-            match self.gate(job_name, &bot, &mail) {
+            let started = std::time::Instant::now();
+            let gate = self.gate(job_name, &bot, &mail);
+            gate_micros = started.elapsed().as_micros();
+            match gate {
                 Gate::Run(verified) => Some(verified),
                 Gate::Handled(reason) => {
                     log(&format!("op=gate job={job_name} bot={account} sender={} result=handled reason={reason}", word(&sender)));
@@ -511,10 +515,11 @@ impl Daemon {
             _ => 0,
         };
         log(&format!(
-            "op=run job={job_name} bot={account} sender={} result=ran outcome={outcome_word} cpu_ms={} wall_ms={} points={points}",
+            "op=run job={job_name} bot={account} sender={} result=ran outcome={outcome_word} cpu_ms={} wall_ms={} points={points} gate_us={gate_micros} wall_us={}",
             word(&sender),
             used_micros / 1000,
-            run.wall_micros / 1000
+            run.wall_micros / 1000,
+            run.wall_micros
         ));
         if let Some(verified) = &verified {
             if !pending_actions.is_empty() {
