@@ -144,10 +144,9 @@ impl Daemon {
         // Keys of the other recipients, for group replies.
         for gossip in &inner.gossip {
             if gossip.addr != sender && gossip.addr != *account && inner.to.contains(&gossip.addr) {
+                // learn_key keeps a known key (and its verified mark) as is.
                 if let Ok(key) = PublicKey::from_bytes(&gossip.key) {
-                    if peers.contacts.get(&gossip.addr).is_none_or(|c| c.fingerprint != key.fingerprint()) {
-                        peers.learn_key(&gossip.addr, &key);
-                    }
+                    peers.learn_key(&gossip.addr, &key);
                 }
             }
         }

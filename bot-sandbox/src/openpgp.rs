@@ -101,8 +101,7 @@ impl SecretKey {
             return Err(format!("the plaintext is larger than {MAX_PLAINTEXT} bytes"));
         }
         let signatures = message_signatures(&message);
-        let issuers = signatures.iter().flat_map(|s| s.issuer_fingerprint()).map(|f| format!("{f:X}")).collect();
-        Ok(Decrypted { data, issuers, message_signed: !signatures.is_empty(), checker: SignatureCheck(signatures) })
+        Ok(Decrypted { data, signatures })
     }
 
     /// `data` signed with this key and encrypted to `recipients` and to
@@ -125,10 +124,6 @@ impl SecretKey {
     }
 }
 
-/// The signatures a decrypted message carried, kept to check against keys.
-#[derive(Debug)]
-struct SignatureCheck(Vec<pgp::packet::Signature>);
-
 fn message_signatures(message: &Message<'_>) -> Vec<pgp::packet::Signature> {
     let mut signatures = Vec::new();
     if let Message::Signed { reader, .. } = message {
@@ -145,15 +140,18 @@ fn message_signatures(message: &Message<'_>) -> Vec<pgp::packet::Signature> {
 #[derive(Debug)]
 pub struct Decrypted {
     pub data: Vec<u8>,
-    /// Issuer fingerprints (upper-case hex) the signatures name.
-    pub issuers: Vec<String>,
-    message_signed: bool,
-    checker: SignatureCheck,
+    /// The signatures it carried, kept to check against keys.
+    signatures: Vec<pgp::packet::Signature>,
 }
 
 impl Decrypted {
     pub fn signed(&self) -> bool {
-        self.message_signed
+        !self.signatures.is_empty()
+    }
+
+    /// Issuer fingerprints (upper-case hex) the signatures name.
+    pub fn issuers(&self) -> Vec<String> {
+        self.signatures.iter().flat_map(|s| s.issuer_fingerprint()).map(|f| format!("{f:X}")).collect()
     }
 }
 
@@ -182,7 +180,7 @@ impl PublicKey {
 /// Whether one of the signatures of `decrypted` is a valid one by `key`
 /// (its primary or a signing subkey) over the data.
 pub fn signed_by(decrypted: &Decrypted, key: &PublicKey) -> bool {
-    decrypted.checker.0.iter().any(|signature| {
+    decrypted.signatures.iter().any(|signature| {
         signature.verify(&key.0, &decrypted.data[..]).is_ok()
             || key.0.public_subkeys.iter().filter(|s| s.algorithm().can_sign()).any(|s| signature.verify(s, &decrypted.data[..]).is_ok())
     })
@@ -226,7 +224,7 @@ mod tests {
         let decrypted = bot.decrypt(armored.as_bytes()).expect("decrypt");
         assert_eq!(decrypted.data, b"hello bot");
         assert!(decrypted.signed());
-        assert_eq!(decrypted.issuers, vec![alice.public().fingerprint()]);
+        assert_eq!(decrypted.issuers(), vec![alice.public().fingerprint()]);
         assert!(signed_by(&decrypted, &alice.public()));
         assert!(!signed_by(&decrypted, &mallory.public()));
         // The sender can read its own copy; others cannot.

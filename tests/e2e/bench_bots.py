@@ -41,6 +41,18 @@ def wait_incoming(account, text, timeout=60):
     raise RuntimeError(f"{account.addr}: {text!r} did not arrive")
 
 
+def timed(send, receiver, expected):
+    """Seconds from each of MESSAGES sends until `receiver` has the text
+    `expected.format(i)`, one message at a time."""
+    times = []
+    for i in range(MESSAGES):
+        started = time.monotonic()
+        send(i)
+        wait_incoming(receiver, expected.format(i))
+        times.append(time.monotonic() - started)
+    return times
+
+
 def percentile(values, fraction):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
@@ -65,19 +77,8 @@ def main():
                 if event.kind == EventType.SECUREJOIN_JOINER_PROGRESS and event.progress == 1000:
                     break
 
-            bot_times = []
-            for i in range(MESSAGES):
-                started = time.monotonic()
-                chat.send_text(f"ping {i}")
-                wait_incoming(alice, f"echo: ping {i}")
-                bot_times.append(time.monotonic() - started)
-
-            person_times = []
-            for i in range(MESSAGES):
-                started = time.monotonic()
-                bob_chat.send_text(f"ping {i}")
-                wait_incoming(alice, f"ping {i}")
-                person_times.append(time.monotonic() - started)
+            bot_times = timed(lambda i: chat.send_text(f"ping {i}"), alice, "echo: ping {}")
+            person_times = timed(lambda i: bob_chat.send_text(f"ping {i}"), alice, "ping {}")
 
             log = relay.log("bots.log")
             runs = [m for m in re.finditer(r"op=run .*result=ran .*gate_us=(\d+) wall_us=(\d+)", log)]
