@@ -70,9 +70,15 @@ fn drop_privileges(name: &str) -> Result<(), String> {
         Ok(Some(group)) => groups.push(group.gid),
         _ => eprintln!("chatmail-bots: warning: no group {SUBMISSION_GROUP}: bots' mail cannot reach Postfix's submission socket"),
     }
+    // The kernel clears a parent-death signal when the credentials change;
+    // whoever set one (a test harness) still wants it.
+    let death_signal = nix::sys::prctl::get_pdeathsig().ok().flatten();
     nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
     nix::unistd::setgid(user.gid).map_err(|e| format!("setgid {}: {e}", user.gid))?;
     nix::unistd::setuid(user.uid).map_err(|e| format!("setuid {}: {e}", user.uid))?;
+    if let Some(signal) = death_signal {
+        nix::sys::prctl::set_pdeathsig(signal).map_err(|e| format!("restoring the parent-death signal: {e}"))?;
+    }
     Ok(())
 }
 
