@@ -4,8 +4,9 @@
 # would: a local apt repository, `apt-get install chatmail-relay`. Then,
 # without systemd, starts the daemons as their units would, sends an
 # encrypted message A→B through the installed relay (and sees cleartext
-# refused), reinstalls (an edit to chatmail.ini survives), removes (no milter
-# left in main.cf, Postfix settings as before) and purges (no files left).
+# refused), checks the bot daemon can reach its sockets, reinstalls (an edit
+# to chatmail.ini survives), removes (no milter left in main.cf, no chatmail
+# service in master.cf, Postfix settings as before) and purges (no files left).
 # Also runs lintian (no errors allowed).
 #
 # Needs root, debootstrap and lintian, and the Debian mirror. The root is
@@ -117,6 +118,18 @@ python3 packaging/send-encrypted.py "$domain" || {
     in_root 'doveadm log errors; cat /var/log/chatmail-milter.log /var/log/chatmail-auth.log' >&2 || true
     fail "message A→B"
 }
+
+# The bot daemon's unit runs as vmail with the group postdrop (for the
+# submission service chatmail-postfix-wiring adds to master.cf); its state
+# directory is the unit's StateDirectory.
+log "chatmail-bots check, as its unit would run (vmail, group postdrop)"
+in_root 'install -d -o vmail -g vmail -m 0700 /var/lib/chatmail-bots
+    setpriv --reuid vmail --regid vmail --groups postdrop --no-new-privs \
+        /usr/sbin/chatmail-bots --config /etc/chatmail/chatmail.ini check' > "$base/bots-check.log" 2>&1 || {
+    cat "$base/bots-check.log" >&2
+    fail "chatmail-bots check"
+}
+in_root 'postconf -M chatmail-bots/unix' | grep -q 'syslog_name=postfix/chatmail-bots' || fail "no chatmail-bots service in master.cf"
 
 log "reinstall keeps an edit to chatmail.ini"
 in_root 'echo "max_user_send_per_minute = 30" >> /etc/chatmail/chatmail.ini'

@@ -36,7 +36,7 @@ pub use delta::{compose as compose_message, parse as parse_message, Content, Out
 pub use openpgp::{PublicKey, SecretKey};
 pub use engine::{compile, engine, POINTS_PER_CPU_SECOND, WASM_PAGE};
 pub use limits::{check, CpuBudget, OverLimit, RunRecord};
-pub use lmtp::REPORT_HEADER;
+pub use lmtp::{probe as probe_mail_socket, REPORT_HEADER};
 pub use maildir::{find_mail, newest_mail};
 pub use metadata::{Metadata, SenderLimits};
 pub use package::{build as build_package, unpack, Package};

@@ -61,6 +61,25 @@ fn connect(socket: &Path) -> io::Result<(UnixStream, BufReader<UnixStream>)> {
     Ok((writer, BufReader::new(stream)))
 }
 
+/// Connects to the LMTP or SMTP server at `socket`, says `hello` (`LHLO` or
+/// `EHLO`) and returns the reply's text (the server's extensions): what
+/// `chatmail-bots check` asks of the sockets it needs.
+pub fn probe(socket: &Path, hello: &str) -> io::Result<String> {
+    let (mut writer, mut reader) = connect(socket)?;
+    let (code, text) = reply(&mut reader)?;
+    if code != 220 {
+        return Err(io::Error::other(format!("greeting: {code} {text}")));
+    }
+    writer.write_all(format!("{hello} chatmail-bots\r\n").as_bytes())?;
+    let (code, text) = reply(&mut reader)?;
+    let _ = writer.write_all(b"QUIT\r\n");
+    if code == 250 {
+        Ok(text)
+    } else {
+        Err(io::Error::other(format!("{hello}: {code} {text}")))
+    }
+}
+
 /// Delivers `message` (CRLF lines) to `recipient` via the socket at `socket`.
 pub fn deliver(socket: &Path, recipient: &str, message: &[u8]) -> io::Result<()> {
     let (mut writer, mut reader) = connect(socket)?;

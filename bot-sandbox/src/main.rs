@@ -4,6 +4,7 @@
 //! Usage:
 //!   chatmail-bots [--config FILE] [--user USER] run      serve the spool
 //!   chatmail-bots [--config FILE] list                   bots, authors, usage, last errors
+//!   chatmail-bots [--config FILE] [--user USER] check    can the daemon reach what it needs?
 //!   chatmail-bots [--config FILE] disable ADDRESS        stop running a bot (kept installed)
 //!   chatmail-bots [--config FILE] enable ADDRESS
 //!   chatmail-bots package ADDRESS BOT.WASM BOT.TOML      print a package mail (for tests and scripts)
@@ -22,6 +23,7 @@ use nix::unistd::{Uid, User};
 
 const USAGE: &str = "usage: chatmail-bots [--config FILE] [--user USER] run
        chatmail-bots [--config FILE] list
+       chatmail-bots [--config FILE] [--user USER] check
        chatmail-bots [--config FILE] disable ADDRESS
        chatmail-bots [--config FILE] enable ADDRESS
        chatmail-bots package ADDRESS BOT.WASM BOT.TOML
@@ -116,6 +118,55 @@ fn run(mut settings: Settings, user: &str) -> Result<(), String> {
     chatmail_bot_sandbox::serve(daemon, stop, RESCAN).map_err(|e| e.to_string())
 }
 
+/// A directory the daemon writes: a file can be made and removed in it.
+fn writable_dir(dir: &std::path::Path) -> Result<String, String> {
+    let probe = dir.join(format!(".chatmail-bots-check.{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+    std::fs::remove_file(&probe).map_err(|e| format!("cannot remove {}: {e}", probe.display()))?;
+    Ok(String::new())
+}
+
+/// What the running daemon needs, checked as its user (as root: after
+/// dropping to `--user`, like `run`): its directories, Dovecot's LMTP socket
+/// for install reports, Postfix's submission socket for the bots' mail
+/// (offering AUTH). One `ok:` or `FAILED:` line each; fails if any failed.
+fn check(settings: &Settings, user: &str) -> Result<(), String> {
+    drop_privileges(user)?;
+    let mut failed = 0;
+    let mut report = |what: String, result: Result<String, String>| match result {
+        Ok(detail) => println!("ok: {what}{detail}"),
+        Err(e) => {
+            failed += 1;
+            println!("FAILED: {what}: {e}");
+        }
+    };
+    report(format!("spool {}", settings.spool_dir.display()), writable_dir(&settings.spool_dir));
+    report(format!("state {}", settings.state_dir.display()), writable_dir(&settings.state_dir));
+    report(
+        format!("mailboxes {}", settings.mailboxes_dir.display()),
+        std::fs::read_dir(&settings.mailboxes_dir).map(|_| String::new()).map_err(|e| format!("cannot list it: {e}")),
+    );
+    report(
+        format!("LMTP {}", settings.lmtp_socket.display()),
+        chatmail_bot_sandbox::probe_mail_socket(&settings.lmtp_socket, "LHLO").map(|_| String::new()).map_err(|e| e.to_string()),
+    );
+    report(
+        format!("submission {}", settings.submission_socket.display()),
+        chatmail_bot_sandbox::probe_mail_socket(&settings.submission_socket, "EHLO").map_err(|e| e.to_string()).and_then(|extensions| {
+            if extensions.split(' ').any(|word| word.eq_ignore_ascii_case("AUTH")) {
+                Ok(String::new())
+            } else {
+                Err(format!("the service offers no AUTH (smtpd_sasl_auth_enable=yes?): {extensions}"))
+            }
+        }),
+    );
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(format!("{failed} check(s) failed"))
+    }
+}
+
 fn list(settings: &Settings) -> Result<(), String> {
     let registry = Registry::new(settings.state_dir.clone());
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -142,6 +193,19 @@ fn list(settings: &Settings) -> Result<(), String> {
             None => println!("{account}: not installed"),
         }
         println!("  runs: {} in the last hour ({:.2} s CPU), {} in the last day ({:.2} s CPU)", hour.len(), cpu(&hour), day.len(), cpu(&day));
+        let refusals = registry.refusals(&account).unwrap_or_default();
+        if !refusals.is_empty() {
+            let counts: Vec<String> = refusals.iter().map(|(reason, count)| format!("{reason} {count}")).collect();
+            println!("  refused by the gate: {}", counts.join(", "));
+        }
+        // Mail the relay tempfailed, retried for a day (`queue/`).
+        let queued = registry
+            .bot_dir(&account)
+            .and_then(|dir| std::fs::read_dir(dir.join("queue")))
+            .map_or(0, |entries| entries.filter_map(Result::ok).filter(|e| !e.file_name().to_string_lossy().ends_with(".tmp")).count());
+        if queued > 0 {
+            println!("  outgoing mail queued: {queued}");
+        }
         for line in registry.errors(&account).unwrap_or_default().iter().rev().take(3) {
             println!("  error: {line}");
         }
@@ -195,6 +259,7 @@ fn main() -> ExitCode {
         ["fetcher"] => drop_privileges(&args.user)
             .and_then(|()| chatmail_bot_sandbox::serve_fetch_helper(config.bot_network_ca_file.as_deref()).map_err(|e| e.to_string())),
         ["list"] => list(&settings),
+        ["check"] => check(&settings, &args.user),
         ["disable", account] | ["enable", account] => {
             let registry = Registry::new(settings.state_dir.clone());
             registry.set_disabled(account, words[0] == "disable").map(|()| println!("{account}: {}d", words[0])).map_err(|e| e.to_string())

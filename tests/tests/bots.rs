@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chatmail_testrelay::{Account, Relay, RelayOptions};
+use chatmail_testrelay::{Account, Relay, RelayOptions, MAIL_USER};
 
 const ECHO_TOML: &str = "name = \"echo\"\ndescription = \"Answers with the text\"\nauthor = \"mailto:bots@chatmail.test\"\n";
 
@@ -187,10 +187,20 @@ fn the_operator_lists_and_disables_bots() {
     install_echo(&relay, &bot);
     relay.lmtp_deliver(&bot.addr, &mail(&relay, "alice@example.org", &bot.addr, "one")).expect("deliver");
     wait_until(&relay, "a run", Duration::from_secs(30), || relay.bot_outputs(&bot.addr).len() == 1);
+    let cleartext = format!("From: <alice@example.org>\r\nTo: <{}>\r\nSubject: hi\r\n\r\nnot encrypted\r\n", bot.addr);
+    relay.lmtp_deliver(&bot.addr, &cleartext).expect("deliver");
+    wait_until(&relay, "the gate's refusal", Duration::from_secs(30), || bots_log(&relay).contains("result=refused reason=not-encrypted"));
     let (ok, listing) = bots_command(&relay, &["list"]);
     assert!(ok, "{listing}");
     assert!(listing.contains(&format!("{}: echo (Answers with the text) by mailto:bots@chatmail.test", bot.addr)), "{listing}");
     assert!(listing.contains("runs: 1 in the last hour"), "{listing}");
+    assert!(listing.contains("refused by the gate: not-encrypted 1"), "{listing}");
+    // What the daemon needs, checked as its user: every line ok.
+    let (ok, report) = bots_command(&relay, &["--user", MAIL_USER, "check"]);
+    assert!(ok, "{report}");
+    for what in ["spool", "state", "mailboxes", "LMTP", "submission"] {
+        assert!(report.lines().any(|l| l.starts_with(&format!("ok: {what} "))), "{what} in {report}");
+    }
     let (ok, out) = bots_command(&relay, &["disable", &bot.addr]);
     assert!(ok, "{out}");
     assert!(bots_command(&relay, &["list"]).1.contains("[DISABLED]"));
