@@ -141,10 +141,13 @@ impl Daemon {
         let signer = [offered, known].into_iter().flatten().find(|k| openpgp::signed_by(&decrypted, k));
         let Some(signer) = signer else { return Gate::Refused("bad-signature", sender) };
         peers.learn_key(&sender, &signer);
-        // Keys of the other recipients, for group replies.
+        // Keys of the other recipients, for group replies: only for those
+        // the bot has no key of. A gossiped key is the sender's word about
+        // someone else; it must not replace what that person sent (or
+        // Secure-Join verified), or any group member could redirect the
+        // bot's mail for another member to a key of their own.
         for gossip in &inner.gossip {
-            if gossip.addr != sender && gossip.addr != *account && inner.to.contains(&gossip.addr) {
-                // learn_key keeps a known key (and its verified mark) as is.
+            if gossip.addr != sender && gossip.addr != *account && inner.to.contains(&gossip.addr) && peers.key_of(&gossip.addr).is_none() {
                 if let Ok(key) = PublicKey::from_bytes(&gossip.key) {
                     peers.learn_key(&gossip.addr, &key);
                 }
@@ -513,5 +516,104 @@ fn result_word(result: &Result<(), String>) -> String {
     match result {
         Ok(()) => "answered".into(),
         Err(e) => format!("error problem={}", word(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::runner::Runner;
+    use crate::state::Installed;
+
+    const BOT: &str = "bot@chat.example";
+    const ALICE: &str = "alice@chat.example";
+    const BOB: &str = "bob@chat.example";
+
+    /// A daemon with an installed bot (key made as at install), and the
+    /// bot's public key.
+    fn daemon_with_bot(dir: &std::path::Path) -> (Daemon, Bot, PublicKey) {
+        let daemon = Daemon::new(crate::daemon::tests::settings(dir), Runner { program: "/bin/false".into(), wall_time: Duration::from_secs(1) });
+        std::fs::create_dir_all(dir.join("mail").join(BOT)).expect("account dir");
+        daemon.registry.install(BOT, &Installed { uid: 1, installed_at: 1000, wasm_bytes: 1 }, "name = \"echo\"\nauthor = \"a@b.c\"\n", b"x").expect("install");
+        let (key, _) = daemon.prepare_identity(BOT, None).expect("identity");
+        let bot = daemon.registry.load(BOT).expect("load").expect("installed");
+        (daemon, bot, key.public())
+    }
+
+    fn message(from: &str, to: &[&str], text: &str) -> Outgoing {
+        Outgoing {
+            from: from.into(),
+            to: to.iter().map(|a| a.to_string()).collect(),
+            message_id: delta::new_message_id("chat.example"),
+            date: 1_700_000_000,
+            subject: "[...]".into(),
+            text: text.into(),
+            ..Outgoing::default()
+        }
+    }
+
+    /// `inner` (its Autocrypt header offering `offered`), signed by
+    /// `signer`, encrypted to `to`, in an envelope from `outer_from`.
+    fn mail(inner: &Outgoing, outer_from: &str, signer: &SecretKey, offered: &PublicKey, to: &PublicKey) -> Vec<u8> {
+        let armored = signer.sign_and_encrypt(&delta::render_inner(inner, offered), &[to]).expect("encrypt");
+        delta::envelope(&Outgoing { from: outer_from.into(), ..inner.clone() }, &armored)
+    }
+
+    fn outcome(gate: Gate) -> String {
+        match gate {
+            Gate::Run(verified) => format!("run for {}", verified.sender),
+            Gate::Handled(reason) => format!("handled {reason}"),
+            Gate::Refused(reason, _) => format!("refused {reason}"),
+        }
+    }
+
+    #[test]
+    fn the_bot_runs_only_for_mail_signed_by_the_senders_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (daemon, bot, bot_key) = daemon_with_bot(dir.path());
+        let alice = SecretKey::generate(ALICE).expect("key");
+        let mallory = SecretKey::generate(ALICE).expect("key");
+        let stranger = SecretKey::generate("stranger@chat.example").expect("key");
+        let hello = message(ALICE, &[BOT], "hello");
+        let cleartext = b"From: <alice@chat.example>\r\nTo: <bot@chat.example>\r\nSubject: hi\r\n\r\nhello\r\n".to_vec();
+        // In order: the bot learns Alice's key from her first message.
+        let table: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("alice, her key", mail(&hello, ALICE, &alice, &alice.public(), &bot_key), "run for alice@chat.example"),
+            ("alice's public key offered, signed by another", mail(&hello, ALICE, &mallory, &alice.public(), &bot_key), "refused bad-signature"),
+            ("no key offered that signed it", mail(&hello, ALICE, &mallory, &stranger.public(), &bot_key), "refused bad-signature"),
+            ("inner From differs from the envelope's", mail(&hello, "other@chat.example", &alice, &alice.public(), &bot_key), "refused from-mismatch"),
+            ("encrypted to someone else", mail(&hello, ALICE, &alice, &alice.public(), &stranger.public()), "refused undecryptable"),
+            ("cleartext", cleartext, "refused not-encrypted"),
+            ("alice again", mail(&hello, ALICE, &alice, &alice.public(), &bot_key), "run for alice@chat.example"),
+        ];
+        for (case, bytes, want) in table {
+            assert_eq!(outcome(daemon.gate("job", &bot, &bytes)), want, "{case}");
+        }
+        let peers = daemon.identity(BOT).expect("identity").peers().expect("peers");
+        assert_eq!(peers.key_of(ALICE).map(|k| k.fingerprint()), Some(alice.public().fingerprint()), "the refused mail changed no key");
+    }
+
+    #[test]
+    fn gossip_does_not_replace_a_members_own_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (daemon, bot, bot_key) = daemon_with_bot(dir.path());
+        let alice = SecretKey::generate(ALICE).expect("key");
+        let bob = SecretKey::generate(BOB).expect("key");
+        let carol = SecretKey::generate("carol@chat.example").expect("key");
+        let forged_bob = SecretKey::generate(BOB).expect("key");
+        let bob_hello = message(BOB, &[BOT], "hi");
+        assert_eq!(outcome(daemon.gate("job", &bot, &mail(&bob_hello, BOB, &bob, &bob.public(), &bot_key))), "run for bob@chat.example");
+        let mut group = message(ALICE, &[BOT, BOB, "carol@chat.example"], "hi all");
+        group.group = Some(("abcdefghijk".into(), "Group".into()));
+        group.gossip = vec![
+            KeyData { addr: BOB.into(), key: forged_bob.public().to_bytes() },
+            KeyData { addr: "carol@chat.example".into(), key: carol.public().to_bytes() },
+        ];
+        daemon.gate("job", &bot, &mail(&group, ALICE, &alice, &alice.public(), &bot_key));
+        let peers = daemon.identity(BOT).expect("identity").peers().expect("peers");
+        assert_eq!(peers.key_of(BOB).map(|k| k.fingerprint()), Some(bob.public().fingerprint()), "bob keeps his own key");
+        assert_eq!(peers.key_of("carol@chat.example").map(|k| k.fingerprint()), Some(carol.public().fingerprint()), "an unknown member's key is learnt");
     }
 }

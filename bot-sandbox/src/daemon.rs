@@ -826,10 +826,11 @@ pub fn serve(daemon: Arc<Daemon>, stop: Arc<AtomicBool>, rescan: Duration) -> st
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn settings(dir: &std::path::Path) -> Settings {
+    /// Settings with every path under `dir` (tests of the daemon's parts).
+    pub(crate) fn settings(dir: &std::path::Path) -> Settings {
         Settings {
             mail_domain: "chat.example".into(),
             mailboxes_dir: dir.join("mail"),

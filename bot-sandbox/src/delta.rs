@@ -319,6 +319,12 @@ fn quoted(name: &str) -> String {
 pub fn compose(message: &Outgoing, key: &SecretKey, recipients: &[&PublicKey]) -> Result<Vec<u8>, String> {
     let inner = render_inner(message, &key.public());
     let armored = key.sign_and_encrypt(&inner, recipients)?;
+    Ok(envelope(message, &armored))
+}
+
+/// The outer, unprotected message around `armored` (an OpenPGP message):
+/// PGP/MIME with only the headers transport needs.
+pub(crate) fn envelope(message: &Outgoing, armored: &str) -> Vec<u8> {
     let b = boundary(&message.message_id, "e");
     let outer = format!(
         "From: <{from}>\r\nTo: \"hidden-recipients\": ;\r\nDate: {date}\r\nMessage-ID: <{id}>\r\nSubject: {HIDDEN_SUBJECT}\r\nChat-Version: 1.0\r\n\
@@ -331,7 +337,7 @@ pub fn compose(message: &Outgoing, key: &SecretKey, recipients: &[&PublicKey]) -
         id = message.message_id,
         armored = armored.trim_end().replace("\r\n", "\n").replace('\n', "\r\n"),
     );
-    Ok(outer.into_bytes())
+    outer.into_bytes()
 }
 
 /// A fresh message id at `domain`.
