@@ -712,6 +712,10 @@ fn environment(account: &str, verified: Option<&Verified>) -> Vec<(String, Strin
     }
     if v.content.status_update.is_some() {
         env.push(("CHATMAIL_WEBXDC_INSTANCE".into(), v.content.in_reply_to.first().cloned().unwrap_or_default()));
+    } else if let Some(parent) = v.content.in_reply_to.first() {
+        // The message this one quotes or answers: how a bot learns the id
+        // of one of its own messages (to `delete` it).
+        env.push(("CHATMAIL_IN_REPLY_TO".into(), parent.clone()));
     }
     env
 }

@@ -121,6 +121,19 @@ fn strip_brackets(id: &str) -> String {
     id.trim().trim_start_matches('<').trim_end_matches('>').to_owned()
 }
 
+/// What a person wrote when answering a message: Delta Chat puts the
+/// quoted text before it (`> ` lines, then an empty line); the bot gets
+/// the answer (and the quoted message's id in `CHATMAIL_IN_REPLY_TO`).
+fn without_quote(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let quoted = lines.iter().take_while(|l| l.starts_with('>')).count();
+    if quoted > 0 && lines.get(quoted).is_some_and(|l| l.trim().is_empty()) {
+        lines[quoted + 1..].join("\n")
+    } else {
+        text.to_owned()
+    }
+}
+
 /// Reads a message, or the decrypted inner part of one.
 pub fn parse(bytes: &[u8]) -> Option<Content> {
     let message = MessageParser::default().parse(bytes)?;
@@ -169,6 +182,9 @@ pub fn parse(bytes: &[u8]) -> Option<Content> {
         }
     }
     content.text = message.body_text(0).map(|t| t.into_owned()).unwrap_or_default();
+    if !content.in_reply_to.is_empty() {
+        content.text = without_quote(&content.text);
+    }
     content.attachment = message
         .attachments()
         .find(|p| p.attachment_name() != Some("status-update.json"))
@@ -360,6 +376,20 @@ pub fn random_token(len: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quotes_are_taken_off_answers() {
+        let table = [
+            ("> echo: hello\r\n\r\n/delete", "/delete"),
+            ("> line one\n> line two\n\nanswer\nsecond line", "answer\nsecond line"),
+            ("> not followed by an empty line\nanswer", "> not followed by an empty line\nanswer"),
+            ("plain text", "plain text"),
+            ("", ""),
+        ];
+        for (text, want) in table {
+            assert_eq!(without_quote(text), want, "{text:?}");
+        }
+    }
 
     #[test]
     fn autocrypt_values() {

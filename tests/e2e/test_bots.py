@@ -10,6 +10,7 @@ import re
 import smtplib
 import subprocess
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,77 @@ def test_actions_outside_the_set_are_refused_and_the_send_limit_holds(relay, con
         event = next_event(alice, deadline - time.monotonic())
         if event is not None and event.kind == EventType.INCOMING_MSG:
             assert alice.get_message_by_id(event.msg_id).get_snapshot().text != "echo: three"
+
+
+def test_the_bot_adds_only_a_contact_who_wrote_to_it_to_a_group(relay, configured_account, tmp_path):
+    bot = relay.take_account()
+    link = install_bot(relay, bot, tmp_path)
+    # Alice wrote to the bot directly: she consented to hear from it.
+    alice = configured_account()
+    join_bot(alice, link).send_text("hello")
+    wait_for_text(alice, "echo: hello")
+    carol = configured_account()  # never wrote to the bot
+
+    bob = configured_account()
+    bob_chat = join_bot(bob, link)
+    group = bob.create_group("Bot group")
+    group.add_contact(bob_chat.get_contacts()[0])
+    group.send_text("hi group")
+    wait_for_text(bob, "echo: hi group")  # the bot accepted the group
+
+    group.send_text(f'/raw {{"action":"add-member","contact":"{carol.addr}"}}')
+    wait_for_log(relay, "bots.log", r"op=action .*action=add-member result=refused reason=.*no.consent")
+
+    group.send_text(f'/raw {{"action":"add-member","contact":"{alice.addr}"}}')
+    wait_for_log(relay, "bots.log", r"op=action .*action=add-member result=done")
+    # Alice is now in the group, with a padlock, and Bob sees her as a member.
+    event = wait_for(alice, "the group", lambda e: e.kind == EventType.INCOMING_MSG and alice.get_chat_by_id(e.chat_id).get_basic_snapshot().name == "Bot group")
+    assert alice.get_message_by_id(event.msg_id).get_snapshot().show_padlock
+    alice_group = alice.get_chat_by_id(event.chat_id)
+    members = {c.get_snapshot().address for c in alice_group.get_contacts()}
+    assert {bob.addr, bot["addr"]} <= members, members
+    deadline = time.monotonic() + TIMEOUT
+    while alice.addr not in {c.get_snapshot().address for c in group.get_contacts()}:
+        assert time.monotonic() < deadline, "bob's group never listed alice"
+        next_event(bob, 0.5)
+    # Alice can write to the group; Bob gets it.
+    alice_group.send_text("thanks for adding me")
+    wait_for_text(bob, "thanks for adding me")
+
+
+def test_the_bot_deletes_its_message_and_answers_webxdc_updates(relay, configured_account, tmp_path):
+    bot = relay.take_account()
+    link = install_bot(relay, bot, tmp_path)
+    alice = configured_account()
+    chat = join_bot(alice, link)
+    chat.send_text("hello")
+    reply = wait_for_text(alice, "echo: hello")
+
+    # `/delete`, quoting the bot's message: the bot deletes it for everyone.
+    chat.send_message(text="/delete", quoted_msg=reply.id)
+    wait_for_log(relay, "bots.log", r"op=action .*action=delete result=done")
+    echoed = alice.get_message_by_id(reply.id)
+    deadline = time.monotonic() + TIMEOUT
+    while echoed.exists():
+        assert time.monotonic() < deadline, "the bot's message was not deleted on alice's side"
+        next_event(alice, 0.5)
+
+    # A webxdc app in the chat: the bot answers each status update with one
+    # that carries it back, to the same app instance.
+    xdc = tmp_path / "app.xdc"
+    with zipfile.ZipFile(xdc, "w") as archive:
+        archive.writestr("index.html", "<!doctype html><title>app</title>")
+        archive.writestr("manifest.toml", 'name = "Echo app"\n')
+    app = chat.send_message(text="an app", file=str(xdc))
+    wait_for_text(alice, "echo: an app")
+    app.send_webxdc_status_update({"payload": {"ping": 1}}, "ping")
+    wait_for_log(relay, "bots.log", r"op=action .*action=webxdc-update result=done")
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        payloads = [u["payload"] for u in app.get_webxdc_status_updates(0)]
+        if any(isinstance(p, dict) and "echo" in p for p in payloads):
+            break
+        assert time.monotonic() < deadline, f"no update from the bot: {payloads}"
+        next_event(alice, 0.5)
+    echo = next(p["echo"] for p in payloads if isinstance(p, dict) and "echo" in p)
+    assert {"ping": 1} in [u.get("payload") for u in echo["updates"]], echo

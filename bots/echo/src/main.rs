@@ -5,8 +5,10 @@
 //! which chat, in environment variables (`CHATMAIL_SENDER`, `CHATMAIL_CHAT`:
 //! `single` or a group id). What it prints are actions, one JSON object
 //! per line; the relay turns them into encrypted Delta Chat messages.
-//! This one answers every message with its text, in the same chat.
-//! (`/raw LINE` makes it print LINE itself, to try the relay's checks.)
+//! This one answers every message with its text, in the same chat, and
+//! every webxdc status update with an update carrying it back. `/delete`,
+//! quoting one of its messages, deletes that message; `/raw LINE` makes it
+//! print LINE itself, to try the relay's checks.
 
 use std::io::{self, Read, Write};
 
@@ -27,17 +29,34 @@ fn json_string(text: &str) -> String {
 }
 
 fn main() -> io::Result<()> {
-    if std::env::var("CHATMAIL_EVENT").as_deref() != Ok("message") {
-        return Ok(());
-    }
     let mut text = String::new();
     io::stdin().read_to_string(&mut text)?;
+    let mut out = io::stdout().lock();
+    match std::env::var("CHATMAIL_EVENT").as_deref() {
+        Ok("message") => {}
+        // A webxdc app's status update (its JSON on stdin): answered with
+        // an update to the same app instance that carries it back.
+        Ok("webxdc-update") => {
+            let instance = std::env::var("CHATMAIL_WEBXDC_INSTANCE").unwrap_or_default();
+            let update = text.trim();
+            if instance.is_empty() || !update.starts_with('{') {
+                return Ok(());
+            }
+            return writeln!(out, "{{\"action\":\"webxdc-update\",\"instance\":{},\"update\":{{\"echo\":{update}}}}}", json_string(&instance));
+        }
+        _ => return Ok(()),
+    }
     let text = text.replace("\r\n", "\n");
     let text = text.trim();
     if text.is_empty() {
         return Ok(());
     }
-    let mut out = io::stdout().lock();
+    // `/delete`, quoting one of the bot's messages: deletes it for everyone.
+    if text == "/delete" {
+        if let Ok(parent) = std::env::var("CHATMAIL_IN_REPLY_TO") {
+            return writeln!(out, "{{\"action\":\"delete\",\"message_id\":{}}}", json_string(&parent));
+        }
+    }
     // `/raw LINE` prints LINE as the action: shows that the relay, not the
     // bot, decides what happens (anything outside its set is refused).
     if let Some(line) = text.strip_prefix("/raw ") {
