@@ -150,7 +150,8 @@ log "purge: no files left"
 in_root 'DEBIAN_FRONTEND=noninteractive apt-get purge -y -q chatmail-relay chatmail-bots dovecot-chatmail chatmail-milter' \
     >>"$base/install.log" 2>&1 || fail "purge"
 for path in /etc/chatmail /var/lib/chatmail-relay /etc/dkimkeys/opendkim.private /etc/dovecot/chatmail-auth.conf.ext \
-    /usr/lib/dovecot/modules/lib90_chatmail_plugin.so /var/spool/postfix/chatmail-milter; do
+    /usr/lib/dovecot/modules/lib90_chatmail_plugin.so /var/spool/postfix/chatmail-milter \
+    /var/lib/chatmail-bots /var/spool/chatmail-bots; do
     [ -e "$root$path" ] && fail "$path left after purge"
 done
 in_root 'getent passwd chatmail-milter' >/dev/null && fail "user chatmail-milter left after purge"
