@@ -8,7 +8,6 @@
 //! `op=securejoin` per protocol step, `op=action` per action (`result=sent`
 //! or `result=refused reason=…`). Message text is never logged.
 
-use std::path::PathBuf;
 
 use crate::actions::{Action, Target};
 use crate::daemon::{log, now_secs, word, Daemon};
@@ -338,12 +337,8 @@ impl Daemon {
         }
     }
 
-    fn queue_dir(&self, account: &str) -> std::io::Result<PathBuf> {
-        Ok(self.registry.bot_dir(account)?.join("queue"))
-    }
-
     fn queue_mail(&self, bot: &Bot, to: &[String], mail: &[u8]) -> std::io::Result<()> {
-        let dir = self.queue_dir(&bot.account)?;
+        let dir = self.registry.outgoing_queue_dir(&bot.account)?;
         std::fs::create_dir_all(&dir)?;
         let name = format!("{}.{}", now_secs(), delta::random_token(8));
         let mut record = to.join(" ").into_bytes();
@@ -358,10 +353,7 @@ impl Daemon {
     pub(crate) fn retry_queued(&self) {
         let Ok(accounts) = self.registry.accounts() else { return };
         for account in accounts {
-            let Ok(dir) = self.queue_dir(&account) else { continue };
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-            let mut names: Vec<_> = entries.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| !n.ends_with(".tmp")).collect();
-            names.sort();
+            let (Ok(dir), Ok(names)) = (self.registry.outgoing_queue_dir(&account), self.registry.queued_outgoing(&account)) else { continue };
             let Ok(Some((token, _))) = self.identity(&account).map(|i| i.submit_token().ok()) else { continue };
             for name in names {
                 let path = dir.join(&name);

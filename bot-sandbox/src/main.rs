@@ -198,11 +198,8 @@ fn list(settings: &Settings) -> Result<(), String> {
             let counts: Vec<String> = refusals.iter().map(|(reason, count)| format!("{reason} {count}")).collect();
             println!("  refused by the gate: {}", counts.join(", "));
         }
-        // Mail the relay tempfailed, retried for a day (`queue/`).
-        let queued = registry
-            .bot_dir(&account)
-            .and_then(|dir| std::fs::read_dir(dir.join("queue")))
-            .map_or(0, |entries| entries.filter_map(Result::ok).filter(|e| !e.file_name().to_string_lossy().ends_with(".tmp")).count());
+        // Mail the relay tempfailed, retried for a day.
+        let queued = registry.queued_outgoing(&account).map_or(0, |names| names.len());
         if queued > 0 {
             println!("  outgoing mail queued: {queued}");
         }

@@ -270,6 +270,25 @@ impl Registry {
         Ok(())
     }
 
+    /// Where the bot's outgoing mail waits that the relay tempfailed.
+    pub fn outgoing_queue_dir(&self, account: &str) -> io::Result<PathBuf> {
+        Ok(self.bot_dir(account)?.join("queue"))
+    }
+
+    /// The names of the bot's queued outgoing mail, oldest first (names
+    /// start with the queueing time); none if there is no queue.
+    pub fn queued_outgoing(&self, account: &str) -> io::Result<Vec<String>> {
+        let dir = self.outgoing_queue_dir(account)?;
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(context(e, "reading", &dir)),
+        };
+        let mut names: Vec<String> = entries.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| !n.ends_with(".tmp")).collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Counts a mail the gate kept from the bot, by reason (`gate.json`).
     pub fn count_refusal(&self, account: &str, reason: &str) -> io::Result<()> {
         let path = self.bot_dir(account)?.join("gate.json");
