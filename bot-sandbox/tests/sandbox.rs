@@ -35,7 +35,7 @@ fn request(artifact: PathBuf, points: u64) -> WorkerRequest {
         output_limit: OUTPUT_LIMIT,
         points,
         cpu_seconds: 10,
-        environment: vec![("CHATMAIL_BOT".into(), "bot@x".into()), ("CHATMAIL_SENDER".into(), "a@x".into()), ("CHATMAIL_EVENT".into(), "mail".into())],
+        environment: vec![("CHATMAIL_BOT".into(), "bot@x".into()), ("CHATMAIL_SENDER".into(), "a@x".into()), ("CHATMAIL_EVENT".into(), "message".into())],
         network_isolated: false,
         storage: None,
         input_len: None,
@@ -156,13 +156,13 @@ fn storage_survives_between_runs_within_its_quota() {
     for expected in 1..=3 {
         let (report, output, storage) = run(&files, 1024);
         assert_eq!(report.outcome, Outcome::Exited(0), "{report:?}");
-        assert_eq!(output, format!("mail number {expected}\n"));
+        assert_eq!(output, format!("{{\"action\":\"reply\",\"text\":\"message number {expected}\"}}\n"));
         files = storage.expect("storage changed");
         assert_eq!(files.get("count").map(Vec::as_slice), Some(expected.to_string().as_bytes()));
     }
     // "10" does not fit in a 1-byte quota: the bot sees the error.
     files.insert("count".into(), b"9".to_vec());
     let (_, output, storage) = run(&files, 1);
-    assert!(output.starts_with("mail number 10 (not stored:"), "{output}");
+    assert!(output.contains("message number 10 (the count could not be stored)"), "{output}");
     assert!(storage.is_none_or(|f| f.get("count").is_none_or(|c| c.len() <= 1)), "quota kept");
 }

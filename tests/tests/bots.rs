@@ -176,7 +176,10 @@ fn a_bot_keeps_its_storage_between_runs() {
         relay.lmtp_deliver(&bot.addr, &mail(&relay, "alice@example.org", &bot.addr, &format!("mail {i}"))).expect("deliver");
         wait_until(&relay, "a counter run", Duration::from_secs(30), || relay.bot_outputs(&bot.addr).len() >= i);
     }
-    assert_eq!(relay.bot_outputs(&bot.addr), vec!["mail number 1\n", "mail number 2\n", "mail number 3\n"]);
+    let expected: Vec<String> = (1..=3).map(|i| format!("{{\"action\":\"reply\",\"text\":\"message number {i}\"}}\n")).collect();
+    assert_eq!(relay.bot_outputs(&bot.addr), expected);
+    // Each count is an action the relay carries out (a reply to alice).
+    wait_until(&relay, "three replies sent", Duration::from_secs(30), || bots_log(&relay).matches("action=reply result=done").count() == 3);
     let stored = relay.config.bot_state_dir.join("bots").join(&bot.addr).join("storage").join("count");
     assert_eq!(std::fs::read_to_string(stored).expect("storage file"), "3");
 }
