@@ -21,6 +21,7 @@ use mail_parser::MessageParser;
 
 use crate::engine::{self, POINTS_PER_CPU_SECOND};
 use crate::limits::{self, CpuBudget, RunRecord};
+use crate::dsn;
 use crate::lmtp;
 use crate::maildir;
 use crate::package;
@@ -132,13 +133,24 @@ pub(crate) fn word(text: &str) -> String {
     }
 }
 
-/// The sender address of a mail (lower-cased), and whether it is one of
-/// the daemon's own reports.
-fn sender_of(mail: &[u8]) -> (String, bool) {
-    let Some(message) = MessageParser::default().parse_headers(mail) else { return (String::new(), false) };
-    let sender = message.from().and_then(|a| a.first()).and_then(|a| a.address()).unwrap_or("").to_ascii_lowercase();
-    let own = message.header_raw(lmtp::REPORT_HEADER).is_some();
-    (sender, own)
+/// What the daemon reads from a delivered mail's headers before the gate.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Arrival {
+    /// The From address, lower-cased.
+    sender: String,
+    /// One of the daemon's own reports (install, problems).
+    own_report: bool,
+    /// A delivery status notification (a bounce).
+    delivery_report: bool,
+}
+
+fn arrival(mail: &[u8]) -> Arrival {
+    let Some(message) = MessageParser::default().parse_headers(mail) else { return Arrival::default() };
+    Arrival {
+        sender: message.from().and_then(|a| a.first()).and_then(|a| a.address()).unwrap_or("").to_ascii_lowercase(),
+        own_report: message.header_raw(lmtp::REPORT_HEADER).is_some(),
+        delivery_report: dsn::is_delivery_report(&message),
+    }
 }
 
 impl Daemon {
@@ -311,6 +323,31 @@ impl Daemon {
         Disposition::Finish
     }
 
+    /// Logs a delivery report's recipients, and records those the bot's
+    /// message will not reach in the bot's errors (`chatmail-bots list`).
+    fn note_delivery_report(&self, job_name: &str, account: &str, reporter: &str, recipients: &[dsn::RecipientStatus]) {
+        if recipients.is_empty() {
+            log(&format!("op=delivery-report job={job_name} bot={account} reporter={} result=unreadable", word(reporter)));
+            return;
+        }
+        for r in recipients {
+            log(&format!(
+                "op=delivery-report job={job_name} bot={account} reporter={} recipient={} action={} status={} diagnostic={}",
+                word(reporter),
+                word(&r.recipient),
+                word(&r.action),
+                word(&r.status),
+                word(&r.diagnostic)
+            ));
+            if r.failed() {
+                let line = format!("a message to {} was not delivered: {} {}", r.recipient, r.status, r.diagnostic);
+                if let Err(e) = self.registry.record_error(account, now_secs(), line.trim_end()) {
+                    log(&format!("op=delivery-report job={job_name} bot={account} result=error problem={}", word(&e.to_string())));
+                }
+            }
+        }
+    }
+
     fn deliver(&self, job_name: &str, job: &Job) -> Disposition {
         let account = &job.account;
         let refuse = |reason: &str| {
@@ -350,9 +387,15 @@ impl Daemon {
         if mail.len() as u64 > self.settings.max_message_size.saturating_mul(2) {
             return refuse("mail-too-large");
         }
-        let (sender, own_report) = if scheduled { (String::new(), false) } else { sender_of(&mail) };
+        let Arrival { sender, own_report, delivery_report } = if scheduled { Arrival::default() } else { arrival(&mail) };
         if own_report && sender == format!("mailer-daemon@{}", self.settings.mail_domain) {
             return refuse("own-report");
+        }
+        // A bounce of the bot's own message: cleartext, but not someone
+        // writing to the bot; noted for the operator, the bot does not run.
+        if delivery_report {
+            self.note_delivery_report(job_name, account, &sender, &dsn::recipient_statuses(&mail));
+            return Disposition::Finish;
         }
         // The gate: only mail decrypted with the bot's key and signed by
         // its sender reaches the bot; Secure-Join is answered here.
@@ -884,15 +927,22 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn senders_and_own_reports() {
-        let table: &[(&[u8], (&str, bool))] = &[
-            (b"From: Alice <Alice@Example.org>\r\nSubject: x\r\n\r\nbody", ("alice@example.org", false)),
-            (b"From: <mailer-daemon@chat.example>\r\nChatmail-Bot-Report: install\r\n\r\n", ("mailer-daemon@chat.example", true)),
-            (b"Subject: no sender\r\n\r\n", ("", false)),
-            (b"", ("", false)),
+    fn senders_own_reports_and_bounces() {
+        // (mail, (sender, own report, delivery report))
+        type Case<'a> = (&'a [u8], (&'a str, bool, bool));
+        let table: &[Case] = &[
+            (b"From: Alice <Alice@Example.org>\r\nSubject: x\r\n\r\nbody", ("alice@example.org", false, false)),
+            (b"From: <mailer-daemon@chat.example>\r\nChatmail-Bot-Report: install\r\n\r\n", ("mailer-daemon@chat.example", true, false)),
+            (
+                b"From: MAILER-DAEMON@chat.example\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n--b--\r\n",
+                ("mailer-daemon@chat.example", false, true),
+            ),
+            (b"Subject: no sender\r\n\r\n", ("", false, false)),
+            (b"", ("", false, false)),
         ];
-        for (mail, (sender, own)) in table {
-            assert_eq!(sender_of(mail), (sender.to_string(), *own), "{:?}", String::from_utf8_lossy(mail));
+        for (mail, (sender, own_report, delivery_report)) in table {
+            let want = Arrival { sender: sender.to_string(), own_report: *own_report, delivery_report: *delivery_report };
+            assert_eq!(arrival(mail), want, "{:?}", String::from_utf8_lossy(mail));
         }
     }
 

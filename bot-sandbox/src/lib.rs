@@ -13,6 +13,7 @@ mod actions;
 mod conversation;
 mod daemon;
 mod delta;
+mod dsn;
 mod engine;
 mod identity;
 mod fetch;

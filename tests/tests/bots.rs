@@ -201,11 +201,19 @@ fn the_operator_lists_and_disables_bots() {
     let cleartext = format!("From: <alice@example.org>\r\nTo: <{}>\r\nSubject: hi\r\n\r\nnot encrypted\r\n", bot.addr);
     relay.lmtp_deliver(&bot.addr, &cleartext).expect("deliver");
     wait_until(&relay, "the gate's refusal", Duration::from_secs(30), || bots_log(&relay).contains("result=refused reason=not-encrypted"));
+    // A bounce of the bot's message is cleartext too, but no one writing
+    // in cleartext: noted as the bot's error, not a refusal.
+    let bounce = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../bot-sandbox/tests/reports/failed-one.eml")).expect("bounce fixture");
+    relay.lmtp_deliver(&bot.addr, &bounce.replace("bot@chatmail.test", &bot.addr)).expect("deliver");
+    wait_until(&relay, "the bounce noted", Duration::from_secs(30), || bots_log(&relay).contains("op=delivery-report"));
+    let log = bots_log(&relay);
+    assert!(log.contains("recipient=alice@example.org action=failed status=5.4.4"), "{log}");
     let (ok, listing) = bots_command(&relay, &["list"]);
     assert!(ok, "{listing}");
     assert!(listing.contains(&format!("{}: echo (Answers with the text) by mailto:bots@chatmail.test", bot.addr)), "{listing}");
     assert!(listing.contains("runs: 1 in the last hour"), "{listing}");
-    assert!(listing.contains("refused by the gate: not-encrypted 1"), "{listing}");
+    assert!(listing.contains("refused by the gate: not-encrypted 1\n"), "{listing}");
+    assert!(listing.contains("a message to alice@example.org was not delivered: 5.4.4 Host or domain name not found."), "{listing}");
     // What the daemon needs, checked as its user: every line ok.
     let (ok, report) = bots_command(&relay, &["--user", MAIL_USER, "check"]);
     assert!(ok, "{report}");
