@@ -5,7 +5,10 @@
 //!
 //! ```text
 //! {"action": "reply", "text": "hi"}                      to the chat the mail came from, quoting it
-//! {"action": "send", "text": "hi", "to": "sender"}       "to": "chat" (default) or "sender" (1:1)
+//! {"action": "send", "text": "hi", "to": "sender"}       "to": "chat" (default) or "sender" (1:1),
+//!                                                        or a chat by name, also in scheduled runs:
+//!                                                        "ADDR" (1:1 with a contact who consented)
+//!                                                        or "group:ID" (a group the bot accepted)
 //!     optional "file": {"name": "a.txt", "base64": "…"}  a small attachment (send and reply)
 //! {"action": "accept"}                                   accept the group invitation the mail came with
 //! {"action": "delete", "message_id": "…"}                delete one of the bot's own messages for everyone
@@ -25,12 +28,48 @@ pub const MAX_ACTIONS: usize = 20;
 pub const MAX_FILE: usize = 256 * 1024;
 
 /// Where a message goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// The chat the incoming mail belongs to (1:1 or group).
     Chat,
     /// The sender, 1:1.
     Sender,
+    /// A contact by address, 1:1 (only one who wrote to the bot 1:1 and
+    /// did not send `/stop` since).
+    Contact(String),
+    /// A group by id (only one whose invitation the bot accepted).
+    Group(String),
+}
+
+/// A group id as Delta Chat makes them (`Chat-Group-ID`).
+pub fn valid_group_id(id: &str) -> bool {
+    (11..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Whether `addr` is one plain address (`local@domain`, no spaces, lists
+/// or display-name syntax).
+fn plain_address(addr: &str) -> bool {
+    chatmail_config::split_address(addr).is_ok_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
+        && !addr.chars().any(|c| c.is_whitespace() || c.is_control() || ",;<>()[]\"\\".contains(c))
+}
+
+/// Reads a `"to"` value.
+fn target(to: Option<&str>) -> Result<Target, String> {
+    match to {
+        None | Some("chat") => Ok(Target::Chat),
+        Some("sender") => Ok(Target::Sender),
+        Some(other) => {
+            if let Some(id) = other.strip_prefix("group:") {
+                return if valid_group_id(id) { Ok(Target::Group(id.to_owned())) } else { Err(format!("\"to\": {other:?} has no valid group id")) };
+            }
+            let addr = other.trim().to_ascii_lowercase();
+            if plain_address(&addr) {
+                Ok(Target::Contact(addr))
+            } else {
+                Err(format!("\"to\": {other:?} is none of \"chat\", \"sender\", an address, \"group:ID\""))
+            }
+        }
+    }
 }
 
 /// A file to attach.
@@ -126,12 +165,7 @@ pub fn parse_line(line: &str) -> Result<Action, String> {
     Ok(match raw {
         Raw::Reply { text: t, file: f } => Action::Send { text: text(t)?, to: Target::Chat, quote: true, file: file(f)? },
         Raw::Send { text: t, to, file: f } => {
-            let to = match to.as_deref() {
-                None | Some("chat") => Target::Chat,
-                Some("sender") => Target::Sender,
-                Some(other) => return Err(format!("\"to\": {other:?} is neither \"chat\" nor \"sender\"")),
-            };
-            Action::Send { text: text(t)?, to, quote: false, file: file(f)? }
+            Action::Send { text: text(t)?, to: target(to.as_deref())?, quote: false, file: file(f)? }
         }
         Raw::Accept {} => Action::Accept,
         Raw::Delete { message_id } => {
@@ -150,7 +184,7 @@ pub fn parse_line(line: &str) -> Result<Action, String> {
         }
         Raw::AddMember { contact } => {
             let contact = contact.trim().to_ascii_lowercase();
-            if chatmail_config::split_address(&contact).is_err() {
+            if !plain_address(&contact) {
                 return Err(format!("{contact:?} is not an address"));
             }
             Action::AddMember { contact }
@@ -191,6 +225,14 @@ mod tests {
             (r#"{"action":"send","text":"hi","to":"sender"}"#, Action::Send { text: "hi".into(), to: Target::Sender, quote: false, file: None }),
             (r#"{"action":"send","text":"hi","to":"chat"}"#, Action::Send { text: "hi".into(), to: Target::Chat, quote: false, file: None }),
             (
+                r#"{"action":"send","text":"hi","to":"Carol@Example.org"}"#,
+                Action::Send { text: "hi".into(), to: Target::Contact("carol@example.org".into()), quote: false, file: None },
+            ),
+            (
+                r#"{"action":"send","text":"hi","to":"group:Ab-cd_EF123"}"#,
+                Action::Send { text: "hi".into(), to: Target::Group("Ab-cd_EF123".into()), quote: false, file: None },
+            ),
+            (
                 r#"{"action":"send","text":"see file","file":{"name":"a.txt","base64":"aGk="}}"#,
                 Action::Send { text: "see file".into(), to: Target::Chat, quote: false, file: Some(File { name: "a.txt".into(), data: b"hi".to_vec() }) },
             ),
@@ -213,13 +255,18 @@ mod tests {
         let table: &[(&str, &str)] = &[
             ("hello", "not a valid action line"),
             (r#"{"action":"forward","to":"x@y"}"#, "not an action this relay allows"),
-            (r#"{"action":"send","text":"hi","to":"everyone@x"}"#, "neither"),
+            (r#"{"action":"send","text":"hi","to":"everyone"}"#, "is none of"),
+            (r#"{"action":"send","text":"hi","to":"a@b, c@d"}"#, "is none of"),
+            (r#"{"action":"send","text":"hi","to":"group:short"}"#, "no valid group id"),
+            (r#"{"action":"send","text":"hi","to":"group:../../etc/passwd"}"#, "no valid group id"),
             (r#"{"action":"send","text":"  "}"#, "empty text"),
             (r#"{"action":"send","text":"hi","bcc":"x@y"}"#, "not a valid action line"),
             (r#"{"action":"send","text":"hi","file":{"name":"../etc/passwd","base64":""}}"#, "not a plain name"),
             (r#"{"action":"send","text":"hi","file":{"name":"a","base64":"!!"}}"#, "base64"),
             (r#"{"action":"delete","message_id":"a b"}"#, "is not one"),
             (r#"{"action":"add-member","contact":"nobody"}"#, "not an address"),
+            (r#"{"action":"add-member","contact":"a@b c@d"}"#, "not an address"),
+            (r#"{"action":"add-member","contact":"@example.org"}"#, "not an address"),
             (&big, "more than"),
         ];
         for (line, reason) in table {

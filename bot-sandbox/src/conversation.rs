@@ -9,7 +9,7 @@
 //! or `result=refused reason=…`). Message text is never logged.
 
 
-use crate::actions::{Action, Target};
+use crate::actions::{valid_group_id, Action, Target};
 use crate::daemon::{log, now_secs, word, Daemon};
 use crate::delta::{self, Content, KeyData, Outgoing};
 use crate::identity::{Identity, Peers};
@@ -54,11 +54,6 @@ pub enum Gate {
     Handled(&'static str),
     /// Refused: the bot does not run (`reason` logged and counted).
     Refused(&'static str, String),
-}
-
-/// A group id Delta Chat accepts.
-fn valid_group_id(id: &str) -> bool {
-    (11..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl Daemon {
@@ -383,8 +378,9 @@ impl Daemon {
         }
     }
 
-    /// Carries out the bot's actions for a run on `verified`.
-    pub(crate) fn carry_out(&self, job: &str, bot: &Bot, verified: &Verified, actions: Vec<Action>) {
+    /// Carries out the bot's actions for a run on `verified` (`None`: a
+    /// scheduled run, which has no chat of its own).
+    pub(crate) fn carry_out(&self, job: &str, bot: &Bot, verified: Option<&Verified>, actions: Vec<Action>) {
         let account = &bot.account;
         let Ok(identity) = self.identity(account) else { return };
         let (key, mut peers) = match (identity.key(), identity.peers()) {
@@ -428,67 +424,72 @@ impl Daemon {
     }
 
     /// Checks one action; the message it sends, if any.
-    fn one_action(&self, bot: &Bot, verified: &Verified, peers: &mut Peers, action: Action) -> Result<Option<Outgoing>, String> {
-        let sender = &verified.sender;
-        let group = match &verified.chat {
-            Chat::Group { id, name } => Some((id.clone(), name.clone())),
+    fn one_action(&self, bot: &Bot, run: Option<&Verified>, peers: &mut Peers, action: Action) -> Result<Option<Outgoing>, String> {
+        const NO_CHAT: &str = "a scheduled run has no chat of its own: send with \"to\": a contact's address or \"group:ID\"";
+        // The chat the mail came from: the sender's, and the group if any.
+        let sender = run.map(|v| v.sender.clone());
+        let group = run.and_then(|v| match &v.chat {
+            Chat::Group { id, .. } => Some(id.clone()),
             Chat::Single => None,
-        };
-        // Recipients with a key: the bot only writes encrypted.
-        let with_keys = |peers: &Peers, members: &[String]| -> Vec<String> { members.iter().filter(|m| peers.key_of(m).is_some()).cloned().collect() };
-        let group_target = |peers: &Peers| -> Result<(Vec<String>, Vec<KeyData>), String> {
-            let (id, _) = group.as_ref().ok_or("not in a group")?;
-            let record = peers.groups.get(id).ok_or("unknown group")?;
-            if !record.accepted {
-                return Err("the bot has not accepted this group's invitation (an accept action first)".into());
-            }
-            let to = with_keys(peers, &record.members);
-            let gossip = to.iter().filter_map(|a| peers.key_of(a).map(|k| KeyData { addr: a.clone(), key: k.to_bytes() })).collect();
-            Ok((to, gossip))
-        };
+        });
         match action {
             Action::Accept => {
-                let (id, _) = group.as_ref().ok_or("accept: the mail did not come from a group")?;
+                let id = group.as_ref().ok_or("accept: the mail did not come from a group")?;
                 peers.groups.get_mut(id).ok_or("unknown group")?.accepted = true;
                 Ok(None)
             }
             Action::Send { text, to, quote, file } => {
-                let (recipients, gossip, chat_group) = match (to, &group) {
-                    (Target::Chat, Some(_)) => {
-                        let (to, gossip) = group_target(peers)?;
-                        (to, gossip, group.clone())
+                let (recipients, gossip, chat_group) = match (to, group.as_deref()) {
+                    (Target::Chat, Some(id)) => group_recipients(peers, id)?,
+                    (Target::Group(id), _) => group_recipients(peers, &id)?,
+                    (Target::Chat | Target::Sender, _) => (vec![sender.clone().ok_or(NO_CHAT)?], Vec::new(), None),
+                    (Target::Contact(addr), _) => {
+                        if !peers.contacts.get(&addr).is_some_and(|c| c.consent) {
+                            return Err(format!("{addr} has not written to the bot directly (or sent /stop): no consent"));
+                        }
+                        (vec![addr], Vec::new(), None)
                     }
-                    _ => (vec![sender.clone()], Vec::new(), None),
                 };
-                if recipients.is_empty() {
+                // The bot only writes encrypted: a group goes to its members
+                // with a key, a 1:1 chat needs the contact's.
+                let keyless = chat_group.is_none() && recipients.iter().any(|r| peers.key_of(r).is_none());
+                if recipients.is_empty() || keyless {
                     return Err("no recipient with a key".into());
                 }
-                let in_reply_to = quote.then(|| verified.content.message_id.clone()).filter(|id| !id.is_empty());
+                let in_reply_to = run.filter(|_| quote).map(|v| v.content.message_id.clone()).filter(|id| !id.is_empty());
                 let mut message = self.message(bot, recipients, &text, chat_group, in_reply_to, Vec::new(), gossip, true);
                 message.file = file;
                 Ok(Some(message))
             }
             Action::Delete { message_id } => {
-                let chat_key = verified.chat.sent_key(sender);
+                let run = run.ok_or(NO_CHAT)?;
+                let chat_key = run.chat.sent_key(&run.sender);
                 if !peers.has_sent(&chat_key, &message_id) {
                     return Err(format!("{message_id} is not one of the bot's messages in this chat"));
                 }
-                let (recipients, gossip) = if group.is_some() { group_target(peers)? } else { (vec![sender.clone()], Vec::new()) };
-                Ok(Some(self.message(bot, recipients, "🚮", group.clone(), None, vec![("Chat-Delete".into(), format!("<{message_id}>"))], gossip, true)))
+                let (recipients, gossip, chat_group) = match &group {
+                    Some(id) => group_recipients(peers, id)?,
+                    None => (vec![run.sender.clone()], Vec::new(), None),
+                };
+                Ok(Some(self.message(bot, recipients, "🚮", chat_group, None, vec![("Chat-Delete".into(), format!("<{message_id}>"))], gossip, true)))
             }
             Action::WebxdcUpdate { instance, update } => {
-                let (recipients, gossip) = if group.is_some() { group_target(peers)? } else { (vec![sender.clone()], Vec::new()) };
-                let mut message = self.message(bot, recipients, "Webxdc Status Update", group.clone(), Some(instance), Vec::new(), gossip, true);
+                let run = run.ok_or(NO_CHAT)?;
+                let (recipients, gossip, chat_group) = match &group {
+                    Some(id) => group_recipients(peers, id)?,
+                    None => (vec![run.sender.clone()], Vec::new(), None),
+                };
+                let mut message = self.message(bot, recipients, "Webxdc Status Update", chat_group, Some(instance), Vec::new(), gossip, true);
                 message.status_update = Some(serde_json::json!({ "updates": [{ "payload": update }] }).to_string());
                 Ok(Some(message))
             }
             Action::AddMember { contact } => {
-                let (id, name) = group.clone().ok_or("add-member: the mail did not come from a group")?;
+                let id = group.ok_or("add-member: the mail did not come from a group")?;
                 if !peers.contacts.get(&contact).is_some_and(|c| c.consent) {
                     return Err(format!("{contact} has not written to the bot directly (or sent /stop): no consent"));
                 }
                 let new_key = peers.key_of(&contact).ok_or("no key for the contact")?;
-                let (mut recipients, mut gossip) = group_target(peers)?;
+                let (mut recipients, mut gossip, chat_group) = group_recipients(peers, &id)?;
                 if recipients.contains(&contact) {
                     return Err(format!("{contact} is already a member"));
                 }
@@ -498,10 +499,24 @@ impl Daemon {
                     record.members.push(contact.clone());
                 }
                 let headers = vec![("Chat-Group-Member-Added".into(), contact.clone()), ("Chat-Group-Member-Added-Fpr".into(), new_key.fingerprint())];
-                Ok(Some(self.message(bot, recipients, &format!("Member {contact} was added."), Some((id, name)), None, headers, gossip, true)))
+                Ok(Some(self.message(bot, recipients, &format!("Member {contact} was added."), chat_group, None, headers, gossip, true)))
             }
         }
     }
+}
+
+/// The members of group `id` the bot can write to (those with a key),
+/// their keys to gossip, and the group (id, name) for the headers; only
+/// for a group whose invitation the bot accepted.
+#[allow(clippy::type_complexity)]
+fn group_recipients(peers: &Peers, id: &str) -> Result<(Vec<String>, Vec<KeyData>, Option<(String, String)>), String> {
+    let record = peers.groups.get(id).ok_or_else(|| format!("the bot is not a member of group {id}"))?;
+    if !record.accepted {
+        return Err("the bot has not accepted this group's invitation (an accept action first)".into());
+    }
+    let to: Vec<String> = record.members.iter().filter(|m| peers.key_of(m).is_some()).cloned().collect();
+    let gossip = to.iter().filter_map(|a| peers.key_of(a).map(|k| KeyData { addr: a.clone(), key: k.to_bytes() })).collect();
+    Ok((to, gossip, Some((id.to_owned(), record.name.clone()))))
 }
 
 fn result_word(result: &Result<(), String>) -> String {
@@ -607,5 +622,60 @@ mod tests {
         let peers = daemon.identity(BOT).expect("identity").peers().expect("peers");
         assert_eq!(peers.key_of(BOB).map(|k| k.fingerprint()), Some(bob.public().fingerprint()), "bob keeps his own key");
         assert_eq!(peers.key_of("carol@chat.example").map(|k| k.fingerprint()), Some(carol.public().fingerprint()), "an unknown member's key is learnt");
+    }
+
+    #[test]
+    fn a_scheduled_run_sends_only_to_consenting_contacts_and_accepted_groups() {
+        use crate::actions::parse_line;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (daemon, bot, _) = daemon_with_bot(dir.path());
+        let mut peers = Peers::default();
+        for (addr, consent) in [(ALICE, true), (BOB, false)] {
+            peers.learn_key(addr, &SecretKey::generate(addr).expect("key").public());
+            peers.contacts.get_mut(addr).expect("contact").consent = consent;
+        }
+        let group = |accepted| crate::identity::Group { name: "Group".into(), members: vec![ALICE.into(), BOB.into(), "nokey@chat.example".into()], accepted };
+        peers.groups.insert("accepted-group".into(), group(true));
+        peers.groups.insert("invited-group".into(), group(false));
+        let from_bob = Verified { sender: BOB.into(), sender_verified: false, chat: Chat::Single, content: Content { message_id: "m1@chat.example".into(), ..Content::default() } };
+        let no_chat = "refused: a scheduled run has no chat";
+        // (run, action line, outcome: recipients and group, or the refusal's start)
+        let table: &[(Option<&Verified>, &str, &str)] = &[
+            (None, r#"{"action":"send","text":"hi","to":"alice@chat.example"}"#, "to alice@chat.example"),
+            (None, r#"{"action":"send","text":"hi","to":"bob@chat.example"}"#, "refused: bob@chat.example has not written to the bot directly"),
+            (None, r#"{"action":"send","text":"hi","to":"stranger@chat.example"}"#, "refused: stranger@chat.example has not written"),
+            (None, r#"{"action":"send","text":"hi","to":"group:accepted-group"}"#, "to alice@chat.example,bob@chat.example in accepted-group"),
+            (None, r#"{"action":"send","text":"hi","to":"group:invited-group"}"#, "refused: the bot has not accepted"),
+            (None, r#"{"action":"send","text":"hi","to":"group:unknown-group"}"#, "refused: the bot is not a member of group unknown-group"),
+            (None, r#"{"action":"send","text":"hi"}"#, no_chat),
+            (None, r#"{"action":"send","text":"hi","to":"sender"}"#, no_chat),
+            (None, r#"{"action":"reply","text":"hi"}"#, no_chat),
+            (None, r#"{"action":"delete","message_id":"x@y"}"#, no_chat),
+            (None, r#"{"action":"webxdc-update","instance":"i@x","update":{}}"#, no_chat),
+            (None, r#"{"action":"accept"}"#, "refused: accept: the mail did not come from a group"),
+            (None, r#"{"action":"add-member","contact":"alice@chat.example"}"#, "refused: add-member: the mail did not come from a group"),
+            // A message run may also address another chat, under the same rules.
+            (Some(&from_bob), r#"{"action":"reply","text":"hi"}"#, "to bob@chat.example quoting m1@chat.example"),
+            (Some(&from_bob), r#"{"action":"send","text":"hi","to":"group:accepted-group"}"#, "to alice@chat.example,bob@chat.example in accepted-group"),
+            (Some(&from_bob), r#"{"action":"send","text":"hi","to":"alice@chat.example"}"#, "to alice@chat.example"),
+        ];
+        for (run, line, want) in table {
+            let action = parse_line(line).expect(line);
+            let got = match daemon.one_action(&bot, *run, &mut peers, action) {
+                Ok(Some(m)) => {
+                    let mut text = format!("to {}", m.to.join(","));
+                    if let Some((id, _)) = &m.group {
+                        text.push_str(&format!(" in {id}"));
+                    }
+                    if let Some(quoted) = &m.in_reply_to {
+                        text.push_str(&format!(" quoting {quoted}"));
+                    }
+                    text
+                }
+                Ok(None) => "nothing to send".into(),
+                Err(reason) => format!("refused: {reason}"),
+            };
+            assert!(got.starts_with(want), "{line} (run: {}): {got}", run.is_some());
+        }
     }
 }

@@ -506,12 +506,11 @@ impl Daemon {
                     log(&format!("op=action job={job_name} bot={account} result=refused reason={}", word(reason)));
                     let _ = self.registry.record_error(account, now, &format!("output refused: {reason}"));
                 }
-                match (&verified, &report.outcome) {
-                    (_, _) if actions.is_empty() => {}
+                match &report.outcome {
+                    _ if actions.is_empty() => {}
                     // Carried out once the run is recorded, below.
-                    (Some(_), Outcome::Exited(0)) => pending_actions = actions,
-                    (None, _) => log(&format!("op=action job={job_name} bot={account} result=refused reason=no-chat-in-a-scheduled-run actions={}", actions.len())),
-                    (Some(_), _) => log(&format!("op=action job={job_name} bot={account} result=refused reason=the-run-failed actions={}", actions.len())),
+                    Outcome::Exited(0) => pending_actions = actions,
+                    _ => log(&format!("op=action job={job_name} bot={account} result=refused reason=the-run-failed actions={}", actions.len())),
                 }
                 let outcome = match &report.outcome {
                     Outcome::Exited(0) => "exited".to_owned(),
@@ -564,10 +563,8 @@ impl Daemon {
             run.wall_micros / 1000,
             run.wall_micros
         ));
-        if let Some(verified) = &verified {
-            if !pending_actions.is_empty() {
-                self.carry_out(job_name, &bot, verified, pending_actions);
-            }
+        if !pending_actions.is_empty() {
+            self.carry_out(job_name, &bot, verified.as_deref(), pending_actions);
         }
         Disposition::Finish
     }

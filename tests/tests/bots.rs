@@ -184,6 +184,37 @@ fn a_bot_keeps_its_storage_between_runs() {
     assert_eq!(std::fs::read_to_string(stored).expect("storage file"), "3");
 }
 
+#[test]
+fn a_scheduled_run_writes_only_to_a_contact_who_wrote_first() {
+    let mut relay = start();
+    let bot = relay.new_account().expect("bot account");
+    // The bot prints the same action in every run: a message to alice by
+    // address.
+    relay.install_bot(&bot, &wat_bot("announce"), &format!("{ECHO_TOML}[schedule]\nevery_minutes = 5\n")).expect("install");
+    relay.wait_for_message(&bot, "Subject: Bot installed: echo", Duration::from_secs(60)).expect("install report");
+    // The daemon looks at schedules when it starts: with the last tick
+    // long ago, a scheduled run follows at once.
+    let last_tick = relay.config.bot_state_dir.join("bots").join(&bot.addr).join("last-tick");
+    let tick_now = |relay: &mut Relay| {
+        relay.stop_bots();
+        std::fs::write(&last_tick, "0").expect("last-tick");
+        relay.start_bots().expect("restart");
+    };
+    let sent = |relay: &Relay| bots_log(relay).matches("action=send result=done").count();
+    tick_now(&mut relay);
+    wait_until(&relay, "the scheduled run's refusal", Duration::from_secs(30), || {
+        bots_log(&relay).contains("alice@example.org has not written to the bot directly")
+    });
+    assert_eq!(sent(&relay), 0, "no message to someone who never wrote to the bot");
+    // Alice writes 1:1: her consent; that run's message by address is sent.
+    relay.lmtp_deliver(&bot.addr, &mail(&relay, "alice@example.org", &bot.addr, "hi")).expect("deliver");
+    wait_until(&relay, "the message run's send", Duration::from_secs(30), || sent(&relay) == 1);
+    tick_now(&mut relay);
+    wait_until(&relay, "the scheduled run's send", Duration::from_secs(30), || sent(&relay) == 2);
+    let log = bots_log(&relay);
+    assert_eq!(log.lines().filter(|l| l.contains("op=submit ") && l.contains(" result=sent ")).count(), 2, "both went through the relay:\n{log}");
+}
+
 fn bots_command(relay: &Relay, args: &[&str]) -> (bool, String) {
     let exe = std::env::current_exe().expect("test binary");
     let binary = exe.ancestors().skip(1).take(2).map(|d| d.join("chatmail-bots")).find(|p| p.is_file()).expect("chatmail-bots built");
