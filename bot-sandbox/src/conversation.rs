@@ -116,6 +116,9 @@ impl Daemon {
         };
         let decrypted = match key.decrypt(armored) {
             Ok(decrypted) => decrypted,
+            // Secure-Join v3's first step is encrypted with the invite's
+            // secret, not to the bot's key.
+            Err(_) if openpgp::is_password_encrypted(armored) => return self.answer_request_pubkey(job, bot, &key, &identity, &outer, armored),
             Err(e) => return Gate::Refused("undecryptable", e),
         };
         let Some(inner) = delta::parse(&decrypted.data) else { return Gate::Refused("unreadable", "the decrypted part is not MIME".into()) };
@@ -234,6 +237,41 @@ impl Daemon {
         Gate::Handled("secure-join")
     }
 
+    /// Secure-Join v3: `vc-request-pubkey`, encrypted with the shared
+    /// secret `securejoin/{bot fingerprint}/{auth}` (only someone who
+    /// scanned the invite knows it), unsigned; answered with `vc-pubkey`,
+    /// encrypted with the same secret and signed, carrying the bot's key.
+    /// The joiner goes on with `vc-request-with-auth`, as in the legacy
+    /// protocol.
+    fn answer_request_pubkey(&self, job: &str, bot: &Bot, key: &SecretKey, identity: &Identity, outer: &Content, armored: &[u8]) -> Gate {
+        let account = &bot.account;
+        let from = &outer.from;
+        let refuse = |reason: &'static str| {
+            log(&format!("op=securejoin job={job} bot={account} from={} step=vc-request-pubkey result=refused reason={reason}", word(from)));
+            Gate::Handled("secure-join")
+        };
+        let Ok(invite) = identity.invite() else { return refuse("no-invite") };
+        let secret = format!("securejoin/{}/{}", key.public().fingerprint(), invite.auth);
+        let decrypted = match openpgp::decrypt_with_password(armored, &secret) {
+            Ok(decrypted) => decrypted,
+            // Not the invite's secret: as any mail the bot cannot read.
+            Err(e) => return Gate::Refused("undecryptable", e),
+        };
+        let Some(inner) = delta::parse(&decrypted.data) else { return refuse("unreadable") };
+        let Some(sj) = inner.secure_join.as_ref().filter(|sj| sj.step == "vc-request-pubkey") else { return refuse("not-a-pubkey-request") };
+        if sj.auth.as_deref() != Some(invite.auth.as_str()) {
+            return refuse("wrong-auth");
+        }
+        if !inner.from.is_empty() && inner.from != *from {
+            return refuse("from-mismatch");
+        }
+        let headers = vec![("Secure-Join".into(), "vc-pubkey".into()), ("Secure-Join-Auth".into(), invite.auth.clone())];
+        let message = self.message(bot, vec![from.clone()], "Secure-Join", None, None, headers, Vec::new(), false);
+        let result = self.submit_composed(job, bot, &message, || delta::compose_with_password(&message, key, &secret));
+        log(&format!("op=securejoin job={job} bot={account} from={} step=vc-request-pubkey result={}", word(from), result_word(&result)));
+        Gate::Handled("secure-join")
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn answer_request_with_auth(&self, job: &str, bot: &Bot, key: &SecretKey, identity: &Identity, peers: &mut Peers, signer: &PublicKey, inner: &Content) -> Gate {
         let account = &bot.account;
@@ -299,11 +337,16 @@ impl Daemon {
         }
     }
 
-    /// Signs, encrypts and submits `message`; a temporary failure keeps it
-    /// in the bot's queue for the next try.
+    /// Signs, encrypts (to `keys` and the bot's own) and submits `message`;
+    /// a temporary failure keeps it in the bot's queue for the next try.
     fn send_message(&self, job: &str, bot: &Bot, key: &SecretKey, message: &Outgoing, keys: &[&PublicKey]) -> Result<(), String> {
+        self.submit_composed(job, bot, message, || delta::compose(message, key, keys))
+    }
+
+    /// Submits the mail `compose` makes of `message`, as [`send_message`].
+    fn submit_composed(&self, job: &str, bot: &Bot, message: &Outgoing, compose: impl FnOnce() -> Result<Vec<u8>, String>) -> Result<(), String> {
         let started = std::time::Instant::now();
-        let mail = delta::compose(message, key, keys)?;
+        let mail = compose()?;
         let composed = started.elapsed();
         let identity = self.identity(&bot.account).map_err(|e| e.to_string())?;
         let (token, _) = identity.submit_token().map_err(|e| e.to_string())?;
@@ -600,6 +643,29 @@ mod tests {
         }
         let peers = daemon.identity(BOT).expect("identity").peers().expect("peers");
         assert_eq!(peers.key_of(ALICE).map(|k| k.fingerprint()), Some(alice.public().fingerprint()), "the refused mail changed no key");
+    }
+
+    #[test]
+    fn a_v3_key_request_needs_the_invites_secret() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (daemon, bot, bot_key) = daemon_with_bot(dir.path());
+        let auth = daemon.identity(BOT).expect("identity").invite().expect("invite").auth;
+        let alice = SecretKey::generate(ALICE).expect("key");
+        let request = |secret: &str| {
+            let mut inner = message(ALICE, &["hidden-recipients@localhost"], "Secure-Join");
+            inner.headers = vec![("Secure-Join".into(), "vc-request-pubkey".into()), ("Secure-Join-Auth".into(), auth.clone())];
+            delta::compose_with_password(&inner, &alice, secret).expect("compose")
+        };
+        let right = format!("securejoin/{}/{auth}", bot_key.fingerprint());
+        let table: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("the invite's secret", request(&right), "handled secure-join"),
+            ("another secret", request(&format!("securejoin/{}/guess", bot_key.fingerprint())), "refused undecryptable"),
+        ];
+        for (case, bytes, want) in table {
+            assert_eq!(outcome(daemon.gate("job", &bot, &bytes)), want, "{case}");
+        }
+        // The request carries no key: the bot learns none from it.
+        assert!(daemon.identity(BOT).expect("identity").peers().expect("peers").key_of(ALICE).is_none());
     }
 
     #[test]

@@ -338,6 +338,15 @@ pub fn compose(message: &Outgoing, key: &SecretKey, recipients: &[&PublicKey]) -
     Ok(envelope(message, &armored))
 }
 
+/// `message` as a Delta Chat mail signed with `key` and encrypted with
+/// the shared secret `password` (Secure-Join v3's `vc-pubkey`), not to
+/// keys.
+pub fn compose_with_password(message: &Outgoing, key: &SecretKey, password: &str) -> Result<Vec<u8>, String> {
+    let inner = render_inner(message, &key.public());
+    let armored = key.sign_and_encrypt_with_password(&inner, password)?;
+    Ok(envelope(message, &armored))
+}
+
 /// The outer, unprotected message around `armored` (an OpenPGP message):
 /// PGP/MIME with only the headers transport needs.
 pub(crate) fn envelope(message: &Outgoing, armored: &str) -> Vec<u8> {

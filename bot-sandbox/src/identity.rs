@@ -209,11 +209,13 @@ fn link_encode(text: &str) -> String {
 }
 
 /// The bot's invite link: scanning it in Delta Chat starts Secure-Join's
-/// setup-contact protocol with the bot (answered by the host).
+/// setup-contact protocol with the bot (answered by the host). `v=3`
+/// offers protocol version 3 (the request encrypted with the invite's
+/// secret); `i=` stays for clients that only know the legacy protocol.
 pub fn invite_link(fingerprint: &str, addr: &str, name: &str, invite: &Invite) -> String {
     let name: String = name.chars().take(25).collect();
     format!(
-        "https://i.delta.chat/#{fingerprint}&i={}&s={}&a={}&n={}",
+        "https://i.delta.chat/#{fingerprint}&v=3&i={}&s={}&a={}&n={}",
         invite.invite_number,
         invite.auth,
         link_encode(addr),
@@ -238,7 +240,7 @@ mod tests {
         let invite = Invite { invite_number: "INV_number-1".into(), auth: "AUTH_secret-2".into() };
         assert_eq!(
             invite_link("ABCD", "echo.bot1@chat.example", "Echo Bot ü", &invite),
-            "https://i.delta.chat/#ABCD&i=INV_number-1&s=AUTH_secret-2&a=echo.bot1%40chat.example&n=Echo+Bot+%C3%BC"
+            "https://i.delta.chat/#ABCD&v=3&i=INV_number-1&s=AUTH_secret-2&a=echo.bot1%40chat.example&n=Echo+Bot+%C3%BC"
         );
         assert!(qr_text("https://i.delta.chat/#ABCD").is_some_and(|q| q.lines().count() > 10));
     }

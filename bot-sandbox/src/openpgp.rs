@@ -1,6 +1,8 @@
 //! The bots' OpenPGP: keys like Delta Chat's (v4, Ed25519 signing primary,
 //! Curve25519 encryption subkey), one-pass signed and encrypted messages
-//! (SEIPD v1, AES-128), and decryption that says who signed.
+//! (SEIPD v1, AES-128), and decryption that says who signed. Secure-Join
+//! v3's first two messages are encrypted with a shared secret instead
+//! (SKESK v6, SEIPD v2 with AES-128/OCB, salted S2K), as core does.
 //!
 //! rPGP (the `pgp` crate), as Delta Chat core uses. Notes on its API:
 //! the `*Legacy` key types are the v4 encodings other clients read;
@@ -15,9 +17,11 @@ use pgp::composed::{
     ArmorOptions, Deserializable, EncryptionCaps, KeyType, Message, MessageBuilder, SecretKeyParamsBuilder, SignedPublicKey,
     SignedPublicSubKey, SignedSecretKey, SubkeyParamsBuilder,
 };
+use pgp::composed::Esk;
+use pgp::crypto::aead::{AeadAlgorithm, ChunkSize};
 use pgp::crypto::{ecc_curve::ECCCurve, hash::HashAlgorithm, sym::SymmetricKeyAlgorithm};
 use pgp::ser::Serialize as _;
-use pgp::types::{CompressionAlgorithm, KeyDetails as _, KeyVersion, Password};
+use pgp::types::{CompressionAlgorithm, KeyDetails as _, KeyVersion, Password, StringToKey};
 
 /// A bot's secret key.
 #[derive(Debug, Clone)]
@@ -88,20 +92,8 @@ impl SecretKey {
         if !message.is_encrypted() {
             return Err("the message is not encrypted".into());
         }
-        let mut message = message.decrypt(&Password::empty(), &self.0).map_err(|e| format!("cannot decrypt: {e}"))?;
-        while message.is_compressed() {
-            message = message.decompress().map_err(|e| format!("decompressing: {e}"))?;
-        }
-        let mut data = Vec::new();
-        // Reading to the end checks the integrity code and completes the
-        // signature hashes.
-        std::io::Read::read_to_end(&mut std::io::Read::take(&mut message, MAX_PLAINTEXT + 1), &mut data)
-            .map_err(|e| format!("reading the plaintext: {e}"))?;
-        if data.len() as u64 > MAX_PLAINTEXT {
-            return Err(format!("the plaintext is larger than {MAX_PLAINTEXT} bytes"));
-        }
-        let signatures = message_signatures(&message);
-        Ok(Decrypted { data, signatures })
+        let message = message.decrypt(&Password::empty(), &self.0).map_err(|e| format!("cannot decrypt: {e}"))?;
+        read_decrypted(message)
     }
 
     /// `data` signed with this key and encrypted to `recipients` and to
@@ -122,6 +114,65 @@ impl SecretKey {
         builder.sign(&self.0.primary_key, Password::empty(), HashAlgorithm::Sha256);
         builder.to_armored_string(&mut rng, ArmorOptions::default()).map_err(|e| format!("building the message: {e}"))
     }
+}
+
+/// Whether `message` (armored or binary) is encrypted with a password
+/// only: one SKESK with a salted S2K (cheap to try, unlike iterated or
+/// Argon2 ones an attacker could choose to make every try expensive),
+/// and no PKESK.
+pub fn is_password_encrypted(message: &[u8]) -> bool {
+    let Ok((message, _)) = Message::from_reader(BufReader::new(message)) else { return false };
+    match &message {
+        Message::Encrypted { esk, .. } => {
+            matches!(esk.as_slice(), [Esk::SymKeyEncryptedSessionKey(skesk)] if matches!(skesk.s2k(), Some(StringToKey::Salted { .. })))
+        }
+        _ => false,
+    }
+}
+
+/// The plaintext of `message`, encrypted with `password` (see
+/// [`is_password_encrypted`]), and what its signature says.
+pub fn decrypt_with_password(message: &[u8], password: &str) -> Result<Decrypted, String> {
+    if !is_password_encrypted(message) {
+        return Err("not encrypted with one salted password".into());
+    }
+    let (message, _) = Message::from_reader(BufReader::new(message)).map_err(|e| format!("not an OpenPGP message: {e}"))?;
+    let message = message.decrypt_with_password(&Password::from(password)).map_err(|e| format!("cannot decrypt: {e}"))?;
+    read_decrypted(message)
+}
+
+impl SecretKey {
+    /// `data` signed with this key and encrypted with `password`
+    /// (SEIPD v2, AES-128, OCB; SKESK v6 with a salted SHA-256 S2K), not
+    /// compressed; ASCII-armored.
+    pub fn sign_and_encrypt_with_password(&self, data: &[u8], password: &str) -> Result<String, String> {
+        let mut rng = rand::thread_rng();
+        let mut salt = [0u8; 8];
+        rand::RngCore::fill_bytes(&mut rng, &mut salt);
+        let s2k = StringToKey::Salted { hash_alg: HashAlgorithm::Sha256, salt };
+        let mut builder = MessageBuilder::from_bytes("", data.to_vec()).seipd_v2(&mut rng, SymmetricKeyAlgorithm::AES128, AeadAlgorithm::Ocb, ChunkSize::C8KiB);
+        builder.encrypt_with_password(&mut rng, s2k, &Password::from(password)).map_err(|e| format!("encrypting with the password: {e}"))?;
+        builder.sign(&self.0.primary_key, Password::empty(), HashAlgorithm::Sha256);
+        builder.to_armored_string(&mut rng, ArmorOptions::default()).map_err(|e| format!("building the message: {e}"))
+    }
+}
+
+/// Reads a decrypted message to its end (which checks its integrity and
+/// completes the signature hashes), decompressing if needed.
+fn read_decrypted(mut message: Message<'_>) -> Result<Decrypted, String> {
+    while message.is_compressed() {
+        message = message.decompress().map_err(|e| format!("decompressing: {e}"))?;
+    }
+    let mut data = Vec::new();
+    // Reading to the end checks the integrity code and completes the
+    // signature hashes.
+    std::io::Read::read_to_end(&mut std::io::Read::take(&mut message, MAX_PLAINTEXT + 1), &mut data)
+        .map_err(|e| format!("reading the plaintext: {e}"))?;
+    if data.len() as u64 > MAX_PLAINTEXT {
+        return Err(format!("the plaintext is larger than {MAX_PLAINTEXT} bytes"));
+    }
+    let signatures = message_signatures(&message);
+    Ok(Decrypted { data, signatures })
 }
 
 fn message_signatures(message: &Message<'_>) -> Vec<pgp::packet::Signature> {
@@ -235,5 +286,22 @@ mod tests {
         let at = tampered.len() / 2;
         tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
         assert!(bot.decrypt(&tampered).is_err());
+    }
+
+    #[test]
+    fn password_encryption_round_trip() {
+        let bot = SecretKey::generate("bot@chat.example").expect("key");
+        let armored = bot.sign_and_encrypt_with_password(b"Secure-Join: vc-pubkey", "securejoin/FP/auth").expect("encrypt");
+        assert!(is_password_encrypted(armored.as_bytes()));
+        let decrypted = decrypt_with_password(armored.as_bytes(), "securejoin/FP/auth").expect("decrypt");
+        assert_eq!(decrypted.data, b"Secure-Join: vc-pubkey");
+        assert!(signed_by(&decrypted, &bot.public()));
+        assert!(decrypt_with_password(armored.as_bytes(), "securejoin/FP/other").is_err(), "wrong password");
+        // A message to a key is not a password message, and the other way round.
+        let to_key = bot.sign_and_encrypt(b"x", &[]).expect("encrypt");
+        assert!(!is_password_encrypted(to_key.as_bytes()));
+        assert!(decrypt_with_password(to_key.as_bytes(), "securejoin/FP/auth").is_err());
+        assert!(bot.decrypt(armored.as_bytes()).is_err());
+        assert!(!is_password_encrypted(b"nonsense"));
     }
 }

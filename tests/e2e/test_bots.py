@@ -82,6 +82,11 @@ def test_a_user_joins_the_echo_bot_and_chats_with_it_encrypted(relay, configured
     assert reply.show_padlock, "encrypted and signed by the bot's key"
     assert reply.sender.get_snapshot().address == bot["addr"]
     log = relay.log("bots.log")
+    # Secure-Join v3 (the link offers v=3): the request for the bot's key
+    # came encrypted with the invite's secret, then the usual auth step.
+    assert "&v=3&" in link, link
+    assert re.search(r"op=securejoin .*step=vc-request-pubkey result=answered", log), log
+    assert not re.search(r"step=vc-request result=", log), "no legacy cleartext request"
     assert re.search(r"op=securejoin .*step=vc-request-with-auth result=answered verified=yes", log), log
     assert re.search(r"op=action .*action=reply result=done", log), log
 
@@ -117,7 +122,10 @@ def test_actions_outside_the_set_are_refused_and_the_send_limit_holds(relay, con
     toml = (ECHO / "bot.toml").read_text().replace("bytes_per_hour", "sends_per_hour = 2\nbytes_per_hour")
     link = install_bot(relay, bot, tmp_path, toml=toml)
     alice = configured_account()
-    chat = join_bot(alice, link)
+    # Without v=3 core runs the legacy protocol (a cleartext vc-request),
+    # as clients before Secure-Join v3 do: the bot answers that too.
+    chat = join_bot(alice, link.replace("&v=3", ""))
+    wait_for_log(relay, "bots.log", r"op=securejoin .*step=vc-request result=answered")
     chat.send_text('/raw {"action":"forward","to":"everyone@example.org"}')
     wait_for_log(relay, "bots.log", r"op=action .*result=refused reason=.*not an action this relay allows")
     chat.send_text("one")
