@@ -469,12 +469,18 @@ impl Daemon {
     /// Checks one action; the message it sends, if any.
     fn one_action(&self, bot: &Bot, run: Option<&Verified>, peers: &mut Peers, action: Action) -> Result<Option<Outgoing>, String> {
         const NO_CHAT: &str = "a scheduled run has no chat of its own: send with \"to\": a contact's address or \"group:ID\"";
-        // The chat the mail came from: the sender's, and the group if any.
-        let sender = run.map(|v| v.sender.clone());
         let group = run.and_then(|v| match &v.chat {
             Chat::Group { id, .. } => Some(id.clone()),
             Chat::Single => None,
         });
+        // The chat the mail came from: its group, or 1:1 with its sender.
+        let this_chat = |peers: &Peers| -> Result<Recipients, String> {
+            let run = run.ok_or(NO_CHAT)?;
+            match &run.chat {
+                Chat::Group { id, .. } => group_recipients(peers, id),
+                Chat::Single => Ok(Recipients::one(run.sender.clone())),
+            }
+        };
         match action {
             Action::Accept => {
                 let id = group.as_ref().ok_or("accept: the mail did not come from a group")?;
@@ -482,84 +488,97 @@ impl Daemon {
                 Ok(None)
             }
             Action::Send { text, to, quote, file } => {
-                let (recipients, gossip, chat_group) = match (to, group.as_deref()) {
-                    (Target::Chat, Some(id)) => group_recipients(peers, id)?,
-                    (Target::Group(id), _) => group_recipients(peers, &id)?,
-                    (Target::Chat | Target::Sender, _) => (vec![sender.clone().ok_or(NO_CHAT)?], Vec::new(), None),
-                    (Target::Contact(addr), _) => {
-                        if !peers.contacts.get(&addr).is_some_and(|c| c.consent) {
-                            return Err(format!("{addr} has not written to the bot directly (or sent /stop): no consent"));
-                        }
-                        (vec![addr], Vec::new(), None)
+                let recipients = match to {
+                    Target::Chat => this_chat(peers)?,
+                    Target::Sender => Recipients::one(run.ok_or(NO_CHAT)?.sender.clone()),
+                    Target::Group(id) => group_recipients(peers, &id)?,
+                    Target::Contact(addr) => {
+                        consented(peers, &addr)?;
+                        Recipients::one(addr)
                     }
                 };
                 // The bot only writes encrypted: a group goes to its members
                 // with a key, a 1:1 chat needs the contact's.
-                let keyless = chat_group.is_none() && recipients.iter().any(|r| peers.key_of(r).is_none());
-                if recipients.is_empty() || keyless {
+                let keyless = recipients.group.is_none() && recipients.to.iter().any(|r| peers.key_of(r).is_none());
+                if recipients.to.is_empty() || keyless {
                     return Err("no recipient with a key".into());
                 }
                 let in_reply_to = run.filter(|_| quote).map(|v| v.content.message_id.clone()).filter(|id| !id.is_empty());
-                let mut message = self.message(bot, recipients, &text, chat_group, in_reply_to, Vec::new(), gossip, true);
+                let mut message = self.message(bot, recipients.to, &text, recipients.group, in_reply_to, Vec::new(), recipients.gossip, true);
                 message.file = file;
                 Ok(Some(message))
             }
             Action::Delete { message_id } => {
                 let run = run.ok_or(NO_CHAT)?;
-                let chat_key = run.chat.sent_key(&run.sender);
-                if !peers.has_sent(&chat_key, &message_id) {
+                if !peers.has_sent(&run.chat.sent_key(&run.sender), &message_id) {
                     return Err(format!("{message_id} is not one of the bot's messages in this chat"));
                 }
-                let (recipients, gossip, chat_group) = match &group {
-                    Some(id) => group_recipients(peers, id)?,
-                    None => (vec![run.sender.clone()], Vec::new(), None),
-                };
-                Ok(Some(self.message(bot, recipients, "🚮", chat_group, None, vec![("Chat-Delete".into(), format!("<{message_id}>"))], gossip, true)))
+                let r = this_chat(peers)?;
+                Ok(Some(self.message(bot, r.to, "🚮", r.group, None, vec![("Chat-Delete".into(), format!("<{message_id}>"))], r.gossip, true)))
             }
             Action::WebxdcUpdate { instance, update } => {
-                let run = run.ok_or(NO_CHAT)?;
-                let (recipients, gossip, chat_group) = match &group {
-                    Some(id) => group_recipients(peers, id)?,
-                    None => (vec![run.sender.clone()], Vec::new(), None),
-                };
-                let mut message = self.message(bot, recipients, "Webxdc Status Update", chat_group, Some(instance), Vec::new(), gossip, true);
+                let r = this_chat(peers)?;
+                let mut message = self.message(bot, r.to, "Webxdc Status Update", r.group, Some(instance), Vec::new(), r.gossip, true);
                 message.status_update = Some(serde_json::json!({ "updates": [{ "payload": update }] }).to_string());
                 Ok(Some(message))
             }
             Action::AddMember { contact } => {
                 let id = group.ok_or("add-member: the mail did not come from a group")?;
-                if !peers.contacts.get(&contact).is_some_and(|c| c.consent) {
-                    return Err(format!("{contact} has not written to the bot directly (or sent /stop): no consent"));
-                }
+                consented(peers, &contact)?;
                 let new_key = peers.key_of(&contact).ok_or("no key for the contact")?;
-                let (mut recipients, mut gossip, chat_group) = group_recipients(peers, &id)?;
-                if recipients.contains(&contact) {
+                let mut r = group_recipients(peers, &id)?;
+                if r.to.contains(&contact) {
                     return Err(format!("{contact} is already a member"));
                 }
-                recipients.push(contact.clone());
-                gossip.push(KeyData { addr: contact.clone(), key: new_key.to_bytes() });
+                r.to.push(contact.clone());
+                r.gossip.push(KeyData { addr: contact.clone(), key: new_key.to_bytes() });
                 if let Some(record) = peers.groups.get_mut(&id) {
                     record.members.push(contact.clone());
                 }
                 let headers = vec![("Chat-Group-Member-Added".into(), contact.clone()), ("Chat-Group-Member-Added-Fpr".into(), new_key.fingerprint())];
-                Ok(Some(self.message(bot, recipients, &format!("Member {contact} was added."), chat_group, None, headers, gossip, true)))
+                Ok(Some(self.message(bot, r.to, &format!("Member {contact} was added."), r.group, None, headers, r.gossip, true)))
             }
         }
     }
 }
 
+/// Who a message of the bot goes to.
+struct Recipients {
+    to: Vec<String>,
+    /// Keys to gossip (a group message: the members').
+    gossip: Vec<KeyData>,
+    /// The group (id, name) for the message's headers; none for 1:1.
+    group: Option<(String, String)>,
+}
+
+impl Recipients {
+    /// One contact, 1:1.
+    fn one(addr: String) -> Recipients {
+        Recipients { to: vec![addr], gossip: Vec::new(), group: None }
+    }
+}
+
 /// The members of group `id` the bot can write to (those with a key),
-/// their keys to gossip, and the group (id, name) for the headers; only
-/// for a group whose invitation the bot accepted.
-#[allow(clippy::type_complexity)]
-fn group_recipients(peers: &Peers, id: &str) -> Result<(Vec<String>, Vec<KeyData>, Option<(String, String)>), String> {
+/// with their keys to gossip; only for a group whose invitation the bot
+/// accepted.
+fn group_recipients(peers: &Peers, id: &str) -> Result<Recipients, String> {
     let record = peers.groups.get(id).ok_or_else(|| format!("the bot is not a member of group {id}"))?;
     if !record.accepted {
         return Err("the bot has not accepted this group's invitation (an accept action first)".into());
     }
     let to: Vec<String> = record.members.iter().filter(|m| peers.key_of(m).is_some()).cloned().collect();
     let gossip = to.iter().filter_map(|a| peers.key_of(a).map(|k| KeyData { addr: a.clone(), key: k.to_bytes() })).collect();
-    Ok((to, gossip, Some((id.to_owned(), record.name.clone()))))
+    Ok(Recipients { to, gossip, group: Some((id.to_owned(), record.name.clone())) })
+}
+
+/// The bot may write to `addr` unasked (by address, or add it to a group)
+/// only if `addr` wrote to it 1:1 and did not send `/stop` since.
+fn consented(peers: &Peers, addr: &str) -> Result<(), String> {
+    if peers.contacts.get(addr).is_some_and(|c| c.consent) {
+        Ok(())
+    } else {
+        Err(format!("{addr} has not written to the bot directly (or sent /stop): no consent"))
+    }
 }
 
 fn result_word(result: &Result<(), String>) -> String {

@@ -121,8 +121,11 @@ impl SecretKey {
 /// Argon2 ones an attacker could choose to make every try expensive),
 /// and no PKESK.
 pub fn is_password_encrypted(message: &[u8]) -> bool {
-    let Ok((message, _)) = Message::from_reader(BufReader::new(message)) else { return false };
-    match &message {
+    Message::from_reader(BufReader::new(message)).is_ok_and(|(message, _)| one_salted_skesk(&message))
+}
+
+fn one_salted_skesk(message: &Message<'_>) -> bool {
+    match message {
         Message::Encrypted { esk, .. } => {
             matches!(esk.as_slice(), [Esk::SymKeyEncryptedSessionKey(skesk)] if matches!(skesk.s2k(), Some(StringToKey::Salted { .. })))
         }
@@ -133,10 +136,10 @@ pub fn is_password_encrypted(message: &[u8]) -> bool {
 /// The plaintext of `message`, encrypted with `password` (see
 /// [`is_password_encrypted`]), and what its signature says.
 pub fn decrypt_with_password(message: &[u8], password: &str) -> Result<Decrypted, String> {
-    if !is_password_encrypted(message) {
+    let (message, _) = Message::from_reader(BufReader::new(message)).map_err(|e| format!("not an OpenPGP message: {e}"))?;
+    if !one_salted_skesk(&message) {
         return Err("not encrypted with one salted password".into());
     }
-    let (message, _) = Message::from_reader(BufReader::new(message)).map_err(|e| format!("not an OpenPGP message: {e}"))?;
     let message = message.decrypt_with_password(&Password::from(password)).map_err(|e| format!("cannot decrypt: {e}"))?;
     read_decrypted(message)
 }
