@@ -11,6 +11,7 @@
 #include "seq-range-array.h"
 #include "notify-plugin.h"
 #include "chatmail-shim.h"
+#include "chatmail-idle.h"
 
 #define CHATMAIL_USER_CONTEXT(obj) \
 	MODULE_CONTEXT_REQUIRE(obj, chatmail_user_module)
@@ -74,8 +75,27 @@ static void chatmail_mail_user_created(struct mail_user *user)
 	MODULE_CONTEXT_SET(user, chatmail_user_module, cuser);
 }
 
+static void chatmail_mailbox_allocated(struct mailbox *box)
+{
+	struct mail_user *user = box->storage->user;
+	struct chatmail_user_info info;
+	struct chatmail_idle_policy policy;
+
+	/* Only IMAP sessions IDLE; LMTP and the plugin's own maintenance
+	   allocate mailboxes too. */
+	if (user->autocreated || user->service == NULL ||
+	    strcmp(user->service, "imap") != 0)
+		return;
+	i_zero(&policy);
+	chatmail_user_info_fill(user, &info);
+	chatmail_rs_idle_policy(&info, &policy);
+	if (policy.enabled != 0)
+		chatmail_idle_mailbox_allocated(box, &policy);
+}
+
 static struct mail_storage_hooks chatmail_mail_storage_hooks = {
 	.mail_user_created = chatmail_mail_user_created,
+	.mailbox_allocated = chatmail_mailbox_allocated,
 };
 
 /* A transaction that may save mails the bot daemon wants to hear of

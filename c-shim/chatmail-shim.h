@@ -58,6 +58,37 @@ int chatmail_shim_inbox_expunge(struct mail_user *user, const uint32_t *uids, un
  * Dovecot logs the reason). Only from chatmail_rs_user_created. */
 void chatmail_shim_user_fail(struct mail_user *user, const char *reason);
 
+/* The instant IDLE wake-up of one IMAP mailbox (chatmail-idle.c). */
+struct chatmail_idle_policy {
+	/* Non-zero: watch the mailbox with the plugin's own inotify instance
+	   and wake IDLE at once (otherwise Dovecot's own 500 ms delay). */
+	int enabled;
+	/* Least time between two wake-ups of one mailbox, in milliseconds
+	   (0: none). */
+	uint32_t min_interval_msecs;
+};
+
+/* Why the plugin's own watch could not be set up (the session then gets
+   Dovecot's delayed wake-up). */
+enum chatmail_idle_failure {
+	CHATMAIL_IDLE_INIT_FAILED = 0,	/* inotify_init1() */
+	CHATMAIL_IDLE_WATCH_FAILED = 1,	/* inotify_add_watch() */
+	CHATMAIL_IDLE_READ_FAILED = 2,	/* read() of the inotify descriptor */
+};
+
+/* Implemented in Rust: the wake-up policy for mailboxes of this user (only
+   asked for IMAP sessions). */
+void chatmail_rs_idle_policy(const struct chatmail_user_info *info,
+			     struct chatmail_idle_policy *policy_r);
+/* Implemented in Rust: a change was seen in a watched mailbox whose last
+   wake-up was `since_last_msecs` ago (UINT64_MAX: never). Returns after
+   how many milliseconds to wake the session (0: now). */
+uint64_t chatmail_rs_idle_wake_delay(uint32_t min_interval_msecs, uint64_t since_last_msecs);
+/* Implemented in Rust: the plugin's own watch failed (`err` is errno);
+   logged once per process with what the operator can do about it. */
+void chatmail_rs_idle_failed(const char *username, enum chatmail_idle_failure what,
+			     const char *path, int err);
+
 /* Implemented in Rust: called for every mail user Dovecot creates. */
 void chatmail_rs_user_created(struct mail_user *user, const struct chatmail_user_info *info);
 /* Implemented in Rust: whether saves into `mailbox` by this user make

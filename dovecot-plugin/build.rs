@@ -13,12 +13,15 @@ fn main() {
         panic!("{include}/config.h not found: install dovecot-dev (scripts/setup-host.sh does) or set DOVECOT_INCLUDE");
     }
     println!("cargo:rerun-if-changed={}", shim_dir.join("chatmail-shim.c").display());
-    println!("cargo:rerun-if-changed={}", shim_dir.join("chatmail-shim.h").display());
+    for file in ["chatmail-shim.h", "chatmail-idle.c", "chatmail-idle.h"] {
+        println!("cargo:rerun-if-changed={}", shim_dir.join(file).display());
+    }
     println!("cargo:rerun-if-env-changed=DOVECOT_INCLUDE");
     println!("cargo:rerun-if-changed={include}/config.h");
 
     cc::Build::new()
         .file(shim_dir.join("chatmail-shim.c"))
+        .file(shim_dir.join("chatmail-idle.c"))
         .include(&include)
         .include(&shim_dir)
         .define("HAVE_CONFIG_H", None)
@@ -35,6 +38,7 @@ fn main() {
         .opaque_type("mail_user")
         .allowlist_var("DOVECOT_ABI_VERSION")
         .rustified_enum("chatmail_log_level")
+        .rustified_enum("chatmail_idle_failure")
         .generate()
         .expect("bindgen could not read the shim's header");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("bindings.rs");

@@ -95,6 +95,10 @@ pub const KEYS: &[KeyDoc] = &[
         meaning: "After a refused unencrypted message, the account gets the reduced send rate for this many minutes." },
     KeyDoc { name: "max_user_connections", default: Some("10"), origin: Origin::New,
         meaning: "Most concurrent IMAP sessions per account, across all client addresses; further logins are refused." },
+    KeyDoc { name: "instant_idle", default: Some("true"), origin: Origin::New,
+        meaning: "Whether the Dovecot plugin tells IDLE-ing IMAP clients about new mail at once (its own inotify watch). false: Dovecot's own wake-up, about 500 ms after a change." },
+    KeyDoc { name: "instant_idle_min_interval", default: Some("0"), origin: Origin::New,
+        meaning: "Least time in milliseconds between two instant wake-ups of one IDLE session (changes in between are told together at its end); protects the CPU from a flood of deliveries. 0: no limit." },
     KeyDoc { name: "bot_spool_dir", default: Some("/var/spool/chatmail-bots"), origin: Origin::New,
         meaning: "Where the Dovecot plugin leaves jobs for the bot daemon (deliveries to bot accounts, bot installs)." },
     KeyDoc { name: "bot_install_folder", default: Some("DeltaBot"), origin: Origin::New,
@@ -225,6 +229,9 @@ pub struct Config {
     pub reduced_rate_new_account_hours: u32,
     pub reduced_rate_after_cleartext_minutes: u32,
     pub max_user_connections: u32,
+    pub instant_idle: bool,
+    /// Milliseconds; 0: no limit.
+    pub instant_idle_min_interval: u32,
     pub bot_spool_dir: PathBuf,
     pub bot_install_folder: String,
     pub bots_enabled: bool,
@@ -406,6 +413,9 @@ impl Config {
         let (bots_text, bots_line) = lookup("bots_enabled")?;
         let bots_enabled = parse_bool(&bots_text).map_err(|p| error(bots_line, Some("bots_enabled"), p))?;
 
+        let (idle_text, idle_line) = lookup("instant_idle")?;
+        let instant_idle = parse_bool(&idle_text).map_err(|p| error(idle_line, Some("instant_idle"), p))?;
+
         let (load_text, load_line) = lookup("max_load_1m")?;
         let max_load_1m = parse_decimal(&load_text).map_err(|p| error(load_line, Some("max_load_1m"), p))?;
 
@@ -441,6 +451,8 @@ impl Config {
             reduced_rate_new_account_hours: narrow(uint("reduced_rate_new_account_hours", 0, 100_000)?),
             reduced_rate_after_cleartext_minutes: narrow(uint("reduced_rate_after_cleartext_minutes", 0, 1_000_000)?),
             max_user_connections: narrow(uint("max_user_connections", 1, 100_000)?),
+            instant_idle,
+            instant_idle_min_interval: narrow(uint("instant_idle_min_interval", 0, 60_000)?),
             bot_spool_dir,
             bot_install_folder: lookup("bot_install_folder")?.0,
             bots_enabled,

@@ -7,9 +7,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::time::SystemTime;
 
-use crate::bindings::{self, chatmail_user_info, mail_user, module, DOVECOT_ABI_VERSION};
+use crate::bindings::{self, chatmail_idle_failure, chatmail_idle_policy, chatmail_user_info, mail_user, module, DOVECOT_ABI_VERSION};
 use crate::login::{is_login, UserEvent};
-use crate::{connections, delivery, log, maintenance, settings};
+use crate::{connections, delivery, idle, log, maintenance, settings};
 
 /// Dovecot reads `<name>_plugin_version` as a pointer to a C string and
 /// refuses the plugin unless it equals its own ABI version.
@@ -214,5 +214,59 @@ pub extern "C" fn chatmail_rs_mails_saved(
         } else {
             delivery::on_saved(&saved);
         }
+    });
+}
+
+/// Called by the shim when an IMAP session allocates a mailbox: whether it
+/// gets the instant IDLE wake-up, and its minimum interval.
+#[no_mangle]
+pub extern "C" fn chatmail_rs_idle_policy(info: *const chatmail_user_info, policy_r: *mut chatmail_idle_policy) {
+    guarded("idle policy", || {
+        if policy_r.is_null() {
+            return;
+        }
+        // SAFETY: the shim passes its stack struct, alive during this call.
+        let config = unsafe { hook_user(info) }.and_then(|(_, _, _, config)| settings::config(config));
+        let policy = idle::Policy::from_config(config);
+        let policy_c = chatmail_idle_policy {
+            enabled: i32::from(policy.enabled),
+            min_interval_msecs: u32::try_from(policy.min_interval.as_millis()).unwrap_or(u32::MAX),
+        };
+        // SAFETY: non-NULL pointer to the shim's struct, writable during this call.
+        unsafe { policy_r.write(policy_c) };
+    });
+}
+
+/// Called by the shim on a change in a watched mailbox: after how many
+/// milliseconds to wake the session (0: now).
+#[no_mangle]
+pub extern "C" fn chatmail_rs_idle_wake_delay(min_interval_msecs: u32, since_last_msecs: u64) -> u64 {
+    let mut delay = 0;
+    guarded("idle wake-up", || {
+        let since_last = (since_last_msecs != u64::MAX).then(|| std::time::Duration::from_millis(since_last_msecs));
+        let wait = idle::wake_delay(std::time::Duration::from_millis(u64::from(min_interval_msecs)), since_last);
+        delay = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+    });
+    delay
+}
+
+/// Called by the shim when its own watch of a mailbox failed; the session
+/// keeps Dovecot's delayed wake-up. Logged once per process, so a relay
+/// at its inotify limits does not log once per IDLE.
+#[no_mangle]
+pub extern "C" fn chatmail_rs_idle_failed(username: *const c_char, what: chatmail_idle_failure, path: *const c_char, err: std::ffi::c_int) {
+    guarded("idle watch failure", || {
+        static LOGGED: std::sync::Once = std::sync::Once::new();
+        LOGGED.call_once(|| {
+            // SAFETY: NULL or NUL-terminated strings alive during this call.
+            let (username, path) = unsafe { (text(username), text(path)) };
+            let what = match what {
+                chatmail_idle_failure::CHATMAIL_IDLE_INIT_FAILED => idle::Failure::Init,
+                chatmail_idle_failure::CHATMAIL_IDLE_WATCH_FAILED => idle::Failure::Watch,
+                chatmail_idle_failure::CHATMAIL_IDLE_READ_FAILED => idle::Failure::Read,
+            };
+            let error = std::io::Error::from_raw_os_error(err);
+            log::warning(&idle::failure_message(username.unwrap_or("?"), what, path.unwrap_or(""), &error));
+        });
     });
 }

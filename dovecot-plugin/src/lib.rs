@@ -6,7 +6,10 @@
 //! crosses that boundary. Decisions are plain Rust functions, unit-tested
 //! without Dovecot (`login`).
 //!
-//! Now: last-login recording for logins Dovecot's auth cache answered (which
+//! Instant IMAP IDLE wake-up (`idle`): new mail reaches an IDLE-ing client
+//! at once instead of after Dovecot's 500 ms delay.
+//!
+//! Also: last-login recording for logins Dovecot's auth cache answered (which
 //! chatmail-auth never sees); when a session ends, the adaptive quota
 //! (past 75 % of the quota, oldest mail older than 24 h goes until 70 %)
 //! and, hourly per account, the expiry of old mail. Dovecot's own quota
@@ -17,6 +20,7 @@ mod bindings;
 pub mod connections;
 pub mod delivery;
 mod exports;
+pub mod idle;
 mod log;
 pub mod login;
 mod maintenance;

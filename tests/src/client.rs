@@ -326,6 +326,8 @@ impl ImapResponse {
 pub struct ImapClient {
     conn: Connection,
     next_tag: u32,
+    /// Tag of the IDLE command in progress.
+    idle_tag: Option<String>,
     pub greeting: String,
 }
 
@@ -343,7 +345,7 @@ impl ImapClient {
         if !greeting.starts_with("* OK") {
             return Err(Error::new(format!("unexpected IMAP greeting {greeting:?}")));
         }
-        Ok(ImapClient { conn, next_tag: 1, greeting })
+        Ok(ImapClient { conn, next_tag: 1, idle_tag: None, greeting })
     }
 
     /// Sends one command and reads up to its tagged completion.
@@ -413,6 +415,58 @@ impl ImapClient {
 
     pub fn logout(mut self) {
         let _ = self.command("LOGOUT");
+    }
+
+    /// Starts IDLE (RFC 2177) on the selected mailbox: returns the untagged
+    /// responses the server sent before its `+` continuation.
+    pub fn idle(&mut self) -> Result<Vec<String>> {
+        if self.idle_tag.is_some() {
+            return Err(Error::new("IDLE is already running"));
+        }
+        let tag = format!("t{}", self.next_tag);
+        self.next_tag += 1;
+        self.conn.send(&format!("{tag} IDLE"))?;
+        let mut untagged = Vec::new();
+        loop {
+            let line = self.conn.read_line()?;
+            if line.starts_with('+') {
+                self.idle_tag = Some(tag);
+                return Ok(untagged);
+            }
+            if let Some(rest) = line.strip_prefix(&format!("{tag} ")) {
+                return Err(Error::new(format!("IDLE refused: {rest}")));
+            }
+            untagged.push(line);
+        }
+    }
+
+    /// The next untagged response during IDLE, waiting at most `timeout`
+    /// (an error when none comes). Keepalives (`* OK Still here`) are
+    /// returned like any other line.
+    pub fn idle_wait(&mut self, timeout: Duration) -> Result<String> {
+        if self.idle_tag.is_none() {
+            return Err(Error::new("not in IDLE"));
+        }
+        self.conn.set_timeout(timeout)?;
+        let line = self.conn.read_line();
+        self.conn.set_timeout(IO_TIMEOUT)?;
+        line.context(|| format!("waiting {timeout:?} for an untagged response during IDLE"))
+    }
+
+    /// Ends IDLE with DONE: the untagged responses that came meanwhile and
+    /// the tagged completion.
+    pub fn idle_done(&mut self) -> Result<ImapResponse> {
+        let tag = self.idle_tag.take().ok_or_else(|| Error::new("not in IDLE"))?;
+        self.conn.send("DONE")?;
+        let mut untagged = Vec::new();
+        loop {
+            let line = self.conn.read_line()?;
+            if let Some(rest) = line.strip_prefix(&format!("{tag} ")) {
+                let (status, text) = rest.split_once(' ').unwrap_or((rest, ""));
+                return Ok(ImapResponse { status: status.to_owned(), text: text.to_owned(), untagged });
+            }
+            untagged.push(line);
+        }
     }
 }
 

@@ -31,6 +31,8 @@ pub struct DovecotSettings<'a> {
     /// Directory with the chatmail plugin (as lib90_chatmail_plugin.so)
     /// beside links to Dovecot's own modules; `None`: no plugin.
     pub plugin_dir: Option<&'a Path>,
+    /// Seconds of IDLE before a session is hibernated.
+    pub imap_hibernate_timeout: u32,
 }
 
 /// Where Dovecot looks up logins and users.
@@ -235,6 +237,10 @@ namespace inbox {{
 
 # Delta Chat recognises a chatmail relay by this capability.
 imap_capability = +XCHATMAIL
+# A session that IDLEs this long moves to the small imap-hibernate process
+# (its imap process ends), so thousands of idle phones cost little memory;
+# a change in the mailbox brings it back at once. chatmail uses 30s.
+imap_hibernate_timeout = {hibernate}s
 
 {accounts}
 {plugins}
@@ -268,6 +274,15 @@ service lmtp {{
     mode = 0600
   }}
 }}
+# imap-hibernate (running as default_internal_user) hands a woken session
+# back to a new imap process through this socket. The imap processes reach
+# imap-hibernate's own socket through their extra group dovecot (Dovecot's
+# default).
+service imap {{
+  unix_listener imap-master {{
+    user = $default_internal_user
+  }}
+}}
 service auth {{
   unix_listener {auth} {{
     user = {postfix}
@@ -297,6 +312,7 @@ protocol lmtp {{
         lmtp_bots = LMTP_BOTS_SOCKET,
         auth = AUTH_SOCKET,
         postfix = s.postfix_user,
+        hibernate = s.imap_hibernate_timeout,
     );
     c
 }

@@ -112,6 +112,7 @@ fn run() -> Result<(), String> {
         capture: std::env::var("CHATMAIL_CAPTURE").is_ok_and(|v| v == "1"),
         accounts: chatmail_testrelay::AccountBackend::Auth,
         dovecot_plugin: true,
+        imap_hibernate_timeout: RelayOptions::default().imap_hibernate_timeout,
     };
 
     // Install the handlers before starting, so a Ctrl-C during startup

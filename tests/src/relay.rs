@@ -54,6 +54,9 @@ pub struct RelayOptions {
     /// Load the chatmail Dovecot plugin (the default); off only for
     /// benchmarks that need a baseline without it.
     pub dovecot_plugin: bool,
+    /// Seconds an IDLE-ing IMAP session waits before Dovecot hands it to
+    /// imap-hibernate (chatmail's 30 unless a test needs it sooner).
+    pub imap_hibernate_timeout: u32,
 }
 
 /// Who answers Dovecot's passdb and userdb lookups.
@@ -79,6 +82,7 @@ impl Default for RelayOptions {
             capture: false,
             accounts: AccountBackend::Auth,
             dovecot_plugin: true,
+            imap_hibernate_timeout: 30,
         }
     }
 }
@@ -388,6 +392,7 @@ impl Relay {
                 max_message_size: config.max_message_size,
                 chatmail_config: &config_path,
                 plugin_dir: options.dovecot_plugin.then_some(plugin_dir.as_path()),
+                imap_hibernate_timeout: options.imap_hibernate_timeout,
             }),
             0o644,
         )?;

@@ -1,0 +1,228 @@
+/* Instant IMAP IDLE wake-up on stock Dovecot.
+
+   Dovecot's mailbox-watch.c watches a mailbox with inotify, but on a change
+   it only arms a 500 ms timer before it tells the IDLE-ing client. This
+   file watches the same paths with the plugin's OWN inotify instance and
+   calls the mailbox's notify callback at once. Dovecot's watch, its delay
+   timer and its periodic poll stay as they are: they are the safety net
+   whenever ours is missing (limits reached, error, storage we do not know).
+
+   Traps (see the project's notes):
+   - Never io_add_notify() a path Dovecot already watches: an ioloop has one
+     inotify instance, the kernel hands out the same watch descriptor again,
+     and Dovecot dispatches each event to one io only, so a second watch
+     silently steals Dovecot's events.
+   - The notify callback may destroy the IMAP client and free the mailbox:
+     nothing of the mailbox or of our context is touched after calling it.
+   - Dovecot's close path never calls notify_changes: close is wrapped, or
+     the descriptor leaks. */
+#include "lib.h"
+#include "ioloop.h"
+#include "module-context.h"
+#include "mail-storage-private.h"
+#include "chatmail-shim.h"
+#include "chatmail-idle.h"
+
+#include <errno.h>
+#include <sys/inotify.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The events Dovecot's own inotify watch asks for (ioloop-notify-inotify.c). */
+#define CHATMAIL_IDLE_EVENTS \
+	(IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_MOVE | IN_MODIFY)
+
+#define CHATMAIL_IDLE_CONTEXT(obj) \
+	MODULE_CONTEXT_REQUIRE(obj, chatmail_idle_storage_module)
+
+struct chatmail_idle_mailbox {
+	union mailbox_module_context module_ctx;
+	struct mailbox *box;
+	struct chatmail_idle_policy policy;
+
+	/* Our own inotify instance while the mailbox is watched, else -1. */
+	int fd;
+	struct io *io;
+	/* A wake-up held back by policy.min_interval_msecs. */
+	struct timeout *to_wake;
+	/* CLOCK_MONOTONIC milliseconds of the last wake-up; 0: none yet. */
+	uint64_t last_wake_msecs;
+};
+
+static MODULE_CONTEXT_DEFINE_INIT(chatmail_idle_storage_module,
+				  &mail_storage_module_register);
+
+static uint64_t chatmail_idle_now_msecs(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) < 0)
+		return 0;
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static const char *chatmail_idle_username(struct mailbox *box)
+{
+	return mailbox_list_get_user(mailbox_get_namespace(box)->list)->username;
+}
+
+static void chatmail_idle_stop(struct chatmail_idle_mailbox *ibox)
+{
+	timeout_remove(&ibox->to_wake);
+	io_remove(&ibox->io);
+	if (ibox->fd != -1) {
+		/* Closing the instance drops all its watches. */
+		i_close_fd(&ibox->fd);
+	}
+}
+
+/* Tells the IDLE-ing session about the change now. */
+static void chatmail_idle_wake(struct chatmail_idle_mailbox *ibox)
+{
+	struct mailbox *box = ibox->box;
+
+	timeout_remove(&ibox->to_wake);
+	ibox->last_wake_msecs = chatmail_idle_now_msecs();
+	if (box->notify_callback == NULL)
+		return;
+	/* The sync that follows sees every change made until now, so a wake-up
+	   Dovecot has scheduled for one of them would only repeat it. Later
+	   changes arm Dovecot's timer again through its own watch. */
+	timeout_remove(&box->to_notify_delay);
+	box->notify_callback(box, box->notify_context);
+	/* The session (and with it box and ibox) may be gone now. */
+}
+
+static void chatmail_idle_input(struct chatmail_idle_mailbox *ibox)
+{
+	/* Room for many events at once; each is at least
+	   sizeof(struct inotify_event) and at most that plus NAME_MAX + 1. */
+	char buf[4096]
+		__attribute__((aligned(__alignof__(struct inotify_event))));
+	uint64_t since_last, delay;
+	ssize_t ret;
+
+	/* Which file changed does not matter: any change is worth a sync. */
+	do {
+		ret = read(ibox->fd, buf, sizeof(buf));
+	} while (ret > 0 || (ret < 0 && errno == EINTR));
+	if (ret == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+		chatmail_rs_idle_failed(chatmail_idle_username(ibox->box),
+					CHATMAIL_IDLE_READ_FAILED, "",
+					ret == 0 ? EIO : errno);
+		chatmail_idle_stop(ibox);
+		return;
+	}
+	if (ibox->to_wake != NULL) {
+		/* A wake-up is already due; it will see this change too. */
+		return;
+	}
+	since_last = ibox->last_wake_msecs == 0 ? UINT64_MAX :
+		chatmail_idle_now_msecs() - ibox->last_wake_msecs;
+	delay = chatmail_rs_idle_wake_delay(ibox->policy.min_interval_msecs,
+					    since_last);
+	if (delay == 0)
+		chatmail_idle_wake(ibox);
+	else {
+		ibox->to_wake = timeout_add_short(delay > 60000 ? 60000 :
+						  (unsigned int)delay,
+						  chatmail_idle_wake, ibox);
+	}
+}
+
+/* The paths Dovecot's storage watches for this mailbox (maildir:
+   new/ and cur/, see maildir_notify_changes(); sdbox and mdbox: the index
+   log, see dbox_notify_changes()). NULL-terminated; NULL: a storage whose
+   paths we do not know, left to Dovecot alone. */
+static const char *const *chatmail_idle_paths(struct mailbox *box)
+{
+	const char *name = box->storage->name;
+	const char *dir;
+
+	if (strcmp(name, "maildir") == 0) {
+		if (mailbox_get_path_to(box, MAILBOX_LIST_PATH_TYPE_MAILBOX,
+					&dir) <= 0)
+			return NULL;
+		return t_strsplit(t_strdup_printf("%s/new\n%s/cur", dir, dir),
+				  "\n");
+	}
+	if (strcmp(name, "sdbox") == 0 || strcmp(name, "mdbox") == 0) {
+		if (mailbox_get_path_to(box, MAILBOX_LIST_PATH_TYPE_INDEX,
+					&dir) <= 0)
+			return NULL;
+		return t_strsplit(t_strdup_printf("%s/dovecot.index.log", dir),
+				  "\n");
+	}
+	return NULL;
+}
+
+static void chatmail_idle_start(struct chatmail_idle_mailbox *ibox)
+{
+	struct mailbox *box = ibox->box;
+	const char *const *paths;
+	int fd;
+
+	if (ibox->fd != -1) {
+		/* Asked again while watching: the paths are the same. */
+		return;
+	}
+	paths = chatmail_idle_paths(box);
+	if (paths == NULL)
+		return;
+
+	fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (fd == -1) {
+		chatmail_rs_idle_failed(chatmail_idle_username(box),
+					CHATMAIL_IDLE_INIT_FAILED, "", errno);
+		return;
+	}
+	for (; *paths != NULL; paths++) {
+		if (inotify_add_watch(fd, *paths, CHATMAIL_IDLE_EVENTS) < 0) {
+			chatmail_rs_idle_failed(chatmail_idle_username(box),
+						CHATMAIL_IDLE_WATCH_FAILED,
+						*paths, errno);
+			i_close_fd(&fd);
+			return;
+		}
+	}
+	ibox->fd = fd;
+	ibox->io = io_add(fd, IO_READ, chatmail_idle_input, ibox);
+}
+
+static void chatmail_idle_notify_changes(struct mailbox *box)
+{
+	struct chatmail_idle_mailbox *ibox = CHATMAIL_IDLE_CONTEXT(box);
+
+	/* Dovecot's own watch first: it stays the safety net. */
+	ibox->module_ctx.super.notify_changes(box);
+	if (box->notify_callback == NULL)
+		chatmail_idle_stop(ibox);
+	else T_BEGIN {
+		chatmail_idle_start(ibox);
+	} T_END;
+}
+
+static void chatmail_idle_close(struct mailbox *box)
+{
+	struct chatmail_idle_mailbox *ibox = CHATMAIL_IDLE_CONTEXT(box);
+
+	chatmail_idle_stop(ibox);
+	ibox->module_ctx.super.close(box);
+}
+
+void chatmail_idle_mailbox_allocated(struct mailbox *box,
+				     const struct chatmail_idle_policy *policy)
+{
+	struct mailbox_vfuncs *v = box->vlast;
+	struct chatmail_idle_mailbox *ibox;
+
+	ibox = p_new(box->pool, struct chatmail_idle_mailbox, 1);
+	ibox->box = box;
+	ibox->policy = *policy;
+	ibox->fd = -1;
+	ibox->module_ctx.super = *v;
+	box->vlast = &ibox->module_ctx.super;
+	v->notify_changes = chatmail_idle_notify_changes;
+	v->close = chatmail_idle_close;
+	MODULE_CONTEXT_SET(box, chatmail_idle_storage_module, ibox);
+}

@@ -1,0 +1,142 @@
+//! The instant IDLE wake-up's decisions (the shim's `chatmail-idle.c` does
+//! the watching): whether an IMAP session gets it, when a change wakes the
+//! session, and what to tell the operator when the plugin's own watch
+//! cannot be set up.
+//!
+//! Stock Dovecot tells an IDLE-ing client about a change only 500 ms after
+//! it saw it; chatmail relays patch that delay out of their Dovecot. The
+//! plugin watches the same paths itself and wakes the session at once, with
+//! Dovecot's delayed wake-up and periodic poll left as the safety net.
+
+use std::time::Duration;
+
+use chatmail_config::Config;
+
+/// The wake-up policy of one process's IMAP sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub enabled: bool,
+    /// Least time between two wake-ups of one mailbox.
+    pub min_interval: Duration,
+}
+
+impl Policy {
+    /// The policy chatmail.ini asks for. Without a usable chatmail.ini the
+    /// wake-up stays on with no minimum interval: it only makes Dovecot's own
+    /// notification come sooner, so it needs no setting to be safe.
+    pub fn from_config(config: Option<&Config>) -> Policy {
+        match config {
+            Some(c) => Policy {
+                enabled: c.instant_idle,
+                min_interval: Duration::from_millis(u64::from(c.instant_idle_min_interval)),
+            },
+            None => Policy { enabled: true, min_interval: Duration::ZERO },
+        }
+    }
+}
+
+/// After how long to wake a session for a change, given the time since its
+/// last wake-up (`None`: it was never woken). Zero: now. The first change
+/// after a quiet spell always wakes at once; within the minimum interval
+/// the wake-up waits for the interval's end and then covers every change
+/// made meanwhile, so a flood costs one sync per interval.
+pub fn wake_delay(min_interval: Duration, since_last: Option<Duration>) -> Duration {
+    match since_last {
+        Some(elapsed) if elapsed < min_interval => min_interval - elapsed,
+        _ => Duration::ZERO,
+    }
+}
+
+/// Which step of setting up or using the plugin's watch failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Creating the inotify instance.
+    Init,
+    /// Adding a watch for a path.
+    Watch,
+    /// Reading the instance's events.
+    Read,
+}
+
+/// The log line for a failed watch: what failed, that the session falls
+/// back to Dovecot's delayed wake-up, and the kernel limit to raise when
+/// one was reached.
+pub fn failure_message(username: &str, what: Failure, path: &str, error: &std::io::Error) -> String {
+    let step = match what {
+        Failure::Init => "creating an inotify instance".to_owned(),
+        Failure::Watch => format!("watching {path}"),
+        Failure::Read => "reading inotify events".to_owned(),
+    };
+    let hint = match (what, error.raw_os_error()) {
+        (Failure::Init, Some(EMFILE)) => {
+            "; the limit of inotify instances per user is reached: raise the sysctl fs.inotify.max_user_instances"
+        }
+        (Failure::Watch, Some(ENOSPC)) => {
+            "; the limit of inotify watches per user is reached: raise the sysctl fs.inotify.max_user_watches"
+        }
+        _ => "",
+    };
+    format!(
+        "instant IDLE wake-up off for a session of {username}: {step}: {error}{hint}; \
+         the session gets Dovecot's wake-up (500 ms later) (logged once per process)"
+    )
+}
+
+// errno values (Linux; every architecture Debian ships uses these).
+const EMFILE: i32 = 24;
+const ENOSPC: i32 = 28;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wake_delays() {
+        let ms = Duration::from_millis;
+        // (min interval, since last wake-up, expected delay)
+        let cases = [
+            (ms(0), None, ms(0)),
+            (ms(0), Some(ms(0)), ms(0)),
+            (ms(0), Some(ms(5)), ms(0)),
+            (ms(100), None, ms(0)),
+            (ms(100), Some(ms(0)), ms(100)),
+            (ms(100), Some(ms(30)), ms(70)),
+            (ms(100), Some(ms(99)), ms(1)),
+            (ms(100), Some(ms(100)), ms(0)),
+            (ms(100), Some(ms(5000)), ms(0)),
+            (ms(100), Some(Duration::MAX), ms(0)),
+        ];
+        for (min_interval, since_last, expected) in cases {
+            assert_eq!(wake_delay(min_interval, since_last), expected, "min {min_interval:?}, since {since_last:?}");
+        }
+    }
+
+    #[test]
+    fn policy_from_config() {
+        assert_eq!(Policy::from_config(None), Policy { enabled: true, min_interval: Duration::ZERO });
+        let parse = |extra: &str| {
+            let text = format!("[params]\nmail_domain = example.org\n{extra}");
+            chatmail_config::Config::parse(&text, std::path::Path::new("chatmail.ini")).expect("valid").config
+        };
+        let config = parse("");
+        assert_eq!(Policy::from_config(Some(&config)), Policy { enabled: true, min_interval: Duration::ZERO });
+        let config = parse("instant_idle = false\ninstant_idle_min_interval = 250\n");
+        assert_eq!(Policy::from_config(Some(&config)), Policy { enabled: false, min_interval: Duration::from_millis(250) });
+    }
+
+    #[test]
+    fn failure_messages_name_the_limit_to_raise() {
+        let emfile = std::io::Error::from_raw_os_error(EMFILE);
+        let enospc = std::io::Error::from_raw_os_error(ENOSPC);
+        let enoent = std::io::Error::from_raw_os_error(2);
+        let init = failure_message("a@b", Failure::Init, "", &emfile);
+        assert!(init.contains("raise the sysctl fs.inotify.max_user_instances"), "{init}");
+        assert!(init.starts_with("instant IDLE wake-up off for a session of a@b: creating an inotify instance: "), "{init}");
+        let watch = failure_message("a@b", Failure::Watch, "/m/a@b/new", &enospc);
+        assert!(watch.contains("watching /m/a@b/new: ") && watch.contains("fs.inotify.max_user_watches"), "{watch}");
+        let gone = failure_message("a@b", Failure::Watch, "/m/a@b/cur", &enoent);
+        assert!(!gone.contains("sysctl") && gone.contains("Dovecot's wake-up"), "{gone}");
+        let read = failure_message("a@b", Failure::Read, "", &std::io::Error::from_raw_os_error(5));
+        assert!(read.contains("reading inotify events") && !read.contains("sysctl"), "{read}");
+    }
+}

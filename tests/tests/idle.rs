@@ -1,0 +1,246 @@
+//! The plugin's instant IDLE wake-up in the harness's real Dovecot: an
+//! IDLE-ing session hears of new mail at once (stock Dovecot waits 500 ms
+//! after it saw the change), in order, also after hibernation; the watch
+//! comes and goes with IDLE and leaks nothing; with `instant_idle = false`
+//! Dovecot behaves as it always does.
+//!
+//! Times are measured from Dovecot's LMTP answer to the untagged `EXISTS`.
+//! They are compared with a wide margin only to tell the two mechanisms
+//! apart (Dovecot's fixed 500 ms timer against an immediate wake-up); the
+//! benchmark (`chatmail-bench-plugin idle`) measures speed.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chatmail_testrelay::mail::encrypted;
+use chatmail_testrelay::{Account, ImapClient, Relay, RelayOptions};
+
+/// Below this, a wake-up cannot have come from Dovecot's 500 ms timer.
+const CLEARLY_INSTANT: Duration = Duration::from_millis(300);
+const WAIT: Duration = Duration::from_secs(10);
+
+fn start(options: RelayOptions) -> Relay {
+    Relay::start(options).unwrap_or_else(|e| panic!("relay did not start: {e}"))
+}
+
+/// Runs `check` until it returns `Some`, for at most `timeout`.
+fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "gave up after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Process ids of the IMAP sessions of `addr`, oldest first, from
+/// Dovecot's login lines.
+fn imap_pids(relay: &Relay, addr: &str) -> Vec<i32> {
+    let log = std::fs::read_to_string(relay.log_dir.join("dovecot.log")).unwrap_or_default();
+    log.lines()
+        .filter(|l| l.contains("imap-login: Info: Login:") && l.contains(&format!("user=<{addr}>")))
+        .filter_map(|l| l.split("mpid=").nth(1)?.split(',').next()?.parse().ok())
+        .collect()
+}
+
+/// Logs `account` in, selects INBOX and returns the session with the pid
+/// of its imap process.
+fn session(relay: &Relay, account: &Account) -> (ImapClient, i32) {
+    let before = imap_pids(relay, &account.addr).len();
+    let mut imap = relay.imap_login(account).expect("login");
+    imap.command("SELECT INBOX").expect("select").ok().expect("selected");
+    let pid = eventually("the session's login line", WAIT, || imap_pids(relay, &account.addr).get(before).copied());
+    (imap, pid)
+}
+
+/// inotify instances the process holds (`anon_inode:inotify` descriptors).
+fn inotify_instances(pid: i32) -> usize {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap_or_else(|e| panic!("fds of {pid}: {e}"));
+    fds.flatten().filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == Path::new("anon_inode:inotify"))).count()
+}
+
+/// The relay's Dovecot processes running `program` (children of its master).
+fn children(relay: &Relay, program: &str) -> Vec<i32> {
+    let master_pid = std::fs::read_to_string(relay.run_dir.join("dovecot").join("run").join("master.pid")).expect("master.pid");
+    let master_pid = master_pid.trim();
+    let procs = std::fs::read_dir("/proc").expect("/proc");
+    procs
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            // /proc/PID/stat: "PID (COMM) STATE PPID ..."; COMM may hold spaces.
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+            let Some((head, tail)) = stat.rsplit_once(") ") else { return false };
+            let comm = head.split_once(" (").map_or("", |(_, c)| c);
+            comm == program && tail.split(' ').nth(1) == Some(master_pid)
+        })
+        .collect()
+}
+
+fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Reads untagged responses during IDLE until one says `* N EXISTS`;
+/// returns N.
+fn next_exists(imap: &mut ImapClient) -> u32 {
+    loop {
+        let line = imap.idle_wait(WAIT).expect("an untagged response during IDLE");
+        if let Some(n) = line.strip_prefix("* ").and_then(|l| l.strip_suffix(" EXISTS")) {
+            return n.parse().unwrap_or_else(|_| panic!("bad EXISTS line {line:?}"));
+        }
+    }
+}
+
+/// Delivers one message over LMTP and returns how long after Dovecot's
+/// answer the IDLE-ing session was told, checking it is message `expected`.
+fn deliver_and_time(relay: &Relay, imap: &mut ImapClient, to: &Account, subject: &str, expected: u32) -> Duration {
+    let reply = relay.lmtp_deliver(&to.addr, &encrypted("sender@other.example", &to.addr, subject)).expect("lmtp");
+    let delivered = Instant::now();
+    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(next_exists(imap), expected, "after delivering {subject:?}");
+    delivered.elapsed()
+}
+
+/// Subjects of the selected mailbox's messages, in sequence order.
+fn subjects(imap: &mut ImapClient) -> Vec<String> {
+    let fetched = imap.command("FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])").expect("fetch").ok().expect("fetched");
+    fetched
+        .untagged
+        .iter()
+        .filter_map(|l| l.split("Subject: ").nth(1).map(|s| s.lines().next().unwrap_or("").trim().to_owned()))
+        .collect()
+}
+
+#[test]
+fn new_mail_wakes_an_idle_session_at_once_and_in_order() {
+    let relay = start(RelayOptions::default());
+    let alice = relay.new_account().expect("alice");
+    let bob = relay.new_account().expect("bob");
+    let (mut imap, pid) = session(&relay, &alice);
+    // Dovecot's own instance comes with the first IDLE and stays.
+    imap.idle().expect("idle");
+    imap.idle_done().expect("done").ok().expect("idle completed");
+    let resting = inotify_instances(pid);
+
+    imap.idle().expect("idle");
+    // The plugin's own inotify instance exists while the session IDLEs.
+    eventually("the plugin's watch", WAIT, || (inotify_instances(pid) == resting + 1).then_some(()));
+
+    let mut times = Vec::new();
+    for n in 1..=5 {
+        times.push(deliver_and_time(&relay, &mut imap, &alice, &format!("single {n}"), n));
+    }
+    let fastest = times.iter().min().copied().unwrap_or_default();
+    assert!(fastest < CLEARLY_INSTANT, "no wake-up came before Dovecot's own timer could have fired: {times:?}");
+
+    // A burst: every message is announced, the count only grows.
+    for n in 1..=5 {
+        let reply = relay.lmtp_deliver(&alice.addr, &encrypted("sender@other.example", &alice.addr, &format!("burst {n}"))).expect("lmtp");
+        assert!(reply.starts_with("250"), "{reply}");
+    }
+    let mut seen = 5;
+    while seen < 10 {
+        let exists = next_exists(&mut imap);
+        assert!(exists > seen, "EXISTS went from {seen} to {exists}");
+        seen = exists;
+    }
+    assert_eq!(seen, 10);
+
+    // Through the whole relay (submission, milter, Postfix, LMTP) too.
+    relay.submit(&bob, &[&alice.addr], &encrypted(&bob.addr, &alice.addr, "from bob")).expect("submit");
+    assert_eq!(next_exists(&mut imap), 11);
+
+    let done = imap.idle_done().expect("done");
+    assert_eq!(done.status, "OK", "{done:?}");
+    let expected: Vec<String> =
+        (1..=5).map(|n| format!("single {n}")).chain((1..=5).map(|n| format!("burst {n}"))).chain(["from bob".to_owned()]).collect();
+    assert_eq!(subjects(&mut imap), expected);
+    assert_eq!(inotify_instances(pid), resting, "the watch ends with IDLE");
+    imap.logout();
+}
+
+#[test]
+fn idle_cycles_and_a_disconnect_during_idle_leak_no_watch() {
+    let relay = start(RelayOptions::default());
+    let alice = relay.new_account().expect("alice");
+    let (mut imap, pid) = session(&relay, &alice);
+    // Dovecot's own instance comes with the first IDLE and stays.
+    imap.idle().expect("idle");
+    imap.idle_done().expect("done").ok().expect("idle completed");
+    let resting = inotify_instances(pid);
+    for cycle in 1..=30u32 {
+        imap.idle().expect("idle");
+        if cycle % 10 == 0 {
+            eventually("the plugin's watch", WAIT, || (inotify_instances(pid) == resting + 1).then_some(()));
+            let reply = relay.lmtp_deliver(&alice.addr, &encrypted("sender@other.example", &alice.addr, &format!("cycle {cycle}"))).expect("lmtp");
+            assert!(reply.starts_with("250"), "{reply}");
+            assert_eq!(next_exists(&mut imap), cycle / 10);
+        }
+        imap.idle_done().expect("done").ok().expect("idle completed");
+        assert_eq!(inotify_instances(pid), resting, "after IDLE cycle {cycle}");
+    }
+    imap.logout();
+
+    // A client that vanishes in the middle of IDLE.
+    let (mut imap, pid) = session(&relay, &alice);
+    imap.idle().expect("idle");
+    eventually("the plugin's watch", WAIT, || (inotify_instances(pid) >= 2).then_some(()));
+    drop(imap);
+    eventually("the session's process to end", WAIT, || (!alive(pid)).then_some(()));
+    // Dovecot reports every io and timeout still registered when a process's
+    // ioloop ends ("I/O leak: …", "Timeout leak: …").
+    let log = std::fs::read_to_string(relay.log_dir.join("dovecot.log")).expect("dovecot log");
+    for bad in ["leak", "Panic", "Error:", "chatmail: internal error", "instant IDLE wake-up off"] {
+        assert!(!log.contains(bad), "{bad:?} in the Dovecot log:\n{log}");
+    }
+}
+
+#[test]
+fn a_hibernated_session_is_woken_by_new_mail() {
+    let relay = start(RelayOptions { imap_hibernate_timeout: 1, ..RelayOptions::default() });
+    let alice = relay.new_account().expect("alice");
+    let (mut imap, _) = session(&relay, &alice);
+    imap.idle().expect("idle");
+    let mut times = Vec::new();
+    for n in 1..=3 {
+        // Hibernation ends the session's imap process; the connection lives
+        // on in imap-hibernate, which watches the mailbox. The new mail
+        // brings it back into a new imap process, which hibernates again.
+        eventually("the session to hibernate", WAIT, || {
+            let (imap, hibernate) = (children(&relay, "imap"), children(&relay, "imap-hibernate"));
+            (imap.is_empty() && !hibernate.is_empty()).then_some(())
+        });
+        times.push(deliver_and_time(&relay, &mut imap, &alice, &format!("while hibernated {n}"), n));
+        assert_eq!(children(&relay, "imap").len(), 1, "woken up into an imap process");
+    }
+    let fastest = times.iter().min().copied().unwrap_or_default();
+    assert!(fastest < CLEARLY_INSTANT, "no wake-up came before a 500 ms timer could have fired: {times:?}");
+    let done = imap.idle_done().expect("done");
+    assert_eq!(done.status, "OK", "{done:?}");
+    assert_eq!(subjects(&mut imap).len(), 3);
+    let log = std::fs::read_to_string(relay.log_dir.join("dovecot.log")).expect("dovecot log");
+    assert!(!log.contains("Panic") && !log.contains("Error:"), "{log}");
+}
+
+#[test]
+fn with_instant_idle_off_dovecot_wakes_the_session_after_its_own_delay() {
+    let relay = start(RelayOptions { params: vec![("instant_idle".into(), "false".into())], ..RelayOptions::default() });
+    let alice = relay.new_account().expect("alice");
+    let (mut imap, pid) = session(&relay, &alice);
+    imap.idle().expect("idle");
+    imap.idle_done().expect("done").ok().expect("idle completed");
+    let resting = inotify_instances(pid);
+    imap.idle().expect("idle");
+    let mut times = Vec::new();
+    for n in 1..=3 {
+        times.push(deliver_and_time(&relay, &mut imap, &alice, &format!("slow {n}"), n));
+    }
+    assert_eq!(inotify_instances(pid), resting, "no watch of the plugin's own");
+    let fastest = times.iter().min().copied().unwrap_or_default();
+    assert!(fastest >= CLEARLY_INSTANT, "Dovecot's own wake-up waits 500 ms: {times:?}");
+    imap.idle_done().expect("done").ok().expect("idle completed");
+    imap.logout();
+}
