@@ -1,8 +1,9 @@
 //! The plugin's instant IDLE wake-up in the harness's real Dovecot: an
 //! IDLE-ing session hears of new mail at once (stock Dovecot waits 500 ms
 //! after it saw the change), in order, also after hibernation; the watch
-//! comes and goes with IDLE and leaks nothing; with `instant_idle = false`
-//! Dovecot behaves as it always does.
+//! comes and goes with IDLE and leaks nothing; when the kernel's inotify
+//! limit is reached, or with `instant_idle = false`, Dovecot behaves as it
+//! always does.
 //!
 //! Times are measured from Dovecot's LMTP answer to the untagged `EXISTS`.
 //! They are compared with a wide margin only to tell the two mechanisms
@@ -19,8 +20,13 @@ use chatmail_testrelay::{Account, ImapClient, Relay, RelayOptions};
 const CLEARLY_INSTANT: Duration = Duration::from_millis(300);
 const WAIT: Duration = Duration::from_secs(10);
 
-fn start(options: RelayOptions) -> Relay {
-    Relay::start(options).unwrap_or_else(|e| panic!("relay did not start: {e}"))
+/// One test at a time: one of them uses up the mail user's inotify
+/// instances, which the others' IDLE sessions need.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn start(options: RelayOptions) -> (Relay, std::sync::MutexGuard<'static, ()>) {
+    let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    (Relay::start(options).unwrap_or_else(|e| panic!("relay did not start: {e}")), turn)
 }
 
 /// Runs `check` until it returns `Some`, for at most `timeout`.
@@ -116,7 +122,7 @@ fn subjects(imap: &mut ImapClient) -> Vec<String> {
 
 #[test]
 fn new_mail_wakes_an_idle_session_at_once_and_in_order() {
-    let relay = start(RelayOptions::default());
+    let (relay, _turn) = start(RelayOptions::default());
     let alice = relay.new_account().expect("alice");
     let bob = relay.new_account().expect("bob");
     let (mut imap, pid) = session(&relay, &alice);
@@ -164,7 +170,7 @@ fn new_mail_wakes_an_idle_session_at_once_and_in_order() {
 
 #[test]
 fn idle_cycles_and_a_disconnect_during_idle_leak_no_watch() {
-    let relay = start(RelayOptions::default());
+    let (relay, _turn) = start(RelayOptions::default());
     let alice = relay.new_account().expect("alice");
     let (mut imap, pid) = session(&relay, &alice);
     // Dovecot's own instance comes with the first IDLE and stays.
@@ -200,7 +206,7 @@ fn idle_cycles_and_a_disconnect_during_idle_leak_no_watch() {
 
 #[test]
 fn a_hibernated_session_is_woken_by_new_mail() {
-    let relay = start(RelayOptions { imap_hibernate_timeout: 1, ..RelayOptions::default() });
+    let (relay, _turn) = start(RelayOptions { imap_hibernate_timeout: 1, ..RelayOptions::default() });
     let alice = relay.new_account().expect("alice");
     let (mut imap, _) = session(&relay, &alice);
     imap.idle().expect("idle");
@@ -227,7 +233,7 @@ fn a_hibernated_session_is_woken_by_new_mail() {
 
 #[test]
 fn with_instant_idle_off_dovecot_wakes_the_session_after_its_own_delay() {
-    let relay = start(RelayOptions { params: vec![("instant_idle".into(), "false".into())], ..RelayOptions::default() });
+    let (relay, _turn) = start(RelayOptions { params: vec![("instant_idle".into(), "false".into())], ..RelayOptions::default() });
     let alice = relay.new_account().expect("alice");
     let (mut imap, pid) = session(&relay, &alice);
     imap.idle().expect("idle");
@@ -241,6 +247,93 @@ fn with_instant_idle_off_dovecot_wakes_the_session_after_its_own_delay() {
     assert_eq!(inotify_instances(pid), resting, "no watch of the plugin's own");
     let fastest = times.iter().min().copied().unwrap_or_default();
     assert!(fastest >= CLEARLY_INSTANT, "Dovecot's own wake-up waits 500 ms: {times:?}");
+    imap.idle_done().expect("done").ok().expect("idle completed");
+    imap.logout();
+}
+
+/// Processes of the mail user that hold inotify instances until dropped.
+struct InotifyHogs(Vec<std::process::Child>);
+
+impl InotifyHogs {
+    /// Starts processes of `uid` that each take inotify instances until the
+    /// kernel refuses one, until a new one gets none: then the user's limit
+    /// (fs.inotify.max_user_instances) is reached, not just a process's
+    /// descriptor limit.
+    fn exhaust(uid: u32, gid: u32) -> InotifyHogs {
+        use std::os::unix::process::CommandExt;
+        let mut hogs = InotifyHogs(Vec::new());
+        for _ in 0..300 {
+            let mut command = std::process::Command::new("sleep");
+            command.arg("600").uid(uid).gid(gid).stdin(std::process::Stdio::null());
+            // SAFETY: runs in the forked child before exec and only makes
+            // system calls (async-signal-safe); the descriptors are left
+            // open without close-on-exec, so `sleep` keeps them.
+            unsafe {
+                command.pre_exec(|| {
+                    while libc::inotify_init1(0) >= 0 {}
+                    Ok(())
+                });
+            }
+            let hog = command.spawn().expect("spawning an inotify hog");
+            let pid = i32::try_from(hog.id()).expect("pid");
+            hogs.0.push(hog);
+            // It has exec'd once its command line is sleep's.
+            eventually("the hog to start", WAIT, || {
+                std::fs::read_to_string(format!("/proc/{pid}/cmdline")).ok().filter(|c| c.starts_with("sleep")).map(|_| ())
+            });
+            if inotify_instances(pid) == 0 {
+                return hogs;
+            }
+        }
+        panic!("the mail user's inotify instances could not be used up");
+    }
+}
+
+impl Drop for InotifyHogs {
+    fn drop(&mut self) {
+        for hog in &mut self.0 {
+            let _ = hog.kill();
+            let _ = hog.wait();
+        }
+    }
+}
+
+#[test]
+fn when_no_inotify_instance_is_left_idle_falls_back_to_dovecots_wake_up() {
+    let (relay, _turn) = start(RelayOptions::default());
+    let alice = relay.new_account().expect("alice");
+    let (mut imap, pid) = session(&relay, &alice);
+    // Dovecot's own instance exists before the limit is reached.
+    imap.idle().expect("idle");
+    imap.idle_done().expect("done").ok().expect("idle completed");
+    let resting = inotify_instances(pid);
+    let owner = nix::unistd::User::from_name(chatmail_testrelay::MAIL_USER).expect("lookup").expect("mail user");
+    let hogs = InotifyHogs::exhaust(owner.uid.as_raw(), owner.gid.as_raw());
+
+    let mut times = Vec::new();
+    for n in 1..=2 {
+        imap.idle().expect("IDLE still works");
+        times.push(deliver_and_time(&relay, &mut imap, &alice, &format!("without a watch {n}"), n));
+        imap.idle_done().expect("done").ok().expect("idle completed");
+    }
+    assert_eq!(inotify_instances(pid), resting);
+    let fastest = times.iter().min().copied().unwrap_or_default();
+    assert!(fastest >= CLEARLY_INSTANT, "Dovecot's own wake-up waits 500 ms: {times:?}");
+    let log = std::fs::read_to_string(relay.log_dir.join("dovecot.log")).expect("dovecot log");
+    let warnings: Vec<_> = log.lines().filter(|l| l.contains("instant IDLE wake-up off")).collect();
+    assert_eq!(warnings.len(), 1, "logged once per process: {warnings:#?}");
+    assert!(
+        warnings[0].contains(&format!("Warning: chatmail: instant IDLE wake-up off for a session of {}: creating an inotify instance: ", alice.addr))
+            && warnings[0].contains("raise the sysctl fs.inotify.max_user_instances"),
+        "{}",
+        warnings[0]
+    );
+
+    // With instances free again, the next IDLE has its watch.
+    drop(hogs);
+    imap.idle().expect("idle");
+    eventually("the plugin's watch", WAIT, || (inotify_instances(pid) == resting + 1).then_some(()));
+    deliver_and_time(&relay, &mut imap, &alice, "with a watch again", 3);
     imap.idle_done().expect("done").ok().expect("idle completed");
     imap.logout();
 }
