@@ -2,9 +2,9 @@
 # Installs the built packages (target/debian/, from packaging/build-debs.sh)
 # into a clean Debian 12 root made with debootstrap, the way an operator
 # would: a local apt repository, `apt-get install chatmail-relay`. Then,
-# without systemd, starts the daemons as their units would, sends an
-# encrypted message A→B through the installed relay (and sees cleartext
-# refused), checks the bot daemon can reach its sockets, reinstalls (an edit
+# without systemd, starts the daemons as their units would, sends encrypted
+# messages A→B through the installed relay while B IDLEs (B hears of each
+# at once) and sees cleartext refused, checks the bot daemon can reach its sockets, reinstalls (an edit
 # to chatmail.ini survives), removes (no milter left in main.cf, no chatmail
 # service in master.cf, Postfix settings as before) and purges (no files left).
 # Also runs lintian (no errors allowed).
@@ -89,6 +89,13 @@ for protocol in imap lmtp; do
         || fail "the chatmail plugin is not in Dovecot's mail_plugins for $protocol"
 done
 
+# IDLE-ing sessions hibernate (as on chatmail relays), and the inotify
+# limits leave room for thousands of them.
+in_root 'doveconf -h -f protocol=imap imap_hibernate_timeout' | grep -qx '30 secs' \
+    || fail "imap_hibernate_timeout is not 30 s"
+grep -qx 'fs.inotify.max_user_instances = 65535' "$root/usr/lib/sysctl.d/60-chatmail-relay.conf" \
+    || fail "no sysctl.d file raising the inotify limits"
+
 log "starting the daemons as their units would"
 cat > "$root/root/start-relay.sh" <<'EOF'
 #!/bin/sh
@@ -113,7 +120,7 @@ chmod 755 "$root/root/start-relay.sh"
 in_root /root/start-relay.sh >/dev/null 2>&1 || fail "starting the daemons"
 sleep 1
 
-log "encrypted message A→B through the installed relay"
+log "encrypted messages A→B through the installed relay, B waiting in IDLE"
 python3 packaging/send-encrypted.py "$domain" || {
     in_root 'doveadm log errors; cat /var/log/chatmail-milter.log /var/log/chatmail-auth.log' >&2 || true
     fail "message A→B"
@@ -151,7 +158,7 @@ in_root 'DEBIAN_FRONTEND=noninteractive apt-get purge -y -q chatmail-relay chatm
     >>"$base/install.log" 2>&1 || fail "purge"
 for path in /etc/chatmail /var/lib/chatmail-relay /etc/dkimkeys/opendkim.private /etc/dovecot/chatmail-auth.conf.ext \
     /usr/lib/dovecot/modules/lib90_chatmail_plugin.so /var/spool/postfix/chatmail-milter \
-    /var/lib/chatmail-bots /var/spool/chatmail-bots; do
+    /var/lib/chatmail-bots /var/spool/chatmail-bots /usr/lib/sysctl.d/60-chatmail-relay.conf; do
     [ -e "$root$path" ] && fail "$path left after purge"
 done
 in_root 'getent passwd chatmail-milter' >/dev/null && fail "user chatmail-milter left after purge"

@@ -103,6 +103,15 @@ pub extern "C" fn chatmail_rs_user_created(user: *mut mail_user, info: *const ch
             if let Some(max) = settings::config(config).map(|c| c.max_user_connections) {
                 match connections::acquire(Path::new(home), max) {
                     Ok(connections::Acquired::Slot(slot)) => connections::hold(user as usize, slot),
+                    Ok(connections::Acquired::AllBusy) if event.session_restored => {
+                        // Admitted at its login; while it was hibernated its
+                        // slot was free (imap-hibernate holds no slot) and
+                        // another session took it. Ending it now would cut
+                        // off a device that only woke up for new mail.
+                        log::info(&format!(
+                            "{username} has {max} sessions already (max_user_connections); a session back from hibernation continues without a slot"
+                        ));
+                    }
                     Ok(connections::Acquired::AllBusy) => {
                         let reason = format!("{username} has {max} sessions already (max_user_connections); session refused");
                         log::warning(&reason);

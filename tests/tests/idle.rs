@@ -337,3 +337,31 @@ fn when_no_inotify_instance_is_left_idle_falls_back_to_dovecots_wake_up() {
     imap.idle_done().expect("done").ok().expect("idle completed");
     imap.logout();
 }
+
+/// A hibernated session holds no session slot (its imap process is gone), so
+/// another session may take the last one meanwhile; waking up must not end
+/// the hibernated session then.
+#[test]
+fn a_session_woken_from_hibernation_is_not_refused_for_the_connection_limit() {
+    let (relay, _turn) = start(RelayOptions {
+        imap_hibernate_timeout: 1,
+        params: vec![("max_user_connections".into(), "1".into())],
+        ..RelayOptions::default()
+    });
+    let alice = relay.new_account().expect("alice");
+    let (mut sleeper, _) = session(&relay, &alice);
+    sleeper.idle().expect("idle");
+    eventually("the session to hibernate", WAIT, || {
+        (children(&relay, "imap").is_empty() && !children(&relay, "imap-hibernate").is_empty()).then_some(())
+    });
+    // The only slot is free again: a second device logs in and takes it.
+    let (mut other, _) = session(&relay, &alice);
+    let reply = relay.lmtp_deliver(&alice.addr, &encrypted("sender@other.example", &alice.addr, "wake up")).expect("lmtp");
+    assert!(reply.starts_with("250"), "{reply}");
+    assert_eq!(next_exists(&mut sleeper), 1, "the woken session lives on");
+    sleeper.idle_done().expect("done").ok().expect("idle completed");
+    assert_eq!(subjects(&mut sleeper), ["wake up"]);
+    other.command("NOOP").expect("noop").ok().expect("the other session too");
+    let log = std::fs::read_to_string(relay.log_dir.join("dovecot.log")).expect("dovecot log");
+    assert!(log.contains("a session back from hibernation continues without a slot"), "{log}");
+}
