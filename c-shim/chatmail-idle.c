@@ -2,8 +2,9 @@
 
    Dovecot's mailbox-watch.c watches a mailbox with inotify, but on a change
    it only arms a 500 ms timer before it tells the IDLE-ing client. This
-   file watches the same paths with the plugin's OWN inotify instance and
-   calls the mailbox's notify callback at once. Dovecot's watch, its delay
+   file watches the same paths with the plugin's OWN inotify instance and,
+   when mail arrives (Rust decides from the events, see idle.rs), calls the
+   mailbox's notify callback at once. Dovecot's watch, its delay
    timer and its periodic poll stay as they are: they are the safety net
    whenever ours is missing (limits reached, error, storage we do not know).
 
@@ -18,6 +19,7 @@
      the descriptor leaks. */
 #include "lib.h"
 #include "ioloop.h"
+#include "array.h"
 #include "module-context.h"
 #include "mail-storage-private.h"
 #include "chatmail-shim.h"
@@ -35,6 +37,8 @@
 #define CHATMAIL_IDLE_CONTEXT(obj) \
 	MODULE_CONTEXT_REQUIRE(obj, chatmail_idle_storage_module)
 
+ARRAY_DEFINE_TYPE(chatmail_idle_event, struct chatmail_idle_event);
+
 struct chatmail_idle_mailbox {
 	union mailbox_module_context module_ctx;
 	struct mailbox *box;
@@ -42,6 +46,8 @@ struct chatmail_idle_mailbox {
 
 	/* Our own inotify instance while the mailbox is watched, else -1. */
 	int fd;
+	/* Watch descriptors of maildir's new/ and cur/ (-1: not watched). */
+	int wd_new, wd_cur;
 	struct io *io;
 	/* A wake-up held back by policy.min_interval_msecs. */
 	struct timeout *to_wake;
@@ -93,28 +99,82 @@ static void chatmail_idle_wake(struct chatmail_idle_mailbox *ibox)
 	/* The session (and with it box and ibox) may be gone now. */
 }
 
-static void chatmail_idle_input(struct chatmail_idle_mailbox *ibox)
+static enum chatmail_idle_change chatmail_idle_change(uint32_t mask)
 {
-	/* Room for many events at once; each is at least
-	   sizeof(struct inotify_event) and at most that plus NAME_MAX + 1. */
+	if ((mask & IN_Q_OVERFLOW) != 0)
+		return CHATMAIL_IDLE_OVERFLOW;
+	if ((mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) != 0)
+		return CHATMAIL_IDLE_WATCH_GONE;
+	if ((mask & IN_CREATE) != 0)
+		return CHATMAIL_IDLE_CREATED;
+	if ((mask & IN_MOVED_TO) != 0)
+		return CHATMAIL_IDLE_MOVED_IN;
+	if ((mask & IN_MOVED_FROM) != 0)
+		return CHATMAIL_IDLE_MOVED_OUT;
+	if ((mask & IN_DELETE) != 0)
+		return CHATMAIL_IDLE_REMOVED;
+	return CHATMAIL_IDLE_MODIFIED;
+}
+
+/* Reads every queued event into `events`. Returns 0, or errno. */
+static int chatmail_idle_read(struct chatmail_idle_mailbox *ibox,
+			      ARRAY_TYPE(chatmail_idle_event) *events)
+{
+	/* Room for many events per read(); each is a struct inotify_event
+	   plus its name (at most NAME_MAX + 1 bytes). */
 	char buf[4096]
 		__attribute__((aligned(__alignof__(struct inotify_event))));
-	uint64_t since_last, delay;
-	ssize_t ret;
+	const struct inotify_event *event;
+	struct chatmail_idle_event *out;
+	ssize_t ret, pos;
 
-	/* Which file changed does not matter: any change is worth a sync. */
-	do {
+	for (;;) {
 		ret = read(ibox->fd, buf, sizeof(buf));
-	} while (ret > 0 || (ret < 0 && errno == EINTR));
-	if (ret == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+		if (ret < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : errno;
+		}
+		if (ret == 0)
+			return EIO;
+		for (pos = 0; pos + (ssize_t)sizeof(*event) <= ret;
+		     pos += sizeof(*event) + event->len) {
+			event = (const struct inotify_event *)(buf + pos);
+			out = array_append_space(events);
+			out->place = event->wd == ibox->wd_new ?
+				CHATMAIL_IDLE_PLACE_NEW :
+				event->wd == ibox->wd_cur ?
+				CHATMAIL_IDLE_PLACE_CUR :
+				CHATMAIL_IDLE_PLACE_OTHER;
+			out->change = chatmail_idle_change(event->mask);
+			out->cookie = event->cookie;
+		}
+	}
+}
+
+static void chatmail_idle_input(struct chatmail_idle_mailbox *ibox)
+{
+	ARRAY_TYPE(chatmail_idle_event) events;
+	uint64_t since_last, delay;
+	bool wake;
+	int err;
+
+	T_BEGIN {
+		t_array_init(&events, 16);
+		err = chatmail_idle_read(ibox, &events);
+		wake = err == 0 && array_count(&events) > 0 &&
+			chatmail_rs_idle_wakes(array_front(&events),
+					       array_count(&events)) != 0;
+	} T_END;
+	if (err != 0) {
 		chatmail_rs_idle_failed(chatmail_idle_username(ibox->box),
-					CHATMAIL_IDLE_READ_FAILED, "",
-					ret == 0 ? EIO : errno);
+					CHATMAIL_IDLE_READ_FAILED, "", err);
 		chatmail_idle_stop(ibox);
 		return;
 	}
-	if (ibox->to_wake != NULL) {
-		/* A wake-up is already due; it will see this change too. */
+	if (!wake || ibox->to_wake != NULL) {
+		/* Nothing that needs telling at once, or a wake-up is already
+		   due (and will see this change too). */
 		return;
 	}
 	since_last = ibox->last_wake_msecs == 0 ? UINT64_MAX :
@@ -130,11 +190,13 @@ static void chatmail_idle_input(struct chatmail_idle_mailbox *ibox)
 	}
 }
 
-/* The paths Dovecot's storage watches for this mailbox (maildir:
-   new/ and cur/, see maildir_notify_changes(); sdbox and mdbox: the index
-   log, see dbox_notify_changes()). NULL-terminated; NULL: a storage whose
-   paths we do not know, left to Dovecot alone. */
-static const char *const *chatmail_idle_paths(struct mailbox *box)
+/* The paths Dovecot's storage watches for this mailbox (maildir: new/ and
+   cur/, see maildir_notify_changes(); sdbox and mdbox: the index log, see
+   dbox_notify_changes()), with what they are. Returns FALSE for a storage
+   whose paths we do not know, left to Dovecot alone. */
+static bool chatmail_idle_paths(struct mailbox *box, const char **paths_r,
+				enum chatmail_idle_place *places_r,
+				unsigned int *count_r)
 {
 	const char *name = box->storage->name;
 	const char *dir;
@@ -142,32 +204,39 @@ static const char *const *chatmail_idle_paths(struct mailbox *box)
 	if (strcmp(name, "maildir") == 0) {
 		if (mailbox_get_path_to(box, MAILBOX_LIST_PATH_TYPE_MAILBOX,
 					&dir) <= 0)
-			return NULL;
-		return t_strsplit(t_strdup_printf("%s/new\n%s/cur", dir, dir),
-				  "\n");
+			return FALSE;
+		paths_r[0] = t_strconcat(dir, "/new", NULL);
+		places_r[0] = CHATMAIL_IDLE_PLACE_NEW;
+		paths_r[1] = t_strconcat(dir, "/cur", NULL);
+		places_r[1] = CHATMAIL_IDLE_PLACE_CUR;
+		*count_r = 2;
+		return TRUE;
 	}
 	if (strcmp(name, "sdbox") == 0 || strcmp(name, "mdbox") == 0) {
 		if (mailbox_get_path_to(box, MAILBOX_LIST_PATH_TYPE_INDEX,
 					&dir) <= 0)
-			return NULL;
-		return t_strsplit(t_strdup_printf("%s/dovecot.index.log", dir),
-				  "\n");
+			return FALSE;
+		paths_r[0] = t_strconcat(dir, "/dovecot.index.log", NULL);
+		places_r[0] = CHATMAIL_IDLE_PLACE_OTHER;
+		*count_r = 1;
+		return TRUE;
 	}
-	return NULL;
+	return FALSE;
 }
 
 static void chatmail_idle_start(struct chatmail_idle_mailbox *ibox)
 {
 	struct mailbox *box = ibox->box;
-	const char *const *paths;
-	int fd;
+	const char *paths[2];
+	enum chatmail_idle_place places[2];
+	unsigned int i, count;
+	int fd, wd;
 
 	if (ibox->fd != -1) {
 		/* Asked again while watching: the paths are the same. */
 		return;
 	}
-	paths = chatmail_idle_paths(box);
-	if (paths == NULL)
+	if (!chatmail_idle_paths(box, paths, places, &count))
 		return;
 
 	fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
@@ -176,14 +245,20 @@ static void chatmail_idle_start(struct chatmail_idle_mailbox *ibox)
 					CHATMAIL_IDLE_INIT_FAILED, "", errno);
 		return;
 	}
-	for (; *paths != NULL; paths++) {
-		if (inotify_add_watch(fd, *paths, CHATMAIL_IDLE_EVENTS) < 0) {
+	ibox->wd_new = ibox->wd_cur = -1;
+	for (i = 0; i < count; i++) {
+		wd = inotify_add_watch(fd, paths[i], CHATMAIL_IDLE_EVENTS);
+		if (wd < 0) {
 			chatmail_rs_idle_failed(chatmail_idle_username(box),
 						CHATMAIL_IDLE_WATCH_FAILED,
-						*paths, errno);
+						paths[i], errno);
 			i_close_fd(&fd);
 			return;
 		}
+		if (places[i] == CHATMAIL_IDLE_PLACE_NEW)
+			ibox->wd_new = wd;
+		else if (places[i] == CHATMAIL_IDLE_PLACE_CUR)
+			ibox->wd_cur = wd;
 	}
 	ibox->fd = fd;
 	ibox->io = io_add(fd, IO_READ, chatmail_idle_input, ibox);
@@ -220,6 +295,7 @@ void chatmail_idle_mailbox_allocated(struct mailbox *box,
 	ibox->box = box;
 	ibox->policy = *policy;
 	ibox->fd = -1;
+	ibox->wd_new = ibox->wd_cur = -1;
 	ibox->module_ctx.super = *v;
 	box->vlast = &ibox->module_ctx.super;
 	v->notify_changes = chatmail_idle_notify_changes;

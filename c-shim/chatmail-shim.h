@@ -76,6 +76,39 @@ enum chatmail_idle_failure {
 	CHATMAIL_IDLE_READ_FAILED = 2,	/* read() of the inotify descriptor */
 };
 
+/* Where a watched change happened. */
+enum chatmail_idle_place {
+	/* A path other than the two below (e.g. a dbox index log). */
+	CHATMAIL_IDLE_PLACE_OTHER = 0,
+	/* maildir new/: where deliveries arrive. */
+	CHATMAIL_IDLE_PLACE_NEW = 1,
+	/* maildir cur/ */
+	CHATMAIL_IDLE_PLACE_CUR = 2,
+};
+
+/* What happened (the shim's reading of the inotify event mask). */
+enum chatmail_idle_change {
+	CHATMAIL_IDLE_CREATED = 0,	/* IN_CREATE: a new name (e.g. a hard link) */
+	CHATMAIL_IDLE_MOVED_IN = 1,	/* IN_MOVED_TO */
+	CHATMAIL_IDLE_MOVED_OUT = 2,	/* IN_MOVED_FROM */
+	CHATMAIL_IDLE_REMOVED = 3,	/* IN_DELETE */
+	CHATMAIL_IDLE_MODIFIED = 4,	/* IN_MODIFY */
+	CHATMAIL_IDLE_WATCH_GONE = 5,	/* IN_DELETE_SELF, IN_MOVE_SELF, IN_IGNORED */
+	CHATMAIL_IDLE_OVERFLOW = 6,	/* IN_Q_OVERFLOW: events were lost */
+};
+
+/* One inotify event of a watched mailbox. */
+struct chatmail_idle_event {
+	enum chatmail_idle_place place;
+	enum chatmail_idle_change change;
+	/* Pairs the two halves of a rename (IN_MOVED_FROM/IN_MOVED_TO). */
+	uint32_t cookie;
+};
+
+/* Implemented in Rust: whether these events (all read at once) are worth
+   waking the session now; the others are left to Dovecot's own delayed
+   wake-up. */
+int chatmail_rs_idle_wakes(const struct chatmail_idle_event *events, unsigned int count);
 /* Implemented in Rust: the wake-up policy for mailboxes of this user (only
    asked for IMAP sessions). */
 void chatmail_rs_idle_policy(const struct chatmail_user_info *info,

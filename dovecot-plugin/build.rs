@@ -39,6 +39,8 @@ fn main() {
         .allowlist_var("DOVECOT_ABI_VERSION")
         .rustified_enum("chatmail_log_level")
         .rustified_enum("chatmail_idle_failure")
+        .rustified_enum("chatmail_idle_place")
+        .rustified_enum("chatmail_idle_change")
         .generate()
         .expect("bindgen could not read the shim's header");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("bindings.rs");

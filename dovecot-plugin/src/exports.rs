@@ -7,7 +7,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::time::SystemTime;
 
-use crate::bindings::{self, chatmail_idle_failure, chatmail_idle_policy, chatmail_user_info, mail_user, module, DOVECOT_ABI_VERSION};
+use crate::bindings::{
+    self, chatmail_idle_change, chatmail_idle_event, chatmail_idle_failure, chatmail_idle_place, chatmail_idle_policy, chatmail_user_info,
+    mail_user, module, DOVECOT_ABI_VERSION,
+};
 use crate::login::{is_login, UserEvent};
 use crate::{connections, delivery, idle, log, maintenance, settings};
 
@@ -244,6 +247,47 @@ pub extern "C" fn chatmail_rs_idle_policy(info: *const chatmail_user_info, polic
         // SAFETY: non-NULL pointer to the shim's struct, writable during this call.
         unsafe { policy_r.write(policy_c) };
     });
+}
+
+/// Called by the shim with the events of a watched mailbox it read at once:
+/// whether to wake the session for them (non-zero) or leave them to
+/// Dovecot's own delayed wake-up.
+#[no_mangle]
+pub extern "C" fn chatmail_rs_idle_wakes(events: *const chatmail_idle_event, count: std::ffi::c_uint) -> std::ffi::c_int {
+    // If anything goes wrong here, waking is the safe answer: a needless
+    // sync costs little, a missed one 500 ms.
+    let mut wakes = 1;
+    guarded("idle events", || {
+        if events.is_null() || count == 0 {
+            wakes = 0;
+            return;
+        }
+        // SAFETY: the shim passes `count` events from an array alive during
+        // the call, each with enum values it wrote from the declared ones.
+        let events = unsafe { std::slice::from_raw_parts(events, count as usize) };
+        let events: Vec<idle::Event> = events
+            .iter()
+            .map(|e| idle::Event {
+                place: match e.place {
+                    chatmail_idle_place::CHATMAIL_IDLE_PLACE_NEW => idle::Place::New,
+                    chatmail_idle_place::CHATMAIL_IDLE_PLACE_CUR => idle::Place::Cur,
+                    chatmail_idle_place::CHATMAIL_IDLE_PLACE_OTHER => idle::Place::Other,
+                },
+                change: match e.change {
+                    chatmail_idle_change::CHATMAIL_IDLE_CREATED => idle::Change::Created,
+                    chatmail_idle_change::CHATMAIL_IDLE_MOVED_IN => idle::Change::MovedIn,
+                    chatmail_idle_change::CHATMAIL_IDLE_MOVED_OUT => idle::Change::MovedOut,
+                    chatmail_idle_change::CHATMAIL_IDLE_REMOVED => idle::Change::Removed,
+                    chatmail_idle_change::CHATMAIL_IDLE_MODIFIED => idle::Change::Modified,
+                    chatmail_idle_change::CHATMAIL_IDLE_WATCH_GONE => idle::Change::WatchGone,
+                    chatmail_idle_change::CHATMAIL_IDLE_OVERFLOW => idle::Change::Overflow,
+                },
+                cookie: e.cookie,
+            })
+            .collect();
+        wakes = i32::from(idle::wakes(&events));
+    });
+    wakes
 }
 
 /// Called by the shim on a change in a watched mailbox: after how many

@@ -1,7 +1,7 @@
 //! The instant IDLE wake-up's decisions (the shim's `chatmail-idle.c` does
-//! the watching): whether an IMAP session gets it, when a change wakes the
-//! session, and what to tell the operator when the plugin's own watch
-//! cannot be set up.
+//! the watching): whether an IMAP session gets it, which changes wake the
+//! session and when, and what to tell the operator when the plugin's own
+//! watch cannot be set up.
 //!
 //! Stock Dovecot tells an IDLE-ing client about a change only 500 ms after
 //! it saw it; chatmail relays patch that delay out of their Dovecot. The
@@ -33,6 +33,65 @@ impl Policy {
             None => Policy { enabled: true, min_interval: Duration::ZERO },
         }
     }
+}
+
+/// Where in a watched mailbox a change happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// maildir `new/`, where deliveries arrive.
+    New,
+    /// maildir `cur/`.
+    Cur,
+    /// Another watched path (a dbox index log), whose changes cannot be told apart.
+    Other,
+}
+
+/// What happened there (one inotify event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// A new name: a hard link (COPY) or a file made in place.
+    Created,
+    /// A file renamed into the directory.
+    MovedIn,
+    /// A file renamed out of the directory.
+    MovedOut,
+    Removed,
+    Modified,
+    /// The watched path itself went away.
+    WatchGone,
+    /// The kernel's event queue overflowed: events were lost.
+    Overflow,
+}
+
+/// One inotify event; `cookie` pairs the two halves of a rename.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    pub place: Place,
+    pub change: Change,
+    pub cookie: u32,
+}
+
+/// Whether events read together announce a message that IDLE should hear
+/// of now. That is mail arriving: a file moved into `new/` or `cur/` from
+/// outside the mailbox (a delivery renames it from `tmp/`) or a new name
+/// there (COPY links it). A rename inside the mailbox (a session's sync
+/// moving mail from `new/` to `cur/`, a flag change within `cur/`), an
+/// expunge or a modification is left to Dovecot's own wake-up, 500 ms later:
+/// waking every IDLE session of the account for each of them would make
+/// every sync set off more syncs (each of the account's sessions moving
+/// or flagging mail wakes the others), all contending for the mailbox's
+/// locks with the deliveries. Lost events, a vanished directory or a path
+/// whose changes cannot be told apart always wake.
+pub fn wakes(events: &[Event]) -> bool {
+    let renamed_within = |cookie: u32| {
+        events.iter().any(|e| e.change == Change::MovedOut && e.cookie == cookie && matches!(e.place, Place::New | Place::Cur))
+    };
+    events.iter().any(|e| match (e.place, e.change) {
+        (_, Change::Overflow | Change::WatchGone) | (Place::Other, _) => true,
+        (_, Change::Created) => true,
+        (_, Change::MovedIn) => !renamed_within(e.cookie),
+        (_, Change::MovedOut | Change::Removed | Change::Modified) => false,
+    })
 }
 
 /// After how long to wake a session for a change, given the time since its
@@ -108,6 +167,38 @@ mod tests {
         ];
         for (min_interval, since_last, expected) in cases {
             assert_eq!(wake_delay(min_interval, since_last), expected, "min {min_interval:?}, since {since_last:?}");
+        }
+    }
+
+    #[test]
+    fn which_events_wake() {
+        use Change::*;
+        use Place::*;
+        let ev = |place, change, cookie| Event { place, change, cookie };
+        // (events read together, whether they wake the session now)
+        let cases: Vec<(&str, Vec<Event>, bool)> = vec![
+            ("delivery: tmp/ renamed into new/", vec![ev(New, MovedIn, 7)], true),
+            ("APPEND with flags: tmp/ renamed into cur/", vec![ev(Cur, MovedIn, 7)], true),
+            ("COPY: a hard link in cur/", vec![ev(Cur, Created, 0)], true),
+            ("a session's sync moves new/ to cur/", vec![ev(New, MovedOut, 9), ev(Cur, MovedIn, 9)], false),
+            ("a flag change renames within cur/", vec![ev(Cur, MovedOut, 3), ev(Cur, MovedIn, 3)], false),
+            ("an expunge", vec![ev(Cur, Removed, 0)], false),
+            ("a modified file", vec![ev(Cur, Modified, 0)], false),
+            (
+                "a delivery among a sync's renames",
+                vec![ev(New, MovedOut, 9), ev(Cur, MovedIn, 9), ev(New, MovedIn, 10)],
+                true,
+            ),
+            ("a rename whose other half came in an earlier read", vec![ev(Cur, MovedIn, 5)], true),
+            ("a rename out of new/ alone", vec![ev(New, MovedOut, 5)], false),
+            ("lost events", vec![ev(Other, Overflow, 0)], true),
+            ("lost events on a maildir", vec![ev(New, Overflow, 0)], true),
+            ("the directory vanished", vec![ev(Cur, WatchGone, 0)], true),
+            ("a dbox index log changed", vec![ev(Other, Modified, 0)], true),
+            ("nothing", vec![], false),
+        ];
+        for (what, events, expected) in cases {
+            assert_eq!(wakes(&events), expected, "{what}");
         }
     }
 

@@ -365,3 +365,52 @@ fn a_session_woken_from_hibernation_is_not_refused_for_the_connection_limit() {
     let log = std::fs::read_to_string(relay.log_dir.join("dovecot.log")).expect("dovecot log");
     assert!(log.contains("a session back from hibernation continues without a slot"), "{log}");
 }
+
+/// Reads untagged responses during IDLE until one satisfies `wanted`;
+/// returns it and how long it took.
+fn idle_until(imap: &mut ImapClient, wanted: impl Fn(&str) -> bool) -> (String, Duration) {
+    let start = Instant::now();
+    loop {
+        let line = imap.idle_wait(WAIT).expect("an untagged response during IDLE");
+        if wanted(&line) {
+            return (line, start.elapsed());
+        }
+    }
+}
+
+/// What other sessions of the account do reaches an IDLE-ing one too: mail
+/// copied into INBOX at once (it arrives), flag changes and expunges through
+/// Dovecot's own wake-up (the plugin leaves renames within the mailbox to it,
+/// so that sessions' syncs do not set each other off).
+#[test]
+fn changes_by_another_session_reach_an_idle_session() {
+    let (relay, _turn) = start(RelayOptions::default());
+    let alice = relay.new_account().expect("alice");
+    let (mut other, _) = session(&relay, &alice);
+    other.command("CREATE Archive").expect("create").ok().expect("created");
+    let message = encrypted("sender@other.example", &alice.addr, "archived");
+    other.command(&format!("APPEND Archive {{{}+}}\r\n{message}", message.len())).expect("append").ok().expect("appended");
+    let (mut idle, _) = session(&relay, &alice);
+    idle.idle().expect("idle");
+
+    let mut copies = Vec::new();
+    for n in 1..=3u32 {
+        let start = Instant::now();
+        other.command("SELECT Archive").expect("select").ok().expect("selected");
+        other.command("COPY 1 INBOX").expect("copy").ok().expect("copied");
+        let (_, _) = idle_until(&mut idle, |l| l == format!("* {n} EXISTS"));
+        copies.push(start.elapsed());
+    }
+    let fastest = copies.iter().min().copied().unwrap_or_default();
+    assert!(fastest < CLEARLY_INSTANT, "a copy into INBOX is new mail for the IDLE session: {copies:?}");
+
+    other.command("SELECT INBOX").expect("select").ok().expect("selected");
+    other.command("STORE 1 +FLAGS (\\Seen)").expect("store").ok().expect("stored");
+    let (line, _) = idle_until(&mut idle, |l| l.starts_with("* 1 FETCH"));
+    assert!(line.contains("\\Seen"), "{line}");
+    other.command("STORE 2 +FLAGS (\\Deleted)").expect("store").ok().expect("stored");
+    other.command("EXPUNGE").expect("expunge").ok().expect("expunged");
+    idle_until(&mut idle, |l| l == "* 2 EXPUNGE");
+    idle.idle_done().expect("done").ok().expect("idle completed");
+    assert_eq!(subjects(&mut idle), ["archived", "archived"]);
+}
