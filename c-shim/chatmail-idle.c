@@ -26,9 +26,14 @@
 #include "chatmail-idle.h"
 
 #include <errno.h>
+#include <sys/stat.h>
 #include <sys/inotify.h>
 #include <time.h>
 #include <unistd.h>
+
+/* maildir's uidlist lock (MAILDIR_UIDLIST_NAME in maildir-uidlist.h plus
+   the dotlock suffix). */
+#define MAILDIR_UIDLIST_LOCK_NAME "dovecot-uidlist.lock"
 
 /* The events Dovecot's own inotify watch asks for (ioloop-notify-inotify.c). */
 #define CHATMAIL_IDLE_EVENTS \
@@ -46,8 +51,14 @@ struct chatmail_idle_mailbox {
 
 	/* Our own inotify instance while the mailbox is watched, else -1. */
 	int fd;
-	/* Watch descriptors of maildir's new/ and cur/ (-1: not watched). */
-	int wd_new, wd_cur;
+	/* Watch descriptors of maildir's new/, cur/ and control directory
+	   (-1: not watched). */
+	int wd_new, wd_cur, wd_control;
+	/* maildir's uidlist lock file (NULL: none) */
+	const char *uidlist_lock_path;
+	/* Mail arrived but the session was not woken yet (the delivery
+	   still held the uidlist lock). */
+	int arrival_pending;
 	struct io *io;
 	/* A wake-up held back by policy.min_interval_msecs. */
 	struct timeout *to_wake;
@@ -91,10 +102,8 @@ static void chatmail_idle_wake(struct chatmail_idle_mailbox *ibox)
 	ibox->last_wake_msecs = chatmail_idle_now_msecs();
 	if (box->notify_callback == NULL)
 		return;
-	/* The sync that follows sees every change made until now, so a wake-up
-	   Dovecot has scheduled for one of them would only repeat it. Later
-	   changes arm Dovecot's timer again through its own watch. */
-	timeout_remove(&box->to_notify_delay);
+	/* Dovecot's own delayed wake-up, if armed, stays: it is the safety net
+	   should this sync miss something. */
 	box->notify_callback(box, box->notify_context);
 	/* The session (and with it box and ibox) may be gone now. */
 }
@@ -140,6 +149,17 @@ static int chatmail_idle_read(struct chatmail_idle_mailbox *ibox,
 		for (pos = 0; pos + (ssize_t)sizeof(*event) <= ret;
 		     pos += sizeof(*event) + event->len) {
 			event = (const struct inotify_event *)(buf + pos);
+			if (event->wd == ibox->wd_control) {
+				/* Only the uidlist lock's release counts. */
+				if ((event->mask & IN_DELETE) == 0 ||
+				    event->len == 0 ||
+				    strcmp(event->name, MAILDIR_UIDLIST_LOCK_NAME) != 0)
+					continue;
+				out = array_append_space(events);
+				out->place = CHATMAIL_IDLE_PLACE_CONTROL;
+				out->change = CHATMAIL_IDLE_LOCK_RELEASED;
+				continue;
+			}
 			out = array_append_space(events);
 			out->place = event->wd == ibox->wd_new ?
 				CHATMAIL_IDLE_PLACE_NEW :
@@ -156,15 +176,21 @@ static void chatmail_idle_input(struct chatmail_idle_mailbox *ibox)
 {
 	ARRAY_TYPE(chatmail_idle_event) events;
 	uint64_t since_last, delay;
-	bool wake;
-	int err;
+	struct stat st;
+	bool wake = FALSE;
+	int err, lock_held;
 
 	T_BEGIN {
 		t_array_init(&events, 16);
 		err = chatmail_idle_read(ibox, &events);
-		wake = err == 0 && array_count(&events) > 0 &&
-			chatmail_rs_idle_wakes(array_front(&events),
-					       array_count(&events)) != 0;
+		if (err == 0 && array_count(&events) > 0) {
+			lock_held = ibox->uidlist_lock_path != NULL &&
+				stat(ibox->uidlist_lock_path, &st) == 0;
+			wake = chatmail_rs_idle_wakes(array_front(&events),
+						      array_count(&events),
+						      &ibox->arrival_pending,
+						      lock_held ? 1 : 0) != 0;
+		}
 	} T_END;
 	if (err != 0) {
 		chatmail_rs_idle_failed(chatmail_idle_username(ibox->box),
@@ -199,17 +225,26 @@ static bool chatmail_idle_paths(struct mailbox *box, const char **paths_r,
 				unsigned int *count_r)
 {
 	const char *name = box->storage->name;
-	const char *dir;
+	const char *dir, *control;
 
 	if (strcmp(name, "maildir") == 0) {
 		if (mailbox_get_path_to(box, MAILBOX_LIST_PATH_TYPE_MAILBOX,
-					&dir) <= 0)
+					&dir) <= 0 ||
+		    mailbox_get_path_to(box, MAILBOX_LIST_PATH_TYPE_CONTROL,
+					&control) <= 0)
 			return FALSE;
 		paths_r[0] = t_strconcat(dir, "/new", NULL);
 		places_r[0] = CHATMAIL_IDLE_PLACE_NEW;
 		paths_r[1] = t_strconcat(dir, "/cur", NULL);
 		places_r[1] = CHATMAIL_IDLE_PLACE_CUR;
-		*count_r = 2;
+		/* A delivery renames the mail into new/ while it holds the
+		   uidlist lock, and only then records it in the uidlist and
+		   the index: a session woken by the rename alone may sync too
+		   early and see nothing (Dovecot's 500 ms delay hides that
+		   race). The lock's release says the delivery is complete. */
+		paths_r[2] = control;
+		places_r[2] = CHATMAIL_IDLE_PLACE_CONTROL;
+		*count_r = 3;
 		return TRUE;
 	}
 	if (strcmp(name, "sdbox") == 0 || strcmp(name, "mdbox") == 0) {
@@ -227,8 +262,8 @@ static bool chatmail_idle_paths(struct mailbox *box, const char **paths_r,
 static void chatmail_idle_start(struct chatmail_idle_mailbox *ibox)
 {
 	struct mailbox *box = ibox->box;
-	const char *paths[2];
-	enum chatmail_idle_place places[2];
+	const char *paths[3];
+	enum chatmail_idle_place places[3];
 	unsigned int i, count;
 	int fd, wd;
 
@@ -245,9 +280,12 @@ static void chatmail_idle_start(struct chatmail_idle_mailbox *ibox)
 					CHATMAIL_IDLE_INIT_FAILED, "", errno);
 		return;
 	}
-	ibox->wd_new = ibox->wd_cur = -1;
+	ibox->wd_new = ibox->wd_cur = ibox->wd_control = -1;
+	ibox->arrival_pending = 0;
 	for (i = 0; i < count; i++) {
-		wd = inotify_add_watch(fd, paths[i], CHATMAIL_IDLE_EVENTS);
+		wd = inotify_add_watch(fd, paths[i],
+				       places[i] == CHATMAIL_IDLE_PLACE_CONTROL ?
+				       IN_DELETE : CHATMAIL_IDLE_EVENTS);
 		if (wd < 0) {
 			chatmail_rs_idle_failed(chatmail_idle_username(box),
 						CHATMAIL_IDLE_WATCH_FAILED,
@@ -259,6 +297,13 @@ static void chatmail_idle_start(struct chatmail_idle_mailbox *ibox)
 			ibox->wd_new = wd;
 		else if (places[i] == CHATMAIL_IDLE_PLACE_CUR)
 			ibox->wd_cur = wd;
+		else if (places[i] == CHATMAIL_IDLE_PLACE_CONTROL) {
+			ibox->wd_control = wd;
+			if (ibox->uidlist_lock_path == NULL) {
+				ibox->uidlist_lock_path = p_strconcat(box->pool,
+					paths[i], "/", MAILDIR_UIDLIST_LOCK_NAME, NULL);
+			}
+		}
 	}
 	ibox->fd = fd;
 	ibox->io = io_add(fd, IO_READ, chatmail_idle_input, ibox);
@@ -295,7 +340,7 @@ void chatmail_idle_mailbox_allocated(struct mailbox *box,
 	ibox->box = box;
 	ibox->policy = *policy;
 	ibox->fd = -1;
-	ibox->wd_new = ibox->wd_cur = -1;
+	ibox->wd_new = ibox->wd_cur = ibox->wd_control = -1;
 	ibox->module_ctx.super = *v;
 	box->vlast = &ibox->module_ctx.super;
 	v->notify_changes = chatmail_idle_notify_changes;

@@ -84,6 +84,9 @@ enum chatmail_idle_place {
 	CHATMAIL_IDLE_PLACE_NEW = 1,
 	/* maildir cur/ */
 	CHATMAIL_IDLE_PLACE_CUR = 2,
+	/* maildir's control directory, watched for the release of the
+	   uidlist lock (dovecot-uidlist.lock) only. */
+	CHATMAIL_IDLE_PLACE_CONTROL = 3,
 };
 
 /* What happened (the shim's reading of the inotify event mask). */
@@ -95,6 +98,9 @@ enum chatmail_idle_change {
 	CHATMAIL_IDLE_MODIFIED = 4,	/* IN_MODIFY */
 	CHATMAIL_IDLE_WATCH_GONE = 5,	/* IN_DELETE_SELF, IN_MOVE_SELF, IN_IGNORED */
 	CHATMAIL_IDLE_OVERFLOW = 6,	/* IN_Q_OVERFLOW: events were lost */
+	/* IN_DELETE of dovecot-uidlist.lock in the control directory: a
+	   delivery (or a sync) has finished updating the uidlist and index. */
+	CHATMAIL_IDLE_LOCK_RELEASED = 7,
 };
 
 /* One inotify event of a watched mailbox. */
@@ -105,10 +111,12 @@ struct chatmail_idle_event {
 	uint32_t cookie;
 };
 
-/* Implemented in Rust: whether these events (all read at once) are worth
-   waking the session now; the others are left to Dovecot's own delayed
-   wake-up. */
-int chatmail_rs_idle_wakes(const struct chatmail_idle_event *events, unsigned int count);
+/* Implemented in Rust: whether to wake the session now, given the events
+   read at once, whether an arrival is still waiting to be told
+   (*pending, updated) and whether the uidlist lock is held right now.
+   Changes it does not wake for are left to Dovecot's own delayed wake-up. */
+int chatmail_rs_idle_wakes(const struct chatmail_idle_event *events, unsigned int count,
+			   int *pending, int lock_held);
 /* Implemented in Rust: the wake-up policy for mailboxes of this user (only
    asked for IMAP sessions). */
 void chatmail_rs_idle_policy(const struct chatmail_user_info *info,

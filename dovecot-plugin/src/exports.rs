@@ -253,12 +253,17 @@ pub extern "C" fn chatmail_rs_idle_policy(info: *const chatmail_user_info, polic
 /// whether to wake the session for them (non-zero) or leave them to
 /// Dovecot's own delayed wake-up.
 #[no_mangle]
-pub extern "C" fn chatmail_rs_idle_wakes(events: *const chatmail_idle_event, count: std::ffi::c_uint) -> std::ffi::c_int {
+pub extern "C" fn chatmail_rs_idle_wakes(
+    events: *const chatmail_idle_event,
+    count: std::ffi::c_uint,
+    pending: *mut std::ffi::c_int,
+    lock_held: std::ffi::c_int,
+) -> std::ffi::c_int {
     // If anything goes wrong here, waking is the safe answer: a needless
     // sync costs little, a missed one 500 ms.
     let mut wakes = 1;
     guarded("idle events", || {
-        if events.is_null() || count == 0 {
+        if events.is_null() || count == 0 || pending.is_null() {
             wakes = 0;
             return;
         }
@@ -272,6 +277,7 @@ pub extern "C" fn chatmail_rs_idle_wakes(events: *const chatmail_idle_event, cou
                     chatmail_idle_place::CHATMAIL_IDLE_PLACE_NEW => idle::Place::New,
                     chatmail_idle_place::CHATMAIL_IDLE_PLACE_CUR => idle::Place::Cur,
                     chatmail_idle_place::CHATMAIL_IDLE_PLACE_OTHER => idle::Place::Other,
+                    chatmail_idle_place::CHATMAIL_IDLE_PLACE_CONTROL => idle::Place::Control,
                 },
                 change: match e.change {
                     chatmail_idle_change::CHATMAIL_IDLE_CREATED => idle::Change::Created,
@@ -281,11 +287,17 @@ pub extern "C" fn chatmail_rs_idle_wakes(events: *const chatmail_idle_event, cou
                     chatmail_idle_change::CHATMAIL_IDLE_MODIFIED => idle::Change::Modified,
                     chatmail_idle_change::CHATMAIL_IDLE_WATCH_GONE => idle::Change::WatchGone,
                     chatmail_idle_change::CHATMAIL_IDLE_OVERFLOW => idle::Change::Overflow,
+                    chatmail_idle_change::CHATMAIL_IDLE_LOCK_RELEASED => idle::Change::LockReleased,
                 },
                 cookie: e.cookie,
             })
             .collect();
-        wakes = i32::from(idle::wakes(&events));
+        // SAFETY: non-NULL pointer to the mailbox's flag, owned by the
+        // shim and not touched elsewhere during this call.
+        let pending = unsafe { &mut *pending };
+        let mut waiting = *pending != 0;
+        wakes = i32::from(idle::wake_now(&events, &mut waiting, lock_held != 0));
+        *pending = i32::from(waiting);
     });
     wakes
 }

@@ -42,6 +42,8 @@ pub enum Place {
     New,
     /// maildir `cur/`.
     Cur,
+    /// maildir's control directory (only the uidlist lock's release is seen there).
+    Control,
     /// Another watched path (a dbox index log), whose changes cannot be told apart.
     Other,
 }
@@ -61,6 +63,9 @@ pub enum Change {
     WatchGone,
     /// The kernel's event queue overflowed: events were lost.
     Overflow,
+    /// maildir's uidlist lock was released: whoever held it (a delivery,
+    /// a sync) has recorded its mail in the uidlist and the index.
+    LockReleased,
 }
 
 /// One inotify event; `cookie` pairs the two halves of a rename.
@@ -69,6 +74,28 @@ pub struct Event {
     pub place: Place,
     pub change: Change,
     pub cookie: u32,
+}
+
+/// Whether to wake the session now for events read together. `pending`
+/// (kept per mailbox) says that mail arrived and the session was not told
+/// yet; `lock_held`, whether maildir's uidlist lock exists right now.
+///
+/// A delivery renames its mail into `new/` while it holds the uidlist lock
+/// and records it in the uidlist and the index only afterwards; a session
+/// that syncs in between may see nothing new (Dovecot's 500 ms delay hides
+/// this race). So an arrival wakes the session once the lock is free: at
+/// once if it already is, else at the lock's release (`LockReleased`).
+/// Should a lock outstay its welcome, Dovecot's own delayed wake-up, which
+/// the plugin never cancels, still tells the session.
+pub fn wake_now(events: &[Event], pending: &mut bool, lock_held: bool) -> bool {
+    if announces_arrival(events) {
+        *pending = true;
+    }
+    if *pending && !lock_held {
+        *pending = false;
+        return true;
+    }
+    false
 }
 
 /// Whether events read together announce a message that IDLE should hear
@@ -82,15 +109,16 @@ pub struct Event {
 /// or flagging mail wakes the others), all contending for the mailbox's
 /// locks with the deliveries. Lost events, a vanished directory or a path
 /// whose changes cannot be told apart always wake.
-pub fn wakes(events: &[Event]) -> bool {
+pub fn announces_arrival(events: &[Event]) -> bool {
     let renamed_within = |cookie: u32| {
         events.iter().any(|e| e.change == Change::MovedOut && e.cookie == cookie && matches!(e.place, Place::New | Place::Cur))
     };
     events.iter().any(|e| match (e.place, e.change) {
         (_, Change::Overflow | Change::WatchGone) | (Place::Other, _) => true,
+        (Place::Control, _) => false,
         (_, Change::Created) => true,
         (_, Change::MovedIn) => !renamed_within(e.cookie),
-        (_, Change::MovedOut | Change::Removed | Change::Modified) => false,
+        (_, Change::MovedOut | Change::Removed | Change::Modified | Change::LockReleased) => false,
     })
 }
 
@@ -196,9 +224,32 @@ mod tests {
             ("the directory vanished", vec![ev(Cur, WatchGone, 0)], true),
             ("a dbox index log changed", vec![ev(Other, Modified, 0)], true),
             ("nothing", vec![], false),
+            ("the uidlist lock released", vec![ev(Control, LockReleased, 0)], false),
         ];
         for (what, events, expected) in cases {
-            assert_eq!(wakes(&events), expected, "{what}");
+            assert_eq!(announces_arrival(&events), expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn an_arrival_wakes_once_the_uidlist_lock_is_free() {
+        let arrival = [Event { place: Place::New, change: Change::MovedIn, cookie: 1 }];
+        let released = [Event { place: Place::Control, change: Change::LockReleased, cookie: 0 }];
+        let flags = [Event { place: Place::Cur, change: Change::MovedOut, cookie: 2 }, Event { place: Place::Cur, change: Change::MovedIn, cookie: 2 }];
+        // (events, pending before, lock held, wake, pending after)
+        let cases: [(&str, &[Event], bool, bool, bool, bool); 7] = [
+            ("arrival, lock free", &arrival, false, false, true, false),
+            ("arrival while the delivery holds the lock", &arrival, false, true, false, true),
+            ("the delivery released the lock", &released, true, false, true, false),
+            ("another lock release, nothing pending", &released, false, false, false, false),
+            ("a release, but the lock is taken again", &released, true, true, false, true),
+            ("a flag change while an arrival waits", &flags, true, false, true, false),
+            ("a flag change alone", &flags, false, false, false, false),
+        ];
+        for (what, events, pending_before, lock_held, wake, pending_after) in cases {
+            let mut pending = pending_before;
+            assert_eq!(wake_now(events, &mut pending, lock_held), wake, "{what}: wake");
+            assert_eq!(pending, pending_after, "{what}: pending");
         }
     }
 
