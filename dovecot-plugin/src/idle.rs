@@ -258,7 +258,7 @@ mod tests {
         assert_eq!(Policy::from_config(None), Policy { enabled: true, min_interval: Duration::ZERO });
         let parse = |extra: &str| {
             let text = format!("[params]\nmail_domain = example.org\n{extra}");
-            chatmail_config::Config::parse(&text, std::path::Path::new("chatmail.ini")).expect("valid").config
+            Config::parse(&text, std::path::Path::new("chatmail.ini")).expect("valid").config
         };
         let config = parse("");
         assert_eq!(Policy::from_config(Some(&config)), Policy { enabled: true, min_interval: Duration::ZERO });

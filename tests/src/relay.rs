@@ -849,6 +849,17 @@ impl Relay {
 
     /// An IMAP connection after STARTTLS, not logged in, from the loopback
     /// address `source` (default 127.0.0.1).
+    /// Process ids of the IMAP sessions `addr` logged in, oldest first, from
+    /// Dovecot's login lines (`mpid=`). A session back from hibernation runs
+    /// in a new process that no login line names.
+    pub fn imap_session_pids(&self, addr: &str) -> Vec<i32> {
+        let log = fs::read_to_string(self.log_dir.join("dovecot.log")).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains("imap-login: Info: Login:") && l.contains(&format!("user=<{addr}>")))
+            .filter_map(|l| l.split("mpid=").nth(1)?.split(',').next()?.parse().ok())
+            .collect()
+    }
+
     pub fn imap_from(&self, source: Option<std::net::Ipv4Addr>) -> Result<ImapClient> {
         let mut imap = ImapClient::connect_from(source, self.ports.imap, Security::Plain, &self.cert_der)?;
         imap.starttls()?;

@@ -41,23 +41,14 @@ fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Optio
     }
 }
 
-/// Process ids of the IMAP sessions of `addr`, oldest first, from
-/// Dovecot's login lines.
-fn imap_pids(relay: &Relay, addr: &str) -> Vec<i32> {
-    let log = std::fs::read_to_string(relay.log_dir.join("dovecot.log")).unwrap_or_default();
-    log.lines()
-        .filter(|l| l.contains("imap-login: Info: Login:") && l.contains(&format!("user=<{addr}>")))
-        .filter_map(|l| l.split("mpid=").nth(1)?.split(',').next()?.parse().ok())
-        .collect()
-}
 
 /// Logs `account` in, selects INBOX and returns the session with the pid
 /// of its imap process.
 fn session(relay: &Relay, account: &Account) -> (ImapClient, i32) {
-    let before = imap_pids(relay, &account.addr).len();
+    let before = relay.imap_session_pids(&account.addr).len();
     let mut imap = relay.imap_login(account).expect("login");
     imap.command("SELECT INBOX").expect("select").ok().expect("selected");
-    let pid = eventually("the session's login line", WAIT, || imap_pids(relay, &account.addr).get(before).copied());
+    let pid = eventually("the session's login line", WAIT, || relay.imap_session_pids(&account.addr).get(before).copied());
     (imap, pid)
 }
 
@@ -83,6 +74,14 @@ fn children(relay: &Relay, program: &str) -> Vec<i32> {
             comm == program && tail.split(' ').nth(1) == Some(master_pid)
         })
         .collect()
+}
+
+/// Waits until the relay's only IMAP session is hibernated: no imap process
+/// left, imap-hibernate running.
+fn wait_for_hibernation(relay: &Relay) {
+    eventually("the session to hibernate", WAIT, || {
+        (children(relay, "imap").is_empty() && !children(relay, "imap-hibernate").is_empty()).then_some(())
+    });
 }
 
 fn alive(pid: i32) -> bool {
@@ -215,10 +214,7 @@ fn a_hibernated_session_is_woken_by_new_mail() {
         // Hibernation ends the session's imap process; the connection lives
         // on in imap-hibernate, which watches the mailbox. The new mail
         // brings it back into a new imap process, which hibernates again.
-        eventually("the session to hibernate", WAIT, || {
-            let (imap, hibernate) = (children(&relay, "imap"), children(&relay, "imap-hibernate"));
-            (imap.is_empty() && !hibernate.is_empty()).then_some(())
-        });
+        wait_for_hibernation(&relay);
         times.push(deliver_and_time(&relay, &mut imap, &alice, &format!("while hibernated {n}"), n));
         assert_eq!(children(&relay, "imap").len(), 1, "woken up into an imap process");
     }
@@ -351,9 +347,7 @@ fn a_session_woken_from_hibernation_is_not_refused_for_the_connection_limit() {
     let alice = relay.new_account().expect("alice");
     let (mut sleeper, _) = session(&relay, &alice);
     sleeper.idle().expect("idle");
-    eventually("the session to hibernate", WAIT, || {
-        (children(&relay, "imap").is_empty() && !children(&relay, "imap-hibernate").is_empty()).then_some(())
-    });
+    wait_for_hibernation(&relay);
     // The only slot is free again: a second device logs in and takes it.
     let (mut other, _) = session(&relay, &alice);
     let reply = relay.lmtp_deliver(&alice.addr, &encrypted("sender@other.example", &alice.addr, "wake up")).expect("lmtp");

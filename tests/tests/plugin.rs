@@ -85,14 +85,6 @@ fn without_the_plugin_cached_logins_go_unrecorded() {
     assert_eq!(mtime(&password), long_ago);
 }
 
-/// Process ids of the IMAP sessions of `addr`, from Dovecot's login lines.
-fn imap_pids(relay: &Relay, addr: &str) -> Vec<i32> {
-    let log = std::fs::read_to_string(relay.log_dir.join("dovecot.log")).expect("dovecot log");
-    log.lines()
-        .filter(|l| l.contains("imap-login: Info: Login:") && l.contains(&format!("user=<{addr}>")))
-        .filter_map(|l| l.split("mpid=").nth(1)?.split(',').next()?.parse().ok())
-        .collect()
-}
 
 /// Opens ten IMAP sessions of `alice` from different client addresses (the
 /// limit is per account, not per address), then tries an eleventh.
@@ -112,7 +104,7 @@ fn ten_sessions_and_an_eleventh(relay: &Relay, alice: &Account) -> (Vec<ImapClie
 /// kill -9 of one session's process frees its slot at once: a new login
 /// succeeds.
 fn killed_session_frees_its_slot(relay: &Relay, alice: &Account) {
-    let pids = imap_pids(relay, &alice.addr);
+    let pids = relay.imap_session_pids(&alice.addr);
     let victim = *pids.iter().find(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists()).expect("a live imap process");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim), nix::sys::signal::Signal::SIGKILL).expect("kill -9");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

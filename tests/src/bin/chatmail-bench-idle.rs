@@ -133,23 +133,15 @@ fn cpu_by_program() -> std::collections::HashMap<String, f64> {
     by_program
 }
 
-/// Process ids of the imap sessions of `addr` (from Dovecot's login lines).
-fn imap_pids(relay: &Relay, addr: &str) -> Vec<i32> {
-    let log = std::fs::read_to_string(relay.log_dir.join("dovecot.log")).unwrap_or_default();
-    log.lines()
-        .filter(|l| l.contains("imap-login: Info: Login:") && l.contains(&format!("user=<{addr}>")))
-        .filter_map(|l| l.split("mpid=").nth(1)?.split(',').next()?.parse().ok())
-        .collect()
-}
 
 /// Delivers `total` messages to one account with IDLE_SESSIONS IDLE-ing
 /// sessions; returns deliveries per second and the CPU milliseconds the
 /// sessions' imap processes used per delivery.
 fn flood(relay: &Arc<Relay>, total: usize) -> (f64, f64) {
     let account = relay.new_account().expect("account");
-    let pids_before = imap_pids(relay, &account.addr).len();
+    let pids_before = relay.imap_session_pids(&account.addr).len();
     let sessions: Vec<ImapClient> = (0..IDLE_SESSIONS).map(|_| idle_session(relay, &account)).collect();
-    let pids: Vec<i32> = imap_pids(relay, &account.addr).into_iter().skip(pids_before).collect();
+    let pids: Vec<i32> = relay.imap_session_pids(&account.addr).into_iter().skip(pids_before).collect();
     assert_eq!(pids.len(), IDLE_SESSIONS, "one imap process per session");
     let cpu_before: f64 = pids.iter().map(|&p| cpu_seconds(p)).sum();
     let all_before = cpu_by_program();
