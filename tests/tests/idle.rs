@@ -52,6 +52,17 @@ fn session(relay: &Relay, account: &Account) -> (ImapClient, i32) {
     (imap, pid)
 }
 
+/// A session as [`session`] after one IDLE and DONE (Dovecot makes its own
+/// inotify instance at the first IDLE and keeps it), with the number of
+/// inotify instances its process holds when it does not IDLE.
+fn rested_session(relay: &Relay, account: &Account) -> (ImapClient, i32, usize) {
+    let (mut imap, pid) = session(relay, account);
+    imap.idle().expect("idle");
+    imap.idle_done().expect("done").ok().expect("idle completed");
+    let resting = inotify_instances(pid);
+    (imap, pid, resting)
+}
+
 /// inotify instances the process holds (`anon_inode:inotify` descriptors).
 fn inotify_instances(pid: i32) -> usize {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap_or_else(|e| panic!("fds of {pid}: {e}"));
@@ -124,11 +135,7 @@ fn new_mail_wakes_an_idle_session_at_once_and_in_order() {
     let (relay, _turn) = start(RelayOptions::default());
     let alice = relay.new_account().expect("alice");
     let bob = relay.new_account().expect("bob");
-    let (mut imap, pid) = session(&relay, &alice);
-    // Dovecot's own instance comes with the first IDLE and stays.
-    imap.idle().expect("idle");
-    imap.idle_done().expect("done").ok().expect("idle completed");
-    let resting = inotify_instances(pid);
+    let (mut imap, pid, resting) = rested_session(&relay, &alice);
 
     imap.idle().expect("idle");
     // The plugin's own inotify instance exists while the session IDLEs.
@@ -171,11 +178,7 @@ fn new_mail_wakes_an_idle_session_at_once_and_in_order() {
 fn idle_cycles_and_a_disconnect_during_idle_leak_no_watch() {
     let (relay, _turn) = start(RelayOptions::default());
     let alice = relay.new_account().expect("alice");
-    let (mut imap, pid) = session(&relay, &alice);
-    // Dovecot's own instance comes with the first IDLE and stays.
-    imap.idle().expect("idle");
-    imap.idle_done().expect("done").ok().expect("idle completed");
-    let resting = inotify_instances(pid);
+    let (mut imap, pid, resting) = rested_session(&relay, &alice);
     for cycle in 1..=30u32 {
         imap.idle().expect("idle");
         if cycle % 10 == 0 {
@@ -231,10 +234,7 @@ fn a_hibernated_session_is_woken_by_new_mail() {
 fn with_instant_idle_off_dovecot_wakes_the_session_after_its_own_delay() {
     let (relay, _turn) = start(RelayOptions { params: vec![("instant_idle".into(), "false".into())], ..RelayOptions::default() });
     let alice = relay.new_account().expect("alice");
-    let (mut imap, pid) = session(&relay, &alice);
-    imap.idle().expect("idle");
-    imap.idle_done().expect("done").ok().expect("idle completed");
-    let resting = inotify_instances(pid);
+    let (mut imap, pid, resting) = rested_session(&relay, &alice);
     imap.idle().expect("idle");
     let mut times = Vec::new();
     for n in 1..=3 {
@@ -298,11 +298,7 @@ impl Drop for InotifyHogs {
 fn when_no_inotify_instance_is_left_idle_falls_back_to_dovecots_wake_up() {
     let (relay, _turn) = start(RelayOptions::default());
     let alice = relay.new_account().expect("alice");
-    let (mut imap, pid) = session(&relay, &alice);
-    // Dovecot's own instance exists before the limit is reached.
-    imap.idle().expect("idle");
-    imap.idle_done().expect("done").ok().expect("idle completed");
-    let resting = inotify_instances(pid);
+    let (mut imap, pid, resting) = rested_session(&relay, &alice);
     let owner = nix::unistd::User::from_name(chatmail_testrelay::MAIL_USER).expect("lookup").expect("mail user");
     let hogs = InotifyHogs::exhaust(owner.uid.as_raw(), owner.gid.as_raw());
 
