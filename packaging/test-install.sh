@@ -79,6 +79,8 @@ log "apt-get install chatmail-relay"
 in_root "apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postfix >/dev/null" || fail "installing postfix"
 in_root 'postconf -n' > "$base/main.cf.before"
 in_root "echo 'chatmail-relay chatmail-relay/mail_domain string $domain' | debconf-set-selections"
+# The chroot shares this machine's kernel: the package must not change its settings.
+host_inotify=$(cat /proc/sys/fs/inotify/max_user_instances /proc/sys/fs/inotify/max_user_watches)
 in_root 'DEBIAN_FRONTEND=noninteractive apt-get install -y -q chatmail-relay' > "$base/install.log" 2>&1 \
     || fail "apt-get install chatmail-relay (log: $base/install.log)"
 in_root 'chatmail-milter dkim-record' | grep -q "opendkim._domainkey.$domain. 3600 IN TXT" || fail "no DKIM record"
@@ -95,6 +97,8 @@ in_root 'doveconf -h -f protocol=imap imap_hibernate_timeout' | grep -qx '30 sec
     || fail "imap_hibernate_timeout is not 30 s"
 grep -qx 'fs.inotify.max_user_instances = 65535' "$root/usr/lib/sysctl.d/60-chatmail-relay.conf" \
     || fail "no sysctl.d file raising the inotify limits"
+[ "$(cat /proc/sys/fs/inotify/max_user_instances /proc/sys/fs/inotify/max_user_watches)" = "$host_inotify" ] \
+    || fail "installing in a chroot changed the host's inotify limits"
 
 log "starting the daemons as their units would"
 cat > "$root/root/start-relay.sh" <<'EOF'
