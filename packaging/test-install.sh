@@ -25,18 +25,28 @@ log() { echo "test-install: $*" >&2; }
 fail() { log "FAILED: $*"; exit 1; }
 in_root() { chroot "$root" sh -c "$1"; }
 
-# Stops what start-relay.sh started, as systemd would before a removal.
+# Stops what start-relay.sh started, as systemd would before a removal: by
+# the process ids it recorded, never by name (that would also end an
+# operator's or another test's daemons on this machine).
 stop_relay() {
     in_root 'postfix stop; doveadm stop' >/dev/null 2>&1 || true
+    pids=""
     for name in chatmail-milter chatmail-auth; do
-        pkill -TERM -x "$name" 2>/dev/null || true
+        pidfile="$root/run/test-install-$name.pid"
+        [ -s "$pidfile" ] && pids="$pids $(cat "$pidfile")"
+        rm -f "$pidfile"
     done
+    [ -n "$pids" ] || return 0
+    kill -TERM $pids 2>/dev/null || true
     for _ in $(seq 50); do
-        pgrep -x chatmail-milter >/dev/null || pgrep -x chatmail-auth >/dev/null || return 0
+        alive=""
+        for pid in $pids; do
+            kill -0 "$pid" 2>/dev/null && alive="$alive $pid"
+        done
+        [ -z "$alive" ] && return 0
         sleep 0.2
     done
-    pkill -KILL -x chatmail-milter 2>/dev/null || true
-    pkill -KILL -x chatmail-auth 2>/dev/null || true
+    kill -KILL $alive 2>/dev/null || true
 }
 
 cleanup() {
@@ -108,11 +118,14 @@ INI=/etc/chatmail/chatmail.ini
 install -d -o vmail -g vmail -m 0755 /run/chatmail-auth
 /usr/sbin/chatmail-auth --config $INI --socket /run/chatmail-auth/auth.sock --socket-group dovecot \
     --mail-user vmail >/var/log/chatmail-auth.log 2>&1 </dev/null &
+echo $! > /run/test-install-chatmail-auth.pid
 install -d -o chatmail-milter -g postfix -m 0750 /var/spool/postfix/chatmail-milter
 setpriv --reuid chatmail-milter --regid chatmail-milter --groups postfix,vmail --no-new-privs \
     /usr/sbin/chatmail-milter --config $INI \
     --socket unix:/var/spool/postfix/chatmail-milter/milter.sock \
     --local-socket unix:/var/spool/postfix/chatmail-milter/local.sock >/var/log/chatmail-milter.log 2>&1 </dev/null &
+# setpriv execs the milter: the same process.
+echo $! > /run/test-install-chatmail-milter.pid
 for i in $(seq 50); do
     [ -S /run/chatmail-auth/auth.sock ] && [ -S /var/spool/postfix/chatmail-milter/milter.sock ] && break
     sleep 0.1
