@@ -236,8 +236,9 @@ mod tests {
         let arrival = [Event { place: Place::New, change: Change::MovedIn, cookie: 1 }];
         let released = [Event { place: Place::Control, change: Change::LockReleased, cookie: 0 }];
         let flags = [Event { place: Place::Cur, change: Change::MovedOut, cookie: 2 }, Event { place: Place::Cur, change: Change::MovedIn, cookie: 2 }];
-        // (events, pending before, lock held, wake, pending after)
-        let cases: [(&str, &[Event], bool, bool, bool, bool); 7] = [
+        // (what, events, pending before, lock held, wake, pending after)
+        type Case<'a> = (&'a str, &'a [Event], bool, bool, bool, bool);
+        let cases: [Case<'_>; 7] = [
             ("arrival, lock free", &arrival, false, false, true, false),
             ("arrival while the delivery holds the lock", &arrival, false, true, false, true),
             ("the delivery released the lock", &released, true, false, true, false),
