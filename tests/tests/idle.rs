@@ -341,6 +341,9 @@ fn a_session_woken_from_hibernation_is_not_refused_for_the_connection_limit() {
         ..RelayOptions::default()
     });
     let alice = relay.new_account().expect("alice");
+    // The session that made the account has said goodbye, but its process
+    // may hold the only slot a few moments more.
+    eventually("the first session's process to end", WAIT, || children(&relay, "imap").is_empty().then_some(()));
     let (mut sleeper, _) = session(&relay, &alice);
     sleeper.idle().expect("idle");
     wait_for_hibernation(&relay);
