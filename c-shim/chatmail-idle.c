@@ -216,10 +216,12 @@ static void chatmail_idle_input(struct chatmail_idle_mailbox *ibox)
 	}
 }
 
-/* The paths Dovecot's storage watches for this mailbox (maildir: new/ and
-   cur/, see maildir_notify_changes(); sdbox and mdbox: the index log, see
-   dbox_notify_changes()), with what they are. Returns FALSE for a storage
-   whose paths we do not know, left to Dovecot alone. */
+/* The paths to watch for this mailbox, with what they are: those Dovecot's
+   storage watches (maildir: new/ and cur/, see maildir_notify_changes();
+   sdbox and mdbox: the index log, see dbox_notify_changes()), and for
+   maildir also its control directory, for the uidlist lock's release.
+   Returns FALSE for a storage whose paths we do not know, left to Dovecot
+   alone. */
 static bool chatmail_idle_paths(struct mailbox *box, const char **paths_r,
 				enum chatmail_idle_place *places_r,
 				unsigned int *count_r)

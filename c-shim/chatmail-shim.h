@@ -78,7 +78,7 @@ enum chatmail_idle_failure {
 
 /* Where a watched change happened. */
 enum chatmail_idle_place {
-	/* A path other than the two below (e.g. a dbox index log). */
+	/* A path other than the ones below (e.g. a dbox index log). */
 	CHATMAIL_IDLE_PLACE_OTHER = 0,
 	/* maildir new/: where deliveries arrive. */
 	CHATMAIL_IDLE_PLACE_NEW = 1,

@@ -4,7 +4,8 @@
 # would: a local apt repository, `apt-get install chatmail-relay`. Then,
 # without systemd, starts the daemons as their units would, sends encrypted
 # messages A→B through the installed relay while B IDLEs (B hears of each
-# at once) and sees cleartext refused, checks the bot daemon can reach its sockets, reinstalls (an edit
+# at once) and sees cleartext refused, checks the bot daemon can reach its
+# sockets, checks the host's kernel settings are untouched, reinstalls (an edit
 # to chatmail.ini survives), removes (no milter left in main.cf, no chatmail
 # service in master.cf, Postfix settings as before) and purges (no files left).
 # Also runs lintian (no errors allowed).

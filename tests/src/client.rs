@@ -453,6 +453,17 @@ impl ImapClient {
         line.context(|| format!("waiting {timeout:?} for an untagged response during IDLE"))
     }
 
+    /// During IDLE, reads untagged responses until one says `* N EXISTS`
+    /// (waiting at most `timeout` for each) and returns N.
+    pub fn idle_wait_exists(&mut self, timeout: Duration) -> Result<u32> {
+        loop {
+            let line = self.idle_wait(timeout)?;
+            if let Some(n) = line.strip_prefix("* ").and_then(|l| l.strip_suffix(" EXISTS")) {
+                return n.parse().map_err(|_| Error::new(format!("bad EXISTS response {line:?}")));
+            }
+        }
+    }
+
     /// Ends IDLE with DONE: the untagged responses that came meanwhile and
     /// the tagged completion.
     pub fn idle_done(&mut self) -> Result<ImapResponse> {

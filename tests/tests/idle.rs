@@ -99,15 +99,9 @@ fn alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Reads untagged responses during IDLE until one says `* N EXISTS`;
-/// returns N.
+/// The count of the next `* N EXISTS` during IDLE.
 fn next_exists(imap: &mut ImapClient) -> u32 {
-    loop {
-        let line = imap.idle_wait(WAIT).expect("an untagged response during IDLE");
-        if let Some(n) = line.strip_prefix("* ").and_then(|l| l.strip_suffix(" EXISTS")) {
-            return n.parse().unwrap_or_else(|_| panic!("bad EXISTS line {line:?}"));
-        }
-    }
+    imap.idle_wait_exists(WAIT).expect("an EXISTS response during IDLE")
 }
 
 /// Delivers one message over LMTP and returns how long after Dovecot's
@@ -359,14 +353,13 @@ fn a_session_woken_from_hibernation_is_not_refused_for_the_connection_limit() {
     assert!(log.contains("a session back from hibernation continues without a slot"), "{log}");
 }
 
-/// Reads untagged responses during IDLE until one satisfies `wanted`;
-/// returns it and how long it took.
-fn idle_until(imap: &mut ImapClient, wanted: impl Fn(&str) -> bool) -> (String, Duration) {
-    let start = Instant::now();
+/// Reads untagged responses during IDLE until one satisfies `wanted`, and
+/// returns it.
+fn idle_until(imap: &mut ImapClient, wanted: impl Fn(&str) -> bool) -> String {
     loop {
         let line = imap.idle_wait(WAIT).expect("an untagged response during IDLE");
         if wanted(&line) {
-            return (line, start.elapsed());
+            return line;
         }
     }
 }
@@ -391,7 +384,7 @@ fn changes_by_another_session_reach_an_idle_session() {
         let start = Instant::now();
         other.command("SELECT Archive").expect("select").ok().expect("selected");
         other.command("COPY 1 INBOX").expect("copy").ok().expect("copied");
-        let (_, _) = idle_until(&mut idle, |l| l == format!("* {n} EXISTS"));
+        idle_until(&mut idle, |l| l == format!("* {n} EXISTS"));
         copies.push(start.elapsed());
     }
     let fastest = copies.iter().min().copied().unwrap_or_default();
@@ -399,7 +392,7 @@ fn changes_by_another_session_reach_an_idle_session() {
 
     other.command("SELECT INBOX").expect("select").ok().expect("selected");
     other.command("STORE 1 +FLAGS (\\Seen)").expect("store").ok().expect("stored");
-    let (line, _) = idle_until(&mut idle, |l| l.starts_with("* 1 FETCH"));
+    let line = idle_until(&mut idle, |l| l.starts_with("* 1 FETCH"));
     assert!(line.contains("\\Seen"), "{line}");
     other.command("STORE 2 +FLAGS (\\Deleted)").expect("store").ok().expect("stored");
     other.command("EXPUNGE").expect("expunge").ok().expect("expunged");

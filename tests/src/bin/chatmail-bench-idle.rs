@@ -52,12 +52,7 @@ fn idle_session(relay: &Relay, account: &Account) -> ImapClient {
 
 /// Waits for `* N EXISTS` and returns N.
 fn next_exists(imap: &mut ImapClient) -> u32 {
-    loop {
-        let line = imap.idle_wait(Duration::from_secs(30)).expect("untagged response");
-        if let Some(n) = line.strip_prefix("* ").and_then(|l| l.strip_suffix(" EXISTS")) {
-            return n.parse().expect("EXISTS count");
-        }
-    }
+    imap.idle_wait_exists(Duration::from_secs(30)).expect("EXISTS during IDLE")
 }
 
 /// One side of the latency comparison: a relay, a sender and an IDLE-ing
