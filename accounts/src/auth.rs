@@ -405,7 +405,7 @@ async fn connection(stream: UnixStream, service: Arc<AuthService>) -> std::io::R
                 continue;
             }
             _ if !greeted => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "command before handshake")),
-            Command::Lookup { key } => {
+            Command::Lookup { key, .. } => {
                 let service = Arc::clone(&service);
                 let outcome = tokio::task::spawn_blocking(move || service.lookup(&key))
                     .await
@@ -420,7 +420,7 @@ async fn connection(stream: UnixStream, service: Arc<AuthService>) -> std::io::R
             }
             Command::Iterate => dict::ITERATION_FINISHED.to_owned(),
             Command::Commit { id } => dict::commit_refused(&id),
-            Command::OtherWrite => continue,
+            Command::Begin { .. } | Command::Set { .. } | Command::Unset { .. } | Command::Rollback { .. } | Command::OtherWrite { .. } => continue,
         };
         write.write_all(reply.as_bytes()).await?;
     }

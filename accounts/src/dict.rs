@@ -1,5 +1,6 @@
-//! Dovecot 2.3's dict protocol, server side, as far as a read-only dict
-//! that answers passdb/userdb lookups needs it.
+//! Dovecot 2.3's dict protocol, server side: lookups for chatmail-auth's
+//! passdb/userdb, and the transactions (begin, set, unset, commit) through
+//! which chatmail-metadata stores IMAP METADATA.
 //!
 //! The client (Dovecot's `proxy:` dict driver, `src/lib-dict/dict-client.c`)
 //! sends one command per line, fields separated by tabs; tabs, newlines and
@@ -7,6 +8,9 @@
 //! The first line is the handshake `H<major>\t<minor>\t<value type>\t<user>\t<dict name>`,
 //! which gets no reply. A lookup is `L<key>\t<user>` and is answered with
 //! `O<value>` (found), `N` (not found) or `F<error>` (failure), in order.
+//! A transaction is `B<id>\t<user>`, then `S<id>\t<key>\t<value>`,
+//! `U<id>\t<key>`, … (no replies), then `C<id>` (answered `O<id>` or
+//! `F<id>\t<error>`) or `R<id>` (no reply).
 
 use std::fmt;
 
@@ -69,14 +73,23 @@ impl std::error::Error for ProtocolError {}
 pub enum Command {
     Hello { major: u32, minor: u32, dict_name: String },
     /// `key` as sent (e.g. `shared/passdb/…`); bytes, since a password inside
-    /// it need not be UTF-8.
-    Lookup { key: Vec<u8> },
-    /// Iteration (`I`): this dict does not list its accounts.
+    /// it need not be UTF-8. `user`: the user the lookup is for (may be empty).
+    Lookup { key: Vec<u8>, user: Vec<u8> },
+    /// Iteration (`I`): neither dict lists its entries.
     Iterate,
-    /// Transaction commands: this dict is read-only. Commit (`C`, `D`)
-    /// needs a reply naming the transaction; the others get none.
+    /// `B`: a transaction of `user` begins.
+    Begin { id: String, user: Vec<u8> },
+    /// `S`: sets `key` to `value` in transaction `id`.
+    Set { id: String, key: Vec<u8>, value: Vec<u8> },
+    /// `U`: removes `key` in transaction `id`.
+    Unset { id: String, key: Vec<u8> },
+    /// `C` (or `D`, asynchronous): needs a reply naming the transaction.
     Commit { id: String },
-    OtherWrite,
+    /// `R`: the transaction is dropped; no reply.
+    Rollback { id: String },
+    /// Atomic increment (`A`) and timestamp (`T`): part of a transaction,
+    /// no reply; neither dict here supports counters.
+    OtherWrite { id: String },
 }
 
 /// Parses one line (without its `\n`).
@@ -99,17 +112,26 @@ pub fn parse_line(line: &[u8]) -> Result<Command, ProtocolError> {
             Ok(Command::Hello { major, minor, dict_name: String::from_utf8_lossy(&name).into_owned() })
         }
         b'L' => {
-            // The key is the first field; the user name (second) is not
-            // needed: the key carries everything.
             let key = unescape(fields.next().unwrap_or_default())?;
-            Ok(Command::Lookup { key })
+            let user = unescape(fields.next().unwrap_or_default())?;
+            Ok(Command::Lookup { key, user })
         }
         b'I' => Ok(Command::Iterate),
-        b'C' | b'D' => {
+        b'B' | b'C' | b'D' | b'R' | b'S' | b'U' | b'A' | b'T' => {
             let id = String::from_utf8_lossy(fields.next().unwrap_or_default()).into_owned();
-            Ok(Command::Commit { id })
+            let mut field = |what: &'static str| -> Result<Vec<u8>, ProtocolError> { unescape(fields.next().ok_or(ProtocolError(what))?) };
+            Ok(match kind {
+                b'B' => Command::Begin { id, user: field("begin without user").unwrap_or_default() },
+                b'C' | b'D' => Command::Commit { id },
+                b'R' => Command::Rollback { id },
+                b'S' => {
+                    let key = field("set without key")?;
+                    Command::Set { id, key, value: field("set without value")? }
+                }
+                b'U' => Command::Unset { id, key: field("unset without key")? },
+                _ => Command::OtherWrite { id },
+            })
         }
-        b'B' | b'R' | b'S' | b'U' | b'A' | b'T' => Ok(Command::OtherWrite),
         _ => Err(ProtocolError("unknown command")),
     }
 }
@@ -142,12 +164,22 @@ impl Reply {
     }
 }
 
-/// The reply to a commit on this read-only dict.
-pub fn commit_refused(id: &str) -> String {
+/// The reply to a commit that failed with `error`.
+pub fn commit_failed(id: &str, error: &str) -> String {
     let mut out = format!("F{id}\t");
-    escape("chatmail auth dict is read-only", &mut out);
+    escape(error, &mut out);
     out.push('\n');
     out
+}
+
+/// The reply to a commit that succeeded.
+pub fn commit_ok(id: &str) -> String {
+    format!("O{id}\n")
+}
+
+/// The reply to a commit on chatmail-auth's read-only dict.
+pub fn commit_refused(id: &str) -> String {
+    commit_failed(id, "chatmail auth dict is read-only")
 }
 
 /// The reply that ends an iteration: this dict lists nothing (an empty line
@@ -182,14 +214,21 @@ mod tests {
             (b"H3\t2\t0\t\tchatmail", Ok(Command::Hello { major: 3, minor: 2, dict_name: "chatmail".into() })),
             (b"H3\t2", Err(ProtocolError("short handshake"))),
             (b"Hx\t2\t0\t\tn", Err(ProtocolError("handshake version is not a number"))),
-            (b"Lshared/userdb/a@b\ta@b", Ok(Command::Lookup { key: b"shared/userdb/a@b".to_vec() })),
-            (b"Lshared/passdb/1.2.3.4/a@b/p\x01tw\ta@b", Ok(Command::Lookup { key: b"shared/passdb/1.2.3.4/a@b/p\tw".to_vec() })),
-            (b"L", Ok(Command::Lookup { key: Vec::new() })),
+            (b"Lshared/userdb/a@b\ta@b", Ok(Command::Lookup { key: b"shared/userdb/a@b".to_vec(), user: b"a@b".to_vec() })),
+            (b"Lshared/passdb/1.2.3.4/a@b/p\x01tw\ta@b", Ok(Command::Lookup { key: b"shared/passdb/1.2.3.4/a@b/p\tw".to_vec(), user: b"a@b".to_vec() })),
+            (b"L", Ok(Command::Lookup { key: Vec::new(), user: Vec::new() })),
             (b"Lbad\x01", Err(ProtocolError("bad escape sequence"))),
             (b"I0\t0\tshared/userdb/\t", Ok(Command::Iterate)),
             (b"C7", Ok(Command::Commit { id: "7".into() })),
-            (b"B7\tuser", Ok(Command::OtherWrite)),
-            (b"S7\tk\tv", Ok(Command::OtherWrite)),
+            (b"D8", Ok(Command::Commit { id: "8".into() })),
+            (b"R7", Ok(Command::Rollback { id: "7".into() })),
+            (b"B7\tuser", Ok(Command::Begin { id: "7".into(), user: b"user".to_vec() })),
+            (b"B7", Ok(Command::Begin { id: "7".into(), user: Vec::new() })),
+            (b"S7\tk\tv\x01n2", Ok(Command::Set { id: "7".into(), key: b"k".to_vec(), value: b"v\n2".to_vec() })),
+            (b"S7\tk", Err(ProtocolError("set without value"))),
+            (b"U7\tk", Ok(Command::Unset { id: "7".into(), key: b"k".to_vec() })),
+            (b"A7\tk\t1", Ok(Command::OtherWrite { id: "7".into() })),
+            (b"T7\t1\t0", Ok(Command::OtherWrite { id: "7".into() })),
             (b"", Err(ProtocolError("empty line"))),
             (b"Zwhat", Err(ProtocolError("unknown command"))),
         ];
@@ -204,5 +243,7 @@ mod tests {
         assert_eq!(Reply::NotFound.line(), "N\n");
         assert_eq!(Reply::Failed("disk\nbroken".into()).line(), "Fdisk\x01nbroken\n");
         assert_eq!(commit_refused("7"), "F7\tchatmail auth dict is read-only\n");
+        assert_eq!(commit_ok("7"), "O7\n");
+        assert_eq!(commit_failed("3", "no\tway"), "F3\tno\x01tway\n");
     }
 }

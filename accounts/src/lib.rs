@@ -3,6 +3,8 @@
 //! - `chatmail-auth`: a daemon speaking Dovecot 2.3's dict protocol, used as
 //!   Dovecot's passdb and userdb. The first login with an unknown, valid
 //!   address creates the account; later logins check its password.
+//! - `chatmail-metadata`: Dovecot's dict for IMAP METADATA (Delta Chat's
+//!   push device tokens, server metadata) and the push notifier.
 //! - Onboarding: `/new` hands out fresh random credentials; web pages with the
 //!   onboarding QR code; an operator command that prints a `dclogin:` link.
 //!
@@ -13,15 +15,25 @@ mod auth;
 mod crypt;
 mod dict;
 mod keys;
+mod metadata;
+mod notifier;
 mod policy;
+mod push_queue;
 mod resources;
+mod server_metadata;
 mod store;
+mod tokens;
 pub mod web;
 
 pub use auth::{serve, AuthService, AuthSettings, LookupOutcome};
 pub use crypt::{hash_password, verify_password, PasswordScheme};
 pub use dict::{escape as dict_escape, parse_line as parse_dict_line, unescape as dict_unescape, Command as DictCommand, ProtocolError, Reply as DictReply};
 pub use keys::{parse_key, KeyError, Request};
+pub use metadata::{read_turn_secret, serve as serve_metadata, MetadataService, MetadataSettings};
+pub use notifier::{Notifier, PushClient};
+pub use push_queue::{entry_id, Entry as PushEntry};
+pub use server_metadata::{turn_credentials, ServerMetadata, Turn};
+pub use tokens::{check_token, Tokens, MAX_TOKEN_LEN};
 pub use policy::{
     check_password_bytes, random_credentials, AccountPolicy, NewAccountLimiter, Refusal, ResourceGate, Resources,
     MAX_PASSWORD_LEN, RESERVED_LOCAL_PARTS,
@@ -43,4 +55,26 @@ pub async fn shutdown_signal(program: &str) {
         _ = int.recv() => {}
     }
     eprintln!("{program}: shutting down");
+}
+
+/// Runs as `user` (the mail user, who owns the mailboxes) from now on, if
+/// started as root; otherwise warns when running as someone else.
+pub fn become_user(program: &str, user: &nix::unistd::User) -> Result<(), String> {
+    use nix::unistd::Uid;
+    if !Uid::effective().is_root() {
+        if Uid::effective() != user.uid {
+            eprintln!(
+                "{program}: warning: running as uid {} rather than the mail user {} (uid {}): files it makes will belong to uid {}",
+                Uid::effective(),
+                user.name,
+                user.uid,
+                Uid::effective()
+            );
+        }
+        return Ok(());
+    }
+    nix::unistd::setgroups(&[user.gid]).map_err(|e| format!("setgroups: {e}"))?;
+    nix::unistd::setgid(user.gid).map_err(|e| format!("setgid {}: {e}", user.gid))?;
+    nix::unistd::setuid(user.uid).map_err(|e| format!("setuid {}: {e}", user.uid))?;
+    Ok(())
 }

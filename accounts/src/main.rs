@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use chatmail_accounts::{AuthService, AuthSettings};
-use nix::unistd::{Group, Uid, User};
+use nix::unistd::{Group, User};
 use tokio::net::UnixListener;
 
 const USAGE: &str = "usage: chatmail-auth [--config FILE] [--socket PATH] [--socket-group GROUP] [--mail-user USER]
@@ -97,26 +97,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs as `user` from now on (if root): accounts must belong to the mail user.
-fn drop_privileges(user: &User) -> Result<(), String> {
-    if !Uid::effective().is_root() {
-        if Uid::effective() != user.uid {
-            eprintln!(
-                "chatmail-auth: warning: running as uid {} rather than the mail user {} (uid {}): new accounts will belong to uid {}",
-                Uid::effective(),
-                user.name,
-                user.uid,
-                Uid::effective()
-            );
-        }
-        return Ok(());
-    }
-    nix::unistd::setgroups(&[user.gid]).map_err(|e| format!("setgroups: {e}"))?;
-    nix::unistd::setgid(user.gid).map_err(|e| format!("setgid {}: {e}", user.gid))?;
-    nix::unistd::setuid(user.uid).map_err(|e| format!("setuid {}: {e}", user.uid))?;
-    Ok(())
-}
-
 async fn serve(args: &Args, user: &User, settings: AuthSettings) -> Result<(), String> {
     let path = &args.socket;
     // A socket left by an earlier run would make bind fail.
@@ -129,7 +109,7 @@ async fn serve(args: &Args, user: &User, settings: AuthSettings) -> Result<(), S
         Ok(Some(group)) => std::os::unix::fs::chown(path, None, Some(group.gid.as_raw())).map_err(|e| format!("chown {}: {e}", path.display()))?,
         _ => eprintln!("chatmail-auth: warning: group {} not found; only the owner can use {}", args.socket_group, path.display()),
     }
-    drop_privileges(user)?;
+    chatmail_accounts::become_user("chatmail-auth", user)?;
     eprintln!(
         "chatmail-auth: listening on {} for {} (mailboxes {})",
         path.display(),

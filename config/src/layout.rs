@@ -6,6 +6,7 @@
 //! {mailboxes_dir}/{addr}/password             {SHA512-CRYPT}$6$…; its mtime is the last login day
 //! {mailboxes_dir}/{addr}/enforceE2EEincoming  marker: incoming cleartext is refused
 //! {mailboxes_dir}/{addr}/max_mailbox_size     optional: this account's quota (operator's override)
+//! {mailboxes_dir}/{addr}/metadata.json        the account's push device tokens (chatmail-metadata)
 //! {mailboxes_dir}/{addr}/…                    the maildir, which is also the account's home
 //! ```
 
@@ -18,6 +19,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const PASSWORD_FILE: &str = "password";
 /// Marker file: incoming cleartext mail to this account is refused.
 pub const ENFORCE_E2EE_MARKER: &str = "enforceE2EEincoming";
+/// The account's Delta Chat push device tokens, in chatmail's form
+/// (`{"devicetoken": {TOKEN: unix time of its last SET}}`).
+pub const METADATA_FILE: &str = "metadata.json";
 /// Optional file: this account's quota instead of `max_mailbox_size`, in
 /// chatmail.ini's size syntax (`500M`, `1G`; a plain number means megabytes).
 pub const QUOTA_OVERRIDE_FILE: &str = "max_mailbox_size";

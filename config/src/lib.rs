@@ -16,6 +16,7 @@ mod ini;
 pub mod layout;
 pub mod retention;
 pub mod sessions;
+pub mod push;
 pub mod spool;
 mod value;
 
@@ -147,6 +148,18 @@ pub const KEYS: &[KeyDoc] = &[
         meaning: "While this file exists, no new accounts are created (existing accounts still log in); chatmail uses this fixed path." },
     KeyDoc { name: "new_accounts_per_ip_per_hour", default: Some("20"), origin: Origin::New,
         meaning: "Most new accounts (first logins, and `/new` requests) per client IP address in any hour; 0 turns creation off." },
+    KeyDoc { name: "iroh_relay", default: Some(""), origin: Origin::Chatmail,
+        meaning: "URL of an iroh relay that Delta Chat's realtime webxdc apps use, served as server metadata `/shared/vendor/deltachat/irohrelay`. Empty: none (clients use their default)." },
+    KeyDoc { name: "push_notification_url", default: Some("https://notifications.delta.chat/notify"), origin: Origin::New,
+        meaning: "Where chatmail-metadata POSTs a device token when its account receives mail (Delta Chat's notification service; the body is the token only). Empty: push notifications off (XDELTAPUSH is still advertised; tokens are kept)." },
+    KeyDoc { name: "push_notification_ca_file", default: Some(""), origin: Origin::New,
+        meaning: "PEM file of extra CA certificates trusted for `push_notification_url` (a private notification service, tests); empty: the system's only." },
+    KeyDoc { name: "push_spool_dir", default: Some("/var/spool/chatmail-push"), origin: Origin::New,
+        meaning: "Where the Dovecot plugin records accounts that received mail, and chatmail-metadata keeps its queue of notifications (one file per device token)." },
+    KeyDoc { name: "turn_server", default: Some(""), origin: Origin::New,
+        meaning: "TURN server for Delta Chat calls, `HOST:PORT` (e.g. `chat.example.org:3478`): clients get time-limited credentials for it as server metadata `/shared/vendor/deltachat/turn`. Empty: no TURN metadata." },
+    KeyDoc { name: "turn_secret_file", default: Some("/etc/chatmail/turn-secret"), origin: Origin::New,
+        meaning: "File holding the secret shared with the TURN server (coturn's `static-auth-secret` with `use-auth-secret`); read only when `turn_server` is set." },
 ];
 
 /// chatmail relay keys for things this relay does differently (its
@@ -167,7 +180,6 @@ pub const CHATMAIL_IGNORED_KEYS: &[&str] = &[
     "disable_ipv6",
     "imap_rawlog",
     "imap_compress",
-    "iroh_relay",
     "acme_email",
     "tls_external_cert_and_key",
     "www_folder",
@@ -194,6 +206,22 @@ pub fn reference_table() -> String {
         table.push_str(&format!("| `{}` | {default} | {origin} | {} |\n", key.name, key.meaning));
     }
     table
+}
+
+/// `HOST:PORT` with a DNS name or IP address and a port number (an IPv6
+/// address in brackets).
+fn check_host_port(text: &str) -> Result<String, String> {
+    let (host, port) = text.rsplit_once(':').ok_or("expected HOST:PORT, e.g. chat.example.org:3478")?;
+    port.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| format!("{port:?} is not a port number"))?;
+    let bracketed = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    let valid = match bracketed {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => host.parse::<std::net::Ipv4Addr>().is_ok() || check_domain(host).is_ok(),
+    };
+    if !valid {
+        return Err(format!("{host:?} is not a host name or IP address"));
+    }
+    Ok(text.to_owned())
 }
 
 /// The relay's configuration, with every value checked and converted.
@@ -267,6 +295,16 @@ pub struct Config {
     pub dns_timeout: u32,
     pub nocreate_file: PathBuf,
     pub new_accounts_per_ip_per_hour: u32,
+    /// Empty: none.
+    pub iroh_relay: Option<String>,
+    /// `None`: push notifications off.
+    pub push_notification_url: Option<String>,
+    /// Empty: the system's CAs only.
+    pub push_notification_ca_file: Option<PathBuf>,
+    pub push_spool_dir: PathBuf,
+    /// `HOST:PORT`; `None`: no TURN server.
+    pub turn_server: Option<String>,
+    pub turn_secret_file: PathBuf,
 }
 
 /// A configuration and the warnings found while reading it.
@@ -490,6 +528,35 @@ impl Config {
             dns_timeout: narrow(uint("dns_timeout", 1, 60)?),
             nocreate_file,
             new_accounts_per_ip_per_hour: narrow(uint("new_accounts_per_ip_per_hour", 0, 1_000_000)?),
+            iroh_relay: {
+                let (text, line) = lookup("iroh_relay")?;
+                match text.trim() {
+                    "" => None,
+                    url if url.starts_with("https://") && !url.contains(char::is_whitespace) => Some(url.to_owned()),
+                    _ => return Err(error(line, Some("iroh_relay"), "not an https:// URL".into())),
+                }
+            },
+            push_notification_url: {
+                let (text, line) = lookup("push_notification_url")?;
+                match text.trim() {
+                    "" => None,
+                    url if url.starts_with("https://") && !url.contains(char::is_whitespace) => Some(url.to_owned()),
+                    _ => return Err(error(line, Some("push_notification_url"), "not an https:// URL".into())),
+                }
+            },
+            push_notification_ca_file: match lookup("push_notification_ca_file")?.0.trim() {
+                "" => None,
+                _ => Some(absolute("push_notification_ca_file")?),
+            },
+            push_spool_dir: absolute("push_spool_dir")?,
+            turn_server: {
+                let (text, line) = lookup("turn_server")?;
+                match text.trim() {
+                    "" => None,
+                    server => Some(check_host_port(server).map_err(|p| error(line, Some("turn_server"), p))?),
+                }
+            },
+            turn_secret_file: absolute("turn_secret_file")?,
             mail_domain,
         };
         if config.username_min_length > config.username_max_length {

@@ -1,0 +1,166 @@
+//! `chatmail-metadata`: IMAP METADATA for Dovecot (its `mail_attribute_dict`,
+//! over the dict protocol on a unix socket) and Delta Chat push
+//! notifications: device tokens per account, and a POST to the notification
+//! service for every account that receives mail.
+//!
+//! Usage: chatmail-metadata [--config FILE] [--socket PATH] [--mail-user USER]
+//!
+//! Started as root, it binds the socket and then runs as the mail user, who
+//! owns the mailboxes and the push spool. Exit codes: 0 after SIGTERM/SIGINT,
+//! 1 on a runtime failure, 2 on bad arguments or configuration.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use chatmail_accounts::{MetadataService, MetadataSettings, Notifier, PushClient};
+use nix::unistd::User;
+use tokio::net::UnixListener;
+
+const USAGE: &str = "usage: chatmail-metadata [--config FILE] [--socket PATH] [--mail-user USER]
+
+  --config FILE      chatmail.ini (default /etc/chatmail/chatmail.ini)
+  --socket PATH      dict socket for Dovecot's mail_attribute_dict
+                     (default /run/chatmail-metadata/metadata.sock)
+  --mail-user USER   owner of the mailboxes and the push spool; the socket is
+                     this user's (mode 0660), and the daemon runs as this user
+                     when started as root (default vmail)";
+
+struct Args {
+    config: PathBuf,
+    socket: PathBuf,
+    mail_user: String,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        config: PathBuf::from("/etc/chatmail/chatmail.ini"),
+        socket: PathBuf::from("/run/chatmail-metadata/metadata.sock"),
+        mail_user: "vmail".into(),
+    };
+    let mut iter = std::env::args().skip(1);
+    while let Some(arg) = iter.next() {
+        let mut value = || iter.next().ok_or_else(|| format!("{arg} needs a value\n{USAGE}"));
+        match arg.as_str() {
+            "--config" => args.config = PathBuf::from(value()?),
+            "--socket" => args.socket = PathBuf::from(value()?),
+            "--mail-user" => args.mail_user = value()?,
+            "--help" | "-h" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("chatmail-metadata: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match chatmail_config::load_for("chatmail-metadata", &args.config) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let user = match User::from_name(&args.mail_user) {
+        Ok(Some(user)) => user,
+        Ok(None) => {
+            eprintln!("chatmail-metadata: error: mail user {:?} does not exist", args.mail_user);
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("chatmail-metadata: error: looking up user {:?}: {e}", args.mail_user);
+            return ExitCode::from(2);
+        }
+    };
+    // Read as root, before privileges are dropped: the secret is root's.
+    let turn_secret = match &config.turn_server {
+        None => None,
+        Some(_) => match chatmail_accounts::read_turn_secret(&config.turn_secret_file) {
+            Ok(secret) => Some(secret),
+            Err(e) => {
+                eprintln!("chatmail-metadata: error: {e} (turn_server is set)");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let client = match &config.push_notification_url {
+        None => None,
+        Some(url) => match PushClient::new(url, config.push_notification_ca_file.as_deref()) {
+            Ok(client) => Some(client),
+            Err(e) => {
+                eprintln!("chatmail-metadata: error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chatmail-metadata: error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let settings = MetadataSettings::from_config(&config, turn_secret);
+    match runtime.block_on(serve(&args, &user, &config, settings, client)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("chatmail-metadata: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: &Args, user: &User, config: &chatmail_config::Config, settings: MetadataSettings, client: Option<PushClient>) -> Result<(), String> {
+    let path = &args.socket;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())) {
+        let _ = std::fs::remove_file(path);
+    }
+    let listener = UnixListener::bind(path).map_err(|e| format!("binding {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(|e| format!("chmod {}: {e}", path.display()))?;
+    if nix::unistd::Uid::effective().is_root() {
+        std::os::unix::fs::chown(path, Some(user.uid.as_raw()), Some(user.gid.as_raw())).map_err(|e| format!("chown {}: {e}", path.display()))?;
+    }
+    chatmail_accounts::become_user("chatmail-metadata", user)?;
+    let push = match &config.push_notification_url {
+        Some(url) => format!("push to {url}"),
+        None => "push off (push_notification_url is empty)".into(),
+    };
+    eprintln!(
+        "chatmail-metadata: listening on {} for {} ({push}; spool {}; turn {}; irohrelay {})",
+        path.display(),
+        config.mail_domain,
+        config.push_spool_dir.display(),
+        config.turn_server.as_deref().unwrap_or("none"),
+        config.iroh_relay.as_deref().unwrap_or("none"),
+    );
+    let service = Arc::new(MetadataService::new(settings));
+    let notifier = Notifier::new(config.push_spool_dir.clone(), Arc::clone(&service), client);
+    let shutdown = chatmail_accounts::shutdown_signal("chatmail-metadata");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut stopped = stop_rx.clone();
+    let notifier_task = tokio::spawn(async move {
+        let mut stop = stop_rx;
+        notifier.run(async move { let _ = stop.wait_for(|s| *s).await; }).await
+    });
+    let served = chatmail_accounts::serve_metadata(listener, service, async move {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = stopped.wait_for(|s| *s) => {}
+        }
+    });
+    tokio::pin!(notifier_task);
+    let result = tokio::select! {
+        r = served => r.map_err(|e| e.to_string()),
+        r = &mut notifier_task => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("push notifier: {e}")),
+            Err(e) => Err(format!("push notifier: {e}")),
+        },
+    };
+    let _ = stop_tx.send(true);
+    result
+}

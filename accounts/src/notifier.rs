@@ -1,0 +1,392 @@
+//! `chatmail-metadata`'s push side: turns the plugin's arrival files into
+//! queue entries (one per device token of the account) and POSTs each token
+//! to the notification service, with the retry rules of [`crate::push_queue`].
+//!
+//! Every step is on disk before the next: an arrival file is claimed
+//! (renamed into `tmp/`), its entries written, and only then removed; an
+//! entry file goes only once its POST is done with. So a restart of the
+//! daemon (or of Dovecot) loses no notification; at worst one is sent twice.
+//! Arrivals come with a datagram on `nudge`; a rescan every
+//! [`RESCAN_INTERVAL`] catches any that came while nothing listened.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chatmail_config::push::{valid_account_name, write_atomically, ARRIVED_DIR, NUDGE_SOCKET, QUEUE_DIR, TMP_DIR};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::UnixDatagram;
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::metadata::{unix_now, MetadataService};
+use crate::push_queue::{after, token_label, Entry, Next, Outcome, REQUEST_TIMEOUT_SECS};
+
+/// How often the spool is scanned even without a nudge.
+pub const RESCAN_INTERVAL: Duration = Duration::from_secs(30);
+/// Most POSTs in flight at once.
+pub const MAX_PARALLEL_POSTS: usize = 64;
+/// Prefix of an arrival file claimed by the daemon (in `tmp/`).
+const CLAIMED_PREFIX: &str = "claimed.";
+/// Largest response body read (and thrown away) so the connection can be reused.
+const MAX_RESPONSE_BODY: usize = 64 * 1024;
+
+/// The HTTPS client for the notification service: one pool of kept-alive
+/// connections, certificates checked against the system's CAs (and an
+/// optional extra CA file).
+#[derive(Debug, Clone)]
+pub struct PushClient {
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    url: hyper::Uri,
+}
+
+/// The TLS setup: the system's CA certificates, plus `extra_ca` if given.
+fn tls_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    let system = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    for path in [Some(system), extra_ca].into_iter().flatten() {
+        let certs = match CertificateDer::pem_file_iter(path) {
+            Ok(certs) => certs,
+            Err(_) if path == system => continue,
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+            let _ = roots.add(cert);
+        }
+    }
+    if roots.is_empty() {
+        return Err(format!("no CA certificates (neither {} nor push_notification_ca_file)", system.display()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+impl PushClient {
+    pub fn new(url: &str, extra_ca: Option<&Path>) -> Result<PushClient, String> {
+        let url: hyper::Uri = url.parse().map_err(|e| format!("push_notification_url {url:?}: {e}"))?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls_config(extra_ca)?).https_only().enable_http1().build();
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector);
+        Ok(PushClient { client, url })
+    }
+
+    /// POSTs `token` (the whole body); the status, or `Failed` with the reason.
+    pub async fn post(&self, token: &str) -> (Outcome, Option<String>) {
+        let request = match hyper::Request::post(self.url.clone())
+            .header(hyper::header::USER_AGENT, concat!("chatmail-metadata/", env!("CARGO_PKG_VERSION")))
+            .body(Full::new(Bytes::copy_from_slice(token.as_bytes())))
+        {
+            Ok(request) => request,
+            Err(e) => return (Outcome::Failed, Some(e.to_string())),
+        };
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|e| error_chain(&e))?;
+            let status = response.status().as_u16();
+            // Read the (small) answer so that the connection can be reused.
+            let _ = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BODY).collect().await;
+            Ok::<u16, String>(status)
+        };
+        match tokio::time::timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS), exchange).await {
+            Ok(Ok(status)) => (Outcome::Status(status), None),
+            Ok(Err(e)) => (Outcome::Failed, Some(e)),
+            Err(_) => (Outcome::Failed, Some(format!("no answer within {REQUEST_TIMEOUT_SECS} s"))),
+        }
+    }
+}
+
+/// The error and its causes on one line (hyper's own message is terse).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A queue entry known to the loop.
+#[derive(Debug)]
+struct Slot {
+    entry: Entry,
+    in_flight: bool,
+    /// Mail arrived while the POST was in flight: send once more after it.
+    again: bool,
+}
+
+/// What a scan of the arrivals found for one token.
+#[derive(Debug)]
+enum Found {
+    /// A new entry (its file is written).
+    New(Entry),
+    /// An entry already queued (pending or in flight).
+    Existing(String),
+}
+
+/// The notifier: owns `{push_spool_dir}/queue` and consumes `arrived/`.
+#[derive(Debug)]
+pub struct Notifier {
+    spool_dir: PathBuf,
+    service: Arc<MetadataService>,
+    /// `None`: push is off; arrivals are consumed and nothing is sent.
+    client: Option<PushClient>,
+}
+
+fn log(line: &str) {
+    eprintln!("chatmail-metadata: {line}");
+}
+
+impl Notifier {
+    pub fn new(spool_dir: PathBuf, service: Arc<MetadataService>, client: Option<PushClient>) -> Notifier {
+        Notifier { spool_dir, service, client }
+    }
+
+    fn queue_path(&self, id: &str) -> PathBuf {
+        self.spool_dir.join(QUEUE_DIR).join(id)
+    }
+
+    fn write_entry(&self, entry: &Entry) -> io::Result<()> {
+        write_atomically(&self.spool_dir.join(TMP_DIR), &self.queue_path(&entry.id()), entry.to_text().as_bytes(), 0o600)
+    }
+
+    fn remove_entry(&self, id: &str) {
+        if let Err(e) = std::fs::remove_file(self.queue_path(id)) {
+            if e.kind() != io::ErrorKind::NotFound {
+                log(&format!("op=queue result=error problem={:?}", format!("removing entry {id}: {e}")));
+            }
+        }
+    }
+
+    /// Creates the spool's directories.
+    pub fn prepare(&self) -> io::Result<()> {
+        for dir in [ARRIVED_DIR, QUEUE_DIR, TMP_DIR] {
+            let path = self.spool_dir.join(dir);
+            std::fs::create_dir_all(&path).map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", path.display())))?;
+        }
+        Ok(())
+    }
+
+    /// The entries on disk (at start). Unreadable files are logged and moved aside.
+    fn load_queue(&self) -> Vec<Entry> {
+        let dir = self.spool_dir.join(QUEUE_DIR);
+        let mut entries = Vec::new();
+        let Ok(listing) = std::fs::read_dir(&dir) else { return entries };
+        for item in listing.flatten() {
+            let path = item.path();
+            match std::fs::read_to_string(&path).map_err(|e| e.to_string()).and_then(|t| Entry::parse(&t).map_err(|e| e.to_string())) {
+                Ok(entry) if entry.id() == item.file_name().to_string_lossy() => entries.push(entry),
+                Ok(_) | Err(_) => {
+                    let aside = self.spool_dir.join(TMP_DIR).join(format!("bad.{}", item.file_name().to_string_lossy()));
+                    log(&format!("op=queue result=error problem={:?}", format!("unreadable entry {} moved to {}", path.display(), aside.display())));
+                    let _ = std::fs::rename(&path, &aside);
+                }
+            }
+        }
+        entries
+    }
+
+    /// Claims every arrival file and turns it into entries. An arrival whose
+    /// account cannot be read stays claimed (in `tmp/`) and is tried again
+    /// at the next scan.
+    fn take_arrivals(&self, now: u64) -> Vec<Found> {
+        let (arrived, tmp) = (self.spool_dir.join(ARRIVED_DIR), self.spool_dir.join(TMP_DIR));
+        if let Ok(listing) = std::fs::read_dir(&arrived) {
+            for item in listing.flatten() {
+                let account = item.file_name().to_string_lossy().into_owned();
+                if valid_account_name(&account) {
+                    let _ = std::fs::rename(item.path(), tmp.join(format!("{CLAIMED_PREFIX}{account}")));
+                } else {
+                    log(&format!("op=arrival result=error problem={:?}", format!("{} does not name an account; removed", item.path().display())));
+                    let _ = std::fs::remove_file(item.path());
+                }
+            }
+        }
+        let mut found = Vec::new();
+        let Ok(listing) = std::fs::read_dir(&tmp) else { return found };
+        for item in listing.flatten() {
+            let name = item.file_name().to_string_lossy().into_owned();
+            let Some(account) = name.strip_prefix(CLAIMED_PREFIX) else { continue };
+            match self.expand(account, now, &mut found) {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(item.path());
+                }
+                Err(e) => log(&format!("op=arrival account={account} result=error problem={:?}", e.to_string())),
+            }
+        }
+        found
+    }
+
+    /// The entries for a delivery to `account`: one per live token.
+    fn expand(&self, account: &str, now: u64, found: &mut Vec<Found>) -> io::Result<()> {
+        for token in self.service.tokens(account, now)? {
+            let entry = Entry::new(account, &token, now);
+            let id = entry.id();
+            if self.queue_path(&id).exists() {
+                found.push(Found::Existing(id));
+            } else {
+                self.write_entry(&entry)?;
+                found.push(Found::New(entry));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs until `shutdown` completes: binds the nudge socket, loads the
+    /// queue, then sends what is due as arrivals come.
+    pub async fn run(self, shutdown: impl Future) -> io::Result<()> {
+        self.prepare()?;
+        let nudge_path = self.spool_dir.join(NUDGE_SOCKET);
+        let _ = std::fs::remove_file(&nudge_path);
+        let nudge = UnixDatagram::bind(&nudge_path).map_err(|e| io::Error::new(e.kind(), format!("binding {}: {e}", nudge_path.display())))?;
+        // The plugin runs as the mail user, as this daemon does.
+        let _ = std::fs::set_permissions(&nudge_path, std::os::unix::fs::PermissionsExt::from_mode(0o660));
+
+        let this = Arc::new(self);
+        let mut slots: HashMap<String, Slot> = HashMap::new();
+        for entry in this.load_queue() {
+            slots.insert(entry.id(), Slot { entry, in_flight: false, again: false });
+        }
+        if !slots.is_empty() {
+            log(&format!("op=queue result=loaded entries={}", slots.len()));
+        }
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, Outcome, Option<String>, Duration)>();
+        let parallel = Arc::new(Semaphore::new(MAX_PARALLEL_POSTS));
+        let mut scan_due = true;
+        let mut last_scan = Instant::now();
+        tokio::pin!(shutdown);
+        let mut buf = [0u8; 64];
+        loop {
+            if scan_due || last_scan.elapsed() >= RESCAN_INTERVAL {
+                scan_due = false;
+                last_scan = Instant::now();
+                let worker = Arc::clone(&this);
+                let found = tokio::task::spawn_blocking(move || worker.take_arrivals(unix_now())).await.unwrap_or_default();
+                for item in found {
+                    match item {
+                        Found::New(entry) => {
+                            slots.insert(entry.id(), Slot { entry, in_flight: false, again: false });
+                        }
+                        Found::Existing(id) => {
+                            if let Some(slot) = slots.get_mut(&id) {
+                                slot.again |= slot.in_flight;
+                            }
+                        }
+                    }
+                }
+            }
+            // Start what is due.
+            let now = unix_now();
+            let mut wait = RESCAN_INTERVAL.saturating_sub(last_scan.elapsed());
+            for (id, slot) in slots.iter_mut().filter(|(_, s)| !s.in_flight) {
+                if slot.entry.next > now {
+                    wait = wait.min(Duration::from_secs(slot.entry.next - now));
+                    continue;
+                }
+                let Some(client) = this.client.clone() else {
+                    // Push is off: nothing will ever send it.
+                    slot.in_flight = true;
+                    let _ = done_tx.send((id.clone(), Outcome::Status(200), Some("push off".into()), Duration::ZERO));
+                    continue;
+                };
+                slot.in_flight = true;
+                let (id, token, done, parallel) = (id.clone(), slot.entry.token.clone(), done_tx.clone(), Arc::clone(&parallel));
+                tokio::spawn(async move {
+                    let _permit = parallel.acquire_owned().await;
+                    let started = Instant::now();
+                    let (outcome, problem) = client.post(&token).await;
+                    let _ = done.send((id, outcome, problem, started.elapsed()));
+                });
+            }
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = nudge.recv(&mut buf) => scan_due = true,
+                _ = tokio::time::sleep(wait) => {}
+                Some((id, outcome, problem, took)) = done_rx.recv() => {
+                    let worker = Arc::clone(&this);
+                    if let Some(slot) = slots.remove(&id) {
+                        let kept = tokio::task::spawn_blocking(move || worker.finish(slot, outcome, problem, took, unix_now())).await.ok().flatten();
+                        if let Some(slot) = kept {
+                            slots.insert(id, slot);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records the outcome of a POST; the slot if the entry stays queued.
+    fn finish(&self, slot: Slot, outcome: Outcome, problem: Option<String>, took: Duration, now: u64) -> Option<Slot> {
+        let entry = &slot.entry;
+        let id = entry.id();
+        let status = match outcome {
+            Outcome::Status(code) => code.to_string(),
+            Outcome::Failed => "none".into(),
+        };
+        let line = |result: &str| {
+            let mut text = format!(
+                "op=push account={} token={} result={result} status={status} attempts={} ms={}",
+                entry.account,
+                token_label(&id),
+                entry.attempts + 1,
+                took.as_millis()
+            );
+            if let Some(problem) = &problem {
+                text.push_str(&format!(" problem={problem:?}"));
+            }
+            text
+        };
+        if self.client.is_none() {
+            self.remove_entry(&id);
+            return None;
+        }
+        match after(entry, outcome, now) {
+            Next::Sent => {
+                log(&line("sent"));
+                if slot.again {
+                    // Mail came while this POST was under way: tell the device again.
+                    let fresh = Entry::new(&entry.account, &entry.token, now);
+                    if let Err(e) = self.write_entry(&fresh) {
+                        log(&format!("op=queue result=error problem={:?}", e.to_string()));
+                    }
+                    return Some(Slot { entry: fresh, in_flight: false, again: false });
+                }
+                self.remove_entry(&id);
+                None
+            }
+            Next::Gone => {
+                log(&line("gone"));
+                match self.service.forget_token(&entry.account, &entry.token, now) {
+                    Ok(_) => {}
+                    Err(e) => log(&format!("op=forget-token account={} result=error problem={:?}", entry.account, e.to_string())),
+                }
+                self.remove_entry(&id);
+                None
+            }
+            Next::Retry(next) => {
+                log(&format!("{} retry_in={}", line("retry"), next.next.saturating_sub(now)));
+                if let Err(e) = self.write_entry(&next) {
+                    log(&format!("op=queue result=error problem={:?}", e.to_string()));
+                }
+                Some(Slot { entry: next, in_flight: false, again: false })
+            }
+            Next::Dropped => {
+                log(&line("dropped"));
+                self.remove_entry(&id);
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The push spool: how the Dovecot plugin tells chatmail-metadata that an
+//! account received mail, and where chatmail-metadata keeps its queue of
+//! notifications.
+//!
+//! ```text
+//! {push_spool_dir}/tmp/        files being written
+//! {push_spool_dir}/arrived/    one file per account that received mail (name: the address)
+//! {push_spool_dir}/queue/      one file per device token to notify (chatmail-metadata's)
+//! {push_spool_dir}/nudge       chatmail-metadata's unix datagram socket (optional)
+//! ```
+//!
+//! An arrival is written to `tmp/`, synced and renamed over `arrived/{addr}`:
+//! a burst of deliveries to one account leaves one file, so it becomes one
+//! notification per device, not one per mail. The file holds the Unix time
+//! of the delivery. chatmail-metadata turns it into queue entries (one per
+//! token of the account) and only then removes it, so a restart of either
+//! side loses nothing.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Directory of arrival files.
+pub const ARRIVED_DIR: &str = "arrived";
+/// Directory of chatmail-metadata's queue entries.
+pub const QUEUE_DIR: &str = "queue";
+/// Directory for files being written.
+pub const TMP_DIR: &str = "tmp";
+/// chatmail-metadata's datagram socket.
+pub const NUDGE_SOCKET: &str = "nudge";
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Whether `account` can name a file in `arrived/`: an address as Dovecot
+/// hands it over, never a path.
+pub fn valid_account_name(account: &str) -> bool {
+    !account.is_empty()
+        && account.len() <= 255
+        && !account.starts_with('.')
+        && account.contains('@')
+        && !account.bytes().any(|b| b == b'/' || b.is_ascii_control() || b == b' ')
+}
+
+/// Writes `path` atomically and durably through `tmp_dir` (`mode` for a new
+/// file), replacing what was there.
+pub fn write_atomically(tmp_dir: &Path, path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
+    let context = |e: io::Error, what: &str, path: &Path| io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()));
+    let dir = path.parent().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path without a directory"))?;
+    for d in [tmp_dir, dir] {
+        fs::create_dir_all(d).map_err(|e| context(e, "creating", d))?;
+    }
+    let name = format!("{}.{}.{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), path.file_name().map_or("f".into(), |n| n.to_string_lossy()));
+    let tmp = tmp_dir.join(name);
+    let written = (|| {
+        let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        file.write_all(content)?;
+        file.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(context(e, "writing", &tmp));
+    }
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(context(e, "renaming", &tmp));
+    }
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| context(e, "syncing", dir))
+}
+
+/// The arrival file of `account`.
+pub fn arrival_path(spool_dir: &Path, account: &str) -> PathBuf {
+    spool_dir.join(ARRIVED_DIR).join(account)
+}
+
+/// Records that `account` received mail at `unix_secs` (replacing an
+/// arrival not yet taken), then nudges chatmail-metadata.
+pub fn record_arrival(spool_dir: &Path, account: &str, unix_secs: u64) -> io::Result<()> {
+    if !valid_account_name(account) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{account:?} cannot name an arrival file")));
+    }
+    write_atomically(&spool_dir.join(TMP_DIR), &arrival_path(spool_dir, account), format!("{unix_secs}\n").as_bytes(), 0o640)?;
+    nudge(spool_dir);
+    Ok(())
+}
+
+/// Tells chatmail-metadata there is work, if it listens; best effort, never blocks.
+pub fn nudge(spool_dir: &Path) {
+    if let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() {
+        let _ = socket.set_nonblocking(true);
+        let _ = socket.send_to(b"!", spool_dir.join(NUDGE_SOCKET));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_names() {
+        for good in ["a@b.example", "x.y@c.example", "a+b@c"] {
+            assert!(valid_account_name(good), "{good}");
+        }
+        for bad in ["", "noat", "../x@y", "a/b@c", ".hidden@x", "a b@c", "a\n@b", &format!("{}@x", "a".repeat(300))] {
+            assert!(!valid_account_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn arrivals_coalesce_per_account() {
+        let dir = tempfile_dir();
+        record_arrival(&dir, "a@x.example", 10).expect("first");
+        record_arrival(&dir, "a@x.example", 11).expect("second");
+        record_arrival(&dir, "b@x.example", 12).expect("other");
+        let mut names: Vec<String> = fs::read_dir(dir.join(ARRIVED_DIR)).expect("dir").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names, ["a@x.example", "b@x.example"]);
+        assert_eq!(fs::read_to_string(arrival_path(&dir, "a@x.example")).expect("read"), "11\n");
+        assert_eq!(fs::read_dir(dir.join(TMP_DIR)).expect("tmp").count(), 0);
+        assert!(record_arrival(&dir, "../evil@x", 1).is_err());
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("chatmail-push-test-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+        fs::create_dir_all(&dir).expect("dir");
+        dir
+    }
+}
