@@ -103,7 +103,10 @@ static struct mail_storage_hooks chatmail_mail_storage_hooks = {
 struct chatmail_txn {
 	struct mailbox *box;
 	bool wanted;
+	bool wants_push;
 	bool saved;
+	/* Envelope sender of the first saved mail (push only), or NULL. */
+	char *sender;
 	bool expunged;
 	/* UIDs of the expunged mails (their files may outlive the commit). */
 	ARRAY_TYPE(uint32_t) expunged_uids;
@@ -124,18 +127,29 @@ static void *chatmail_txn_begin(struct mailbox_transaction_context *t)
 	txn->box = mailbox_transaction_get_mailbox(t);
 	user = chatmail_box_user(txn->box);
 	chatmail_user_info_fill(user, &info);
-	if (chatmail_rs_wants_jobs(&info, mailbox_get_vname(txn->box)) != 0) {
+	int wants = chatmail_rs_wants_jobs(&info, mailbox_get_vname(txn->box));
+	if ((wants & CHATMAIL_WANTS_JOBS) != 0) {
 		/* Have UIDs assigned at commit even where Dovecot would not
 		   (LMTP with one recipient): the job names the mail by UID. */
 		t->flags |= MAILBOX_TRANSACTION_FLAG_ASSIGN_UIDS;
-		txn->wanted = TRUE;
 	}
+	txn->wants_push = (wants & CHATMAIL_WANTS_PUSH) != 0;
+	txn->wanted = wants != 0;
 	return txn;
 }
 
-static void chatmail_mail_save(void *txn, struct mail *mail ATTR_UNUSED)
+static void chatmail_mail_save(void *_txn, struct mail *mail)
 {
-	((struct chatmail_txn *)txn)->saved = TRUE;
+	struct chatmail_txn *txn = _txn;
+	const char *sender;
+
+	txn->saved = TRUE;
+	/* LMTP sets the envelope sender on the save (mail_deliver_save);
+	   a mail the account sent to itself makes no push notification. */
+	if (txn->wants_push && txn->sender == NULL &&
+	    mail_get_special(mail, MAIL_FETCH_FROM_ENVELOPE, &sender) >= 0 &&
+	    sender != NULL && *sender != '\0')
+		txn->sender = i_strdup(sender);
 }
 
 static void chatmail_mail_expunge(void *_txn, struct mail *mail)
@@ -181,9 +195,10 @@ static void chatmail_txn_commit(void *_txn,
 					uid_validity,
 					array_count(&uids) == 0 ? NULL : array_front(&uids),
 					array_count(&uids),
-					txn->saved ? 0 : 1);
+					txn->saved ? 0 : 1, txn->sender);
 	} T_END;
 	array_free(&txn->expunged_uids);
+	i_free(txn->sender);
 	i_free(txn);
 }
 
@@ -192,6 +207,7 @@ static void chatmail_txn_rollback(void *_txn)
 	struct chatmail_txn *txn = _txn;
 
 	array_free(&txn->expunged_uids);
+	i_free(txn->sender);
 	i_free(txn);
 }
 

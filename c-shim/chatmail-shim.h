@@ -132,16 +132,24 @@ void chatmail_rs_idle_failed(const char *username, enum chatmail_idle_failure wh
 
 /* Implemented in Rust: called for every mail user Dovecot creates. */
 void chatmail_rs_user_created(struct mail_user *user, const struct chatmail_user_info *info);
-/* Implemented in Rust: whether saves into `mailbox` by this user make
- * bot jobs (non-zero: yes; the shim then has UIDs assigned at commit). */
+/* What a transaction's saves may make (flags of chatmail_rs_wants_jobs). */
+enum chatmail_wants {
+	/* Bot jobs: the shim has UIDs assigned at commit. */
+	CHATMAIL_WANTS_JOBS = 1,
+	/* A push arrival: the shim notes the envelope sender. */
+	CHATMAIL_WANTS_PUSH = 2,
+};
+/* Implemented in Rust: what saves into `mailbox` by this user may make
+ * (enum chatmail_wants flags; 0: nothing). */
 int chatmail_rs_wants_jobs(const struct chatmail_user_info *info, const char *mailbox);
 /* Implemented in Rust: called after such a transaction saved or copied
  * mails into `mailbox` (or only expunged some: `expunged_only` non-zero)
  * and committed; `uids` (count) are the saved mails' UIDs, or the
- * expunged ones'. */
+ * expunged ones'; `sender` is the first saved mail's envelope sender
+ * (NULL if unknown). */
 void chatmail_rs_mails_saved(const struct chatmail_user_info *info, const char *mailbox,
 			     uint32_t uid_validity, const uint32_t *uids, unsigned int count,
-			     int expunged_only);
+			     int expunged_only, const char *sender);
 /* Implemented in Rust: called when a (logged-in or delivered-to) user's
  * session ends, while its storage is still usable. */
 void chatmail_rs_user_deinit(struct mail_user *user, const struct chatmail_user_info *info);

@@ -1,11 +1,14 @@
 //! The delivery hook: mail for an account's bot, and bot packages (saved or
-//! expunged), become jobs in the bot spool (`chatmail_config::spool`). It runs after Dovecot
-//! committed the mail, and every failure is only logged: the bot system can
-//! never delay or fail a delivery.
+//! expunged), become jobs in the bot spool (`chatmail_config::spool`); mail
+//! delivered to an account with push device tokens becomes an arrival in the
+//! push spool (`chatmail_config::push`), unless the account sent it itself.
+//! It runs after Dovecot committed the mail, and every failure is only
+//! logged: neither bots nor push can ever delay or fail a delivery.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use chatmail_config::layout::METADATA_FILE;
 use chatmail_config::spool::{self, Job, JobKind, BOT_MARKER};
 
 use crate::{log, settings};
@@ -24,6 +27,24 @@ pub fn job_kind(mailbox: &str, service: &str, install_folder: &str, has_bot: boo
     }
 }
 
+/// Whether a save makes a push arrival: mail delivered (LMTP) into the
+/// INBOX of an account that has device tokens (a metadata file), sent by
+/// someone else. `sender` is the envelope sender (`None`: unknown, e.g. a
+/// bounce's empty one).
+pub fn push_applies(mailbox: &str, service: &str, has_metadata: bool, sender: Option<&str>, account: &str) -> bool {
+    let from_self = sender.is_some_and(|s| s.trim_start_matches('<').trim_end_matches('>').eq_ignore_ascii_case(account));
+    mailbox == "INBOX" && service == "lmtp" && has_metadata && !from_self
+}
+
+/// What a transaction of this user in a mailbox may need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Wanted {
+    /// Bot jobs (then UIDs get assigned at commit).
+    pub jobs: bool,
+    /// A push arrival.
+    pub push: bool,
+}
+
 /// What Dovecot reports about a committed save.
 #[derive(Debug)]
 pub struct Saved<'a> {
@@ -34,6 +55,8 @@ pub struct Saved<'a> {
     pub mailbox: &'a str,
     pub uid_validity: u32,
     pub uids: &'a [u32],
+    /// The envelope sender of the (first) saved mail, if Dovecot knows it.
+    pub sender: Option<&'a str>,
 }
 
 fn kind_for(home: &Path, service: &str, config_path: Option<&str>, mailbox: &str) -> Option<JobKind> {
@@ -42,14 +65,24 @@ fn kind_for(home: &Path, service: &str, config_path: Option<&str>, mailbox: &str
     job_kind(mailbox, service, &config.bot_install_folder, has_bot)
 }
 
-/// Whether a transaction of this user in `mailbox` could make jobs (asked
-/// when it begins, so that UIDs get assigned).
-pub fn wants_jobs(home: &Path, service: &str, config_path: Option<&str>, mailbox: &str) -> bool {
-    kind_for(home, service, config_path, mailbox).is_some()
+fn has_metadata(home: &Path, service: &str, mailbox: &str) -> bool {
+    mailbox == "INBOX" && service == "lmtp" && home.join(METADATA_FILE).exists()
+}
+
+/// What a transaction of this user in `mailbox` could make (asked when it
+/// begins, so that UIDs get assigned for jobs).
+pub fn wanted(home: &Path, service: &str, config_path: Option<&str>, mailbox: &str) -> Wanted {
+    Wanted { jobs: kind_for(home, service, config_path, mailbox).is_some(), push: has_metadata(home, service, mailbox) }
 }
 
 pub fn on_saved(saved: &Saved<'_>) {
     let Some(config) = settings::config(saved.config_path) else { return };
+    if push_applies(saved.mailbox, saved.service, has_metadata(saved.home, saved.service, saved.mailbox), saved.sender, saved.username) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if let Err(e) = chatmail_config::push::record_arrival(&config.push_spool_dir, saved.username, now) {
+            log::warning(&format!("push arrival for {} not recorded: {e}", saved.username));
+        }
+    }
     let Some(kind) = kind_for(saved.home, saved.service, saved.config_path, saved.mailbox) else { return };
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     // One job per saved mail (one without UID if Dovecot assigned none).
@@ -101,6 +134,25 @@ pub fn on_expunged(saved: &Saved<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn push_arrivals() {
+        let table = [
+            (("INBOX", "lmtp", true, Some("b@x.example")), true),
+            (("INBOX", "lmtp", true, None), true),
+            (("INBOX", "lmtp", true, Some("")), true),
+            (("INBOX", "lmtp", true, Some("a@x.example")), false),
+            (("INBOX", "lmtp", true, Some("A@X.example")), false),
+            (("INBOX", "lmtp", true, Some("<a@x.example>")), false),
+            (("INBOX", "lmtp", false, Some("b@x.example")), false),
+            (("INBOX", "imap", true, Some("b@x.example")), false),
+            (("Sent", "lmtp", true, Some("b@x.example")), false),
+            (("DeltaBot", "lmtp", true, Some("b@x.example")), false),
+        ];
+        for ((mailbox, service, has_metadata, sender), want) in table {
+            assert_eq!(push_applies(mailbox, service, has_metadata, sender, "a@x.example"), want, "{mailbox} {service} {has_metadata} {sender:?}");
+        }
+    }
 
     #[test]
     fn kinds() {

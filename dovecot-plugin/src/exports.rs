@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use crate::bindings::{
+    chatmail_wants_CHATMAIL_WANTS_JOBS, chatmail_wants_CHATMAIL_WANTS_PUSH,
     self, chatmail_idle_change, chatmail_idle_event, chatmail_idle_failure, chatmail_idle_place, chatmail_idle_policy, chatmail_user_info,
     mail_user, module, DOVECOT_ABI_VERSION,
 };
@@ -186,18 +187,25 @@ unsafe fn hook_user<'a>(info: *const chatmail_user_info) -> Option<(&'a str, &'a
 }
 
 /// Called by the shim when a transaction begins: whether its saves could
-/// make bot jobs (then UIDs get assigned at commit).
+/// make bot jobs (`CHATMAIL_WANTS_JOBS`: then UIDs get assigned at commit)
+/// or a push arrival (`CHATMAIL_WANTS_PUSH`: the shim notes the sender).
 #[no_mangle]
 pub extern "C" fn chatmail_rs_wants_jobs(info: *const chatmail_user_info, mailbox: *const c_char) -> std::ffi::c_int {
-    let mut wanted = 0;
+    let mut flags = 0;
     guarded("transaction begin", || {
         // SAFETY: the shim passes its stack struct and the mailbox's name,
         // both alive during this call.
         let (user, mailbox) = unsafe { (hook_user(info), text(mailbox)) };
         let (Some((_, home, service, config)), Some(mailbox)) = (user, mailbox) else { return };
-        wanted = i32::from(delivery::wants_jobs(home, service, config, mailbox));
+        let wanted = delivery::wanted(home, service, config, mailbox);
+        if wanted.jobs {
+            flags |= chatmail_wants_CHATMAIL_WANTS_JOBS as std::ffi::c_int;
+        }
+        if wanted.push {
+            flags |= chatmail_wants_CHATMAIL_WANTS_PUSH as std::ffi::c_int;
+        }
     });
-    wanted
+    flags
 }
 
 /// Called by the shim after a transaction that saved mails committed.
@@ -209,10 +217,12 @@ pub extern "C" fn chatmail_rs_mails_saved(
     uids: *const u32,
     count: std::ffi::c_uint,
     expunged_only: std::ffi::c_int,
+    sender: *const c_char,
 ) {
     guarded("mails saved", || {
-        // SAFETY: as in chatmail_rs_wants_jobs.
-        let (user, mailbox) = unsafe { (hook_user(info), text(mailbox)) };
+        // SAFETY: as in chatmail_rs_wants_jobs; `sender` is NULL or a
+        // string the shim owns until the call returns.
+        let (user, mailbox, sender) = unsafe { (hook_user(info), text(mailbox), text(sender)) };
         let (Some((username, home, service, config)), Some(mailbox)) = (user, mailbox) else { return };
         let uids: &[u32] = if uids.is_null() || count == 0 {
             &[]
@@ -220,7 +230,7 @@ pub extern "C" fn chatmail_rs_mails_saved(
             // SAFETY: the shim passes `count` UIDs from an array alive during the call.
             unsafe { std::slice::from_raw_parts(uids, count as usize) }
         };
-        let saved = delivery::Saved { username, home, service, config_path: config, mailbox, uid_validity, uids };
+        let saved = delivery::Saved { username, home, service, config_path: config, mailbox, uid_validity, uids, sender };
         if expunged_only != 0 {
             delivery::on_expunged(&saved);
         } else {

@@ -33,6 +33,8 @@ pub struct DovecotSettings<'a> {
     pub plugin_dir: Option<&'a Path>,
     /// Seconds of IDLE before a session is hibernated.
     pub imap_hibernate_timeout: u32,
+    /// chatmail-metadata's dict socket (IMAP METADATA, push device tokens).
+    pub metadata_socket: &'a Path,
 }
 
 /// Where Dovecot looks up logins and users.
@@ -235,8 +237,15 @@ namespace inbox {{
   inbox = yes
 }}
 
-# Delta Chat recognises a chatmail relay by this capability.
-imap_capability = +XCHATMAIL
+# Delta Chat recognises a chatmail relay by XCHATMAIL, and registers its
+# push device token (SETMETADATA) where XDELTAPUSH is offered.
+imap_capability = +XCHATMAIL XDELTAPUSH
+# IMAP METADATA (device tokens, server metadata such as TURN credentials)
+# is kept by chatmail-metadata, over the dict protocol.
+mail_attribute_dict = proxy:{metadata_socket}:metadata
+protocol imap {{
+  imap_metadata = yes
+}}
 # A session that IDLEs this long moves to the small imap-hibernate process
 # (its imap process ends), so thousands of idle phones cost little memory;
 # a change in the mailbox brings it back at once. chatmail uses 30s.
@@ -298,6 +307,7 @@ protocol lmtp {{
         base_dir = p(s.base_dir),
         state_dir = p(s.state_dir),
         log = p(s.log_file),
+        metadata_socket = p(s.metadata_socket),
         domain = s.domain,
         cert = p(s.cert_pem),
         key = p(s.key_pem),

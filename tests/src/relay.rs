@@ -116,12 +116,14 @@ pub struct Relay {
     milter: Option<Daemon>,
     dovecot: Option<Daemon>,
     auth: Option<Daemon>,
+    metadata: Option<Daemon>,
     web: Option<Daemon>,
     bots: Option<Daemon>,
     milter_socket: PathBuf,
     milter_local_socket: PathBuf,
     milter_dkim: bool,
     auth_socket: PathBuf,
+    metadata_socket: PathBuf,
     mailboxes_dir: PathBuf,
     /// uid and gid of the mail store's owner.
     mail_owner: (u32, u32),
@@ -255,6 +257,7 @@ impl Relay {
                 let nocreate = run_dir.join("nocreate");
                 let nocreate = nocreate.display().to_string();
                 let bot_spool = run_dir.join("bot-spool").display().to_string();
+                let push_spool = run_dir.join("push-spool").display().to_string();
                 let bot_state = run_dir.join("bot-state").display().to_string();
                 let lmtp_bots = run_dir.join("dovecot").join("run").join(dovecot::LMTP_BOTS_SOCKET).display().to_string();
                 let bot_submission = run_dir.join("postfix").join("queue").join("public").join("chatmail-bots").display().to_string();
@@ -281,6 +284,10 @@ impl Relay {
                     ("bot_submission_socket", bot_submission.as_str()),
                     ("dkim_key_file", dkim_key.as_str()),
                     ("dns_servers", dns_server.as_str()),
+                    ("push_spool_dir", push_spool.as_str()),
+                    // No POSTs to Delta Chat's real notification service
+                    // from tests; push tests name their own.
+                    ("push_notification_url", ""),
                 ];
                 for (key, value) in harness_defaults {
                     if !options.params.iter().any(|(k, _)| k == key) {
@@ -326,6 +333,9 @@ impl Relay {
         set_owner(&config.bot_spool_dir, users.mail_uid, users.mail_gid)?;
         make_dir(&config.bot_state_dir, 0o700)?;
         set_owner(&config.bot_state_dir, users.mail_uid, users.mail_gid)?;
+        // ... and push arrivals here, for chatmail-metadata (the mail user too).
+        make_dir(&config.push_spool_dir, 0o750)?;
+        set_owner(&config.push_spool_dir, users.mail_uid, users.mail_gid)?;
         let milter_dir = run_dir.join("milter");
         make_dir(&milter_dir, 0o755)?;
         let milter_socket = milter_dir.join("milter.sock");
@@ -338,6 +348,12 @@ impl Relay {
         set_owner(&auth_dir, users.mail_uid, users.mail_gid)?;
         let auth_socket_path = auth_dir.join("auth.sock");
         check_socket_path(&auth_socket_path)?;
+        // chatmail-metadata, the same.
+        let metadata_dir = run_dir.join("metadata");
+        make_dir(&metadata_dir, 0o755)?;
+        set_owner(&metadata_dir, users.mail_uid, users.mail_gid)?;
+        let metadata_socket = metadata_dir.join("metadata.sock");
+        check_socket_path(&metadata_socket)?;
         let auth_dict_conf = dovecot_dir.join("auth-dict.conf.ext");
         write_file(&auth_dict_conf, &dovecot::render_auth_dict(&auth_socket_path), 0o644)?;
         let sessions_dict_conf = dovecot_dir.join("auth-sessions.conf.ext");
@@ -393,6 +409,7 @@ impl Relay {
                 chatmail_config: &config_path,
                 plugin_dir: options.dovecot_plugin.then_some(plugin_dir.as_path()),
                 imap_hibernate_timeout: options.imap_hibernate_timeout,
+                metadata_socket: &metadata_socket,
             }),
             0o644,
         )?;
@@ -437,12 +454,14 @@ impl Relay {
             milter: None,
             dovecot: None,
             auth: None,
+            metadata: None,
             web: None,
             bots: None,
             milter_socket,
             milter_local_socket,
             milter_dkim: options.milter_dkim,
             auth_socket: auth_socket_path,
+            metadata_socket,
             mailboxes_dir: config_mailboxes_dir,
             mail_owner: (users.mail_uid, users.mail_gid),
             _temp_dir: temp_dir,
@@ -460,6 +479,7 @@ impl Relay {
         if self.accounts == AccountBackend::Auth {
             self.start_auth()?;
         }
+        self.start_metadata()?;
         let mut command = Command::new("dovecot");
         command.arg("-F").arg("-c").arg(dovecot_conf);
         let dovecot = self.dovecot.insert(Daemon::spawn("dovecot", command, &self.log_dir.join("dovecot.out"), true)?);
@@ -537,6 +557,34 @@ impl Relay {
             .gid(self.mail_owner.1);
         let auth = self.auth.insert(Daemon::spawn("chatmail-auth", command, &self.log_dir.join("auth.log"), true)?);
         wait_for_path(&self.auth_socket, STARTUP_TIMEOUT, || auth.check_running())
+    }
+
+    /// Starts chatmail-metadata (IMAP METADATA and push notifications) as
+    /// the mail user; ready once its dict socket and its nudge socket exist.
+    pub fn start_metadata(&mut self) -> Result<()> {
+        let binary = sibling_binary("chatmail-metadata", "CHATMAIL_METADATA")?;
+        let nudge = self.config.push_spool_dir.join(chatmail_config::push::NUDGE_SOCKET);
+        let _ = fs::remove_file(&self.metadata_socket);
+        let _ = fs::remove_file(&nudge);
+        let mut command = Command::new(&binary);
+        command
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--socket")
+            .arg(&self.metadata_socket)
+            .args(["--mail-user", MAIL_USER])
+            .uid(self.mail_owner.0)
+            .gid(self.mail_owner.1);
+        let metadata = self.metadata.insert(Daemon::spawn("chatmail-metadata", command, &self.log_dir.join("metadata.log"), true)?);
+        wait_for_path(&self.metadata_socket, STARTUP_TIMEOUT, || metadata.check_running())?;
+        wait_for_path(&nudge, STARTUP_TIMEOUT, || metadata.check_running())
+    }
+
+    /// Stops chatmail-metadata (SIGTERM).
+    pub fn stop_metadata(&mut self) {
+        if let Some(mut metadata) = self.metadata.take() {
+            metadata.stop(Duration::from_secs(5));
+        }
     }
 
     /// Starts chatmail-bots, the bot daemon, as the mail user; ready once
@@ -968,7 +1016,7 @@ impl Relay {
     /// The servers' logs, for failure output.
     pub fn logs(&self) -> String {
         let mut out = String::new();
-        for name in ["dovecot.log", "dovecot.out", "postfix.log", "postfix.out", "milter.log", "auth.log", "web.log", "bots.log"] {
+        for name in ["dovecot.log", "dovecot.out", "postfix.log", "postfix.out", "milter.log", "auth.log", "metadata.log", "web.log", "bots.log"] {
             let path = self.log_dir.join(name);
             let text = fs::read_to_string(&path).unwrap_or_default();
             out.push_str(&format!("===== {} =====\n{text}", path.display()));
@@ -1023,6 +1071,7 @@ impl Relay {
         if let Some(mut auth) = self.auth.take() {
             auth.stop(Duration::from_secs(5));
         }
+        self.stop_metadata();
     }
 }
 
