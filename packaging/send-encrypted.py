@@ -28,6 +28,8 @@ def main():
     for addr, pw in ((alice, alice_pw), (bob, bob_pw)):
         imap = imaplib.IMAP4_SSL("127.0.0.1", 993, ssl_context=unverified_tls())
         imap.login(addr, pw)  # the first login creates the account
+        if addr == bob:
+            register_push_token(imap)
         imap.logout()
     subject = "pkg-" + secrets.token_hex(4)
     # Bob waits in IMAP IDLE, as Delta Chat does: the plugin's instant
@@ -61,6 +63,19 @@ def main():
     assert "DKIM-Signature:" in raw and f"d={domain}" in raw, raw[:2000]
     print(f"ok: {alice} -> {bob}: delivered, DKIM-signed, IDLE woken after "
           f"{', '.join(f'{w * 1000:.0f}' for w in waits)} ms; cleartext refused with 523")
+
+
+def register_push_token(imap):
+    """As Delta Chat does on a relay that offers XDELTAPUSH: the device
+    token goes to the INBOX's /private/devicetoken (chatmail-metadata)."""
+    typ, caps = imap.capability()
+    assert b"XDELTAPUSH" in caps[0].split() and b"METADATA" in caps[0].split(), caps
+    for name in ("SETMETADATA", "GETMETADATA"):
+        imaplib.Commands.setdefault(name, ("AUTH", "SELECTED"))
+    typ, data = imap._simple_command("SETMETADATA", "INBOX", '(/private/devicetoken "openpgp:package-test")')
+    assert typ == "OK", (typ, data)
+    typ, data = imap._simple_command("GETMETADATA", '""', "(/shared/vendor/deltachat/maxsmtprecipients)")
+    assert typ == "OK" and b"maxsmtprecipients" in imap.untagged_responses.get("METADATA", [b""])[0], (typ, imap.untagged_responses)
 
 
 class IdleSession:

@@ -32,7 +32,7 @@ in_root() { chroot "$root" sh -c "$1"; }
 stop_relay() {
     in_root 'postfix stop; doveadm stop' >/dev/null 2>&1 || true
     pids=""
-    for name in chatmail-milter chatmail-auth; do
+    for name in chatmail-milter chatmail-auth chatmail-metadata; do
         pidfile="$root/run/test-install-$name.pid"
         [ -s "$pidfile" ] && pids="$pids $(cat "$pidfile")"
         rm -f "$pidfile"
@@ -111,6 +111,10 @@ grep -qx 'fs.inotify.max_user_instances = 65535' "$root/usr/lib/sysctl.d/60-chat
 [ "$(cat /proc/sys/fs/inotify/max_user_instances /proc/sys/fs/inotify/max_user_watches)" = "$host_inotify" ] \
     || fail "installing in a chroot changed the host's inotify limits"
 
+# Notifications go to a port where nothing listens (not to Delta Chat's
+# real service): each must then wait for its retry, logged.
+in_root 'echo "push_notification_url = https://127.0.0.1:9/notify" >> /etc/chatmail/chatmail.ini'
+
 log "starting the daemons as their units would"
 cat > "$root/root/start-relay.sh" <<'EOF'
 #!/bin/sh
@@ -120,6 +124,11 @@ install -d -o vmail -g vmail -m 0755 /run/chatmail-auth
 /usr/sbin/chatmail-auth --config $INI --socket /run/chatmail-auth/auth.sock --socket-group dovecot \
     --mail-user vmail >/var/log/chatmail-auth.log 2>&1 </dev/null &
 echo $! > /run/test-install-chatmail-auth.pid
+install -d -o vmail -g vmail -m 0755 /run/chatmail-metadata
+setpriv --reuid vmail --regid vmail --clear-groups --no-new-privs \
+    /usr/sbin/chatmail-metadata --config $INI --socket /run/chatmail-metadata/metadata.sock \
+    --mail-user vmail >/var/log/chatmail-metadata.log 2>&1 </dev/null &
+echo $! > /run/test-install-chatmail-metadata.pid
 install -d -o chatmail-milter -g postfix -m 0750 /var/spool/postfix/chatmail-milter
 setpriv --reuid chatmail-milter --regid chatmail-milter --groups postfix,vmail --no-new-privs \
     /usr/sbin/chatmail-milter --config $INI \
@@ -128,7 +137,8 @@ setpriv --reuid chatmail-milter --regid chatmail-milter --groups postfix,vmail -
 # setpriv execs the milter: the same process.
 echo $! > /run/test-install-chatmail-milter.pid
 for i in $(seq 50); do
-    [ -S /run/chatmail-auth/auth.sock ] && [ -S /var/spool/postfix/chatmail-milter/milter.sock ] && break
+    [ -S /run/chatmail-auth/auth.sock ] && [ -S /var/spool/postfix/chatmail-milter/milter.sock ] \
+        && [ -S /run/chatmail-metadata/metadata.sock ] && break
     sleep 0.1
 done
 dovecot
@@ -140,9 +150,21 @@ sleep 1
 
 log "encrypted messages A→B through the installed relay, B waiting in IDLE"
 python3 packaging/send-encrypted.py "$domain" || {
-    in_root 'doveadm log errors; cat /var/log/chatmail-milter.log /var/log/chatmail-auth.log' >&2 || true
+    in_root 'doveadm log errors; cat /var/log/chatmail-milter.log /var/log/chatmail-auth.log /var/log/chatmail-metadata.log' >&2 || true
     fail "message A→B"
 }
+
+log "push: B's device token stored in chatmail's form, a notification queued for A's messages"
+in_root 'cat /home/vmail/mail/*/*/metadata.json' | grep -q '"openpgp:package-test"' || fail "no device token in metadata.json"
+for i in $(seq 50); do
+    grep -q 'op=push .*result=retry' "$root/var/log/chatmail-metadata.log" && break
+    sleep 0.1
+done
+grep -q 'op=push .*result=retry' "$root/var/log/chatmail-metadata.log" || {
+    cat "$root/var/log/chatmail-metadata.log" >&2
+    fail "no push notification tried"
+}
+[ "$(ls "$root/var/spool/chatmail-push/queue" | wc -l)" = 1 ] || fail "not one queued notification for B's device"
 
 # The bot daemon's unit runs as vmail with the group postdrop (for the
 # submission service chatmail-postfix-wiring adds to master.cf); its state
@@ -176,7 +198,7 @@ in_root 'DEBIAN_FRONTEND=noninteractive apt-get purge -y -q chatmail-relay chatm
     >>"$base/install.log" 2>&1 || fail "purge"
 for path in /etc/chatmail /var/lib/chatmail-relay /etc/dkimkeys/opendkim.private /etc/dovecot/chatmail-auth.conf.ext \
     /usr/lib/dovecot/modules/lib90_chatmail_plugin.so /var/spool/postfix/chatmail-milter \
-    /var/lib/chatmail-bots /var/spool/chatmail-bots /usr/lib/sysctl.d/60-chatmail-relay.conf; do
+    /var/lib/chatmail-bots /var/spool/chatmail-bots /var/spool/chatmail-push /usr/lib/sysctl.d/60-chatmail-relay.conf; do
     [ -e "$root$path" ] && fail "$path left after purge"
 done
 in_root 'getent passwd chatmail-milter' >/dev/null && fail "user chatmail-milter left after purge"

@@ -9,7 +9,7 @@ set -eu
 
 PACKAGES="postfix dovecot-core dovecot-imapd dovecot-lmtpd dovecot-dev libclang-dev \
 clang openssl ssl-cert pkg-config python3-venv python3-pip make chromium \
-debootstrap lintian dpkg-dev"
+debootstrap lintian dpkg-dev coturn"
 
 log() { echo "setup-host: $*" >&2; }
 

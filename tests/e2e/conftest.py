@@ -99,7 +99,7 @@ class LocalRelay:
     def logs(self):
         parts = [f"===== harness output =====\n{self.harness_output()}"]
         log_dir = Path(self.info["log_dir"]) if hasattr(self, "info") else self.run_dir / "log"
-        for name in ("dovecot.log", "postfix.log", "milter.log", "auth.log", "bots.log"):
+        for name in ("dovecot.log", "postfix.log", "milter.log", "auth.log", "metadata.log", "bots.log"):
             path = log_dir / name
             text = path.read_text(errors="replace") if path.exists() else "(missing)"
             parts.append(f"===== {path} =====\n{text}")
