@@ -248,7 +248,7 @@ fn sighup_reloads_a_renewed_certificate_and_keeps_a_good_one_over_a_broken_one()
     web_support::make_certificate(&setup.cert, &setup.key);
     hup(&server);
     server.wait_for_log("loaded certificate");
-    server.cert_der = tokio_rustls::rustls::pki_types::CertificateDer::from_pem_file(&setup.cert).unwrap().to_vec();
+    server.cert_der = rustls::pki_types::CertificateDer::from_pem_file(&setup.cert).unwrap().to_vec();
     assert_eq!(server.request("GET", "/").status, 200);
     assert!(server.running());
 }

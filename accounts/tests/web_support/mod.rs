@@ -246,11 +246,11 @@ impl ServerCertVerifier for Pinned {
         _server_name: &ServerName<'_>,
         _ocsp: &[u8],
         _now: UnixTime,
-    ) -> Result<ServerCertVerified, tokio_rustls::rustls::Error> {
+    ) -> Result<ServerCertVerified, rustls::Error> {
         if end_entity.as_ref() == self.cert_der.as_slice() {
             Ok(ServerCertVerified::assertion())
         } else {
-            Err(tokio_rustls::rustls::Error::General("not the test certificate".into()))
+            Err(rustls::Error::General("not the test certificate".into()))
         }
     }
 
@@ -259,7 +259,7 @@ impl ServerCertVerifier for Pinned {
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
@@ -268,7 +268,7 @@ impl ServerCertVerifier for Pinned {
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
