@@ -78,8 +78,7 @@ pub fn wanted(home: &Path, service: &str, config_path: Option<&str>, mailbox: &s
 pub fn on_saved(saved: &Saved<'_>) {
     let Some(config) = settings::config(saved.config_path) else { return };
     if push_applies(saved.mailbox, saved.service, has_metadata(saved.home, saved.service, saved.mailbox), saved.sender, saved.username) {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        if let Err(e) = chatmail_config::push::record_arrival(&config.push_spool_dir, saved.username, now) {
+        if let Err(e) = chatmail_config::push::record_arrival(&config.push_spool_dir, saved.username) {
             log::warning(&format!("push arrival for {} not recorded: {e}", saved.username));
         }
     }

@@ -143,6 +143,8 @@ impl Drop for PushStub {
 /// Serves HTTP/1.1 requests on one connection until the client closes it.
 fn serve(stream: TcpStream, config: Arc<rustls::ServerConfig>, state: &(Mutex<State>, Condvar), stop: &AtomicBool) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    // Answers go out at once (no Nagle wait for the client's delayed ACK).
+    stream.set_nodelay(true)?;
     let connection = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
     let mut reader = BufReader::new(rustls::StreamOwned::new(connection, stream));
     loop {
@@ -182,7 +184,8 @@ fn serve(stream: TcpStream, config: Arc<rustls::ServerConfig>, state: &(Mutex<St
             state.1.notify_all();
         }
         let stream = reader.get_mut();
-        write!(stream, "HTTP/1.1 {status} Stub\r\nContent-Length: 0\r\n\r\n")?;
+        // One write: one TLS record.
+        stream.write_all(format!("HTTP/1.1 {status} Stub\r\nContent-Length: 0\r\n\r\n").as_bytes())?;
         stream.flush()?;
     }
 }
