@@ -6,6 +6,7 @@ Usage: python3 send-encrypted.py DOMAIN
 """
 
 import imaplib
+import subprocess
 import secrets
 import smtplib
 import string
@@ -30,6 +31,8 @@ def main():
         imap.login(addr, pw)  # the first login creates the account
         if addr == bob:
             register_push_token(imap)
+            if "--turn" in sys.argv:
+                check_turn(imap)
         imap.logout()
     subject = "pkg-" + secrets.token_hex(4)
     # Bob waits in IMAP IDLE, as Delta Chat does: the plugin's instant
@@ -78,6 +81,32 @@ def register_push_token(imap):
     # The value may come as a literal: imaplib then gives (line, data) tuples.
     answer = repr(imap.untagged_responses.get("METADATA"))
     assert typ == "OK" and "maxsmtprecipients" in answer and "1000" in answer, (typ, answer)
+
+
+def check_turn(imap):
+    """The TURN credentials the relay hands out (server metadata, as Delta
+    Chat reads them) get an allocation from the installed coturn; wrong
+    ones do not."""
+    imaplib.Commands.setdefault("GETMETADATA", ("AUTH", "SELECTED"))
+    imap.untagged_responses.pop("METADATA", None)
+    typ, data = imap._simple_command("GETMETADATA", '""', "(/shared/vendor/deltachat/turn)")
+    assert typ == "OK", (typ, data)
+    value = None
+    for part in imap.untagged_responses.get("METADATA", []):
+        if isinstance(part, tuple) and b"/turn" in part[0]:
+            value = part[1]  # a literal
+        elif isinstance(part, bytes) and b"/turn" in part and part.count(b'"') >= 4:
+            value = part.split(b'"')[-2]  # a quoted string
+    assert value, imap.untagged_responses
+    host, port, username, password = value.decode().split(":", 3)
+    assert (host, port) == ("127.0.0.1", "3478"), value
+    for attempt, (user, secret) in enumerate([(username, password), (username, password[:-2] + "xx")]):
+        # Loopback peers are refused by the relay's coturn settings (403 at
+        # channel bind): what counts here is that the allocation succeeds.
+        out = subprocess.run(["turnutils_uclient", "-u", user, "-w", secret, "-p", port, "-n", "1", "-m", "1",
+                              "-e", "127.0.0.1", host], capture_output=True, text=True, timeout=60)
+        allocated = "Cannot complete Allocation" not in out.stdout + out.stderr
+        assert allocated == (attempt == 0), (attempt, out.stdout[-2000:], out.stderr[-2000:])
 
 
 class IdleSession:

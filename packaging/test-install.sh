@@ -32,7 +32,7 @@ in_root() { chroot "$root" sh -c "$1"; }
 stop_relay() {
     in_root 'postfix stop; doveadm stop' >/dev/null 2>&1 || true
     pids=""
-    for name in chatmail-milter chatmail-auth chatmail-metadata; do
+    for name in chatmail-milter chatmail-auth chatmail-metadata turnserver; do
         pidfile="$root/run/test-install-$name.pid"
         [ -s "$pidfile" ] && pids="$pids $(cat "$pidfile")"
         rm -f "$pidfile"
@@ -115,6 +115,18 @@ grep -qx 'fs.inotify.max_user_instances = 65535' "$root/usr/lib/sysctl.d/60-chat
 # real service): each must then wait for its retry, logged.
 in_root 'echo "push_notification_url = https://127.0.0.1:9/notify" >> /etc/chatmail/chatmail.ini'
 
+log "TURN: coturn wired to the relay when chatmail.ini sets turn_server"
+in_root 'DEBIAN_FRONTEND=noninteractive apt-get install -y -q coturn' >>"$base/install.log" 2>&1 || fail "apt-get install coturn"
+in_root 'echo "turn_server = 127.0.0.1:3478" >> /etc/chatmail/chatmail.ini
+    DEBIAN_FRONTEND=noninteractive dpkg-reconfigure chatmail-relay' >>"$base/install.log" 2>&1 || fail "dpkg-reconfigure with turn_server"
+[ "$(in_root 'stat -c "%U:%G %a" /etc/chatmail/turn-secret')" = "root:vmail 640" ] || fail "no TURN secret readable by vmail only"
+in_root 'grep -qx "static-auth-secret=$(head -n 1 /etc/chatmail/turn-secret)" /etc/chatmail/turnserver.conf
+    grep -qx use-auth-secret /etc/chatmail/turnserver.conf
+    grep -qx "listening-port=3478" /etc/chatmail/turnserver.conf' || fail "coturn's settings do not carry the relay's secret and port"
+[ "$(in_root 'stat -c "%U:%G %a" /etc/chatmail/turnserver.conf')" = "root:turnserver 640" ] || fail "turnserver.conf not readable by coturn only"
+in_root 'grep -q "^ExecStart=/usr/bin/turnserver -c /etc/chatmail/turnserver.conf" /etc/systemd/system/coturn.service.d/chatmail.conf' \
+    || fail "coturn's unit does not run with the relay's settings"
+
 log "starting the daemons as their units would"
 cat > "$root/root/start-relay.sh" <<'EOF'
 #!/bin/sh
@@ -141,6 +153,10 @@ for i in $(seq 50); do
         && [ -S /run/chatmail-metadata/metadata.sock ] && break
     sleep 0.1
 done
+# coturn as its unit (with the relay's drop-in) would run it.
+setpriv --reuid turnserver --regid turnserver --clear-groups --no-new-privs \
+    /usr/bin/turnserver -c /etc/chatmail/turnserver.conf --pidfile= >/var/log/turnserver.log 2>&1 </dev/null &
+echo $! > /run/test-install-turnserver.pid
 dovecot
 postfix start >/dev/null 2>&1
 EOF
@@ -149,7 +165,7 @@ in_root /root/start-relay.sh >/dev/null 2>&1 || fail "starting the daemons"
 sleep 1
 
 log "encrypted messages A→B through the installed relay, B waiting in IDLE"
-python3 packaging/send-encrypted.py "$domain" || {
+python3 packaging/send-encrypted.py "$domain" --turn || {
     in_root 'doveadm log errors; cat /var/log/chatmail-milter.log /var/log/chatmail-auth.log /var/log/chatmail-metadata.log' >&2 || true
     fail "message A→B"
 }
@@ -192,11 +208,14 @@ in_root 'postconf -n' > "$base/main.cf.after"
 in_root 'postconf -M' | grep -q chatmail- && fail "chatmail services left in master.cf"
 diff -u "$base/main.cf.before" "$base/main.cf.after" || fail "main.cf differs from before the install"
 [ -e "$root/etc/dovecot/conf.d/90-chatmail.conf" ] && fail "Dovecot snippet left after remove"
+for path in /etc/chatmail/turnserver.conf /etc/systemd/system/coturn.service.d; do
+    [ -e "$root$path" ] && fail "$path left after remove"
+done
 
 log "purge: no files left"
 in_root 'DEBIAN_FRONTEND=noninteractive apt-get purge -y -q chatmail-relay chatmail-bots dovecot-chatmail chatmail-milter' \
     >>"$base/install.log" 2>&1 || fail "purge"
-for path in /etc/chatmail /var/lib/chatmail-relay /etc/dkimkeys/opendkim.private /etc/dovecot/chatmail-auth.conf.ext \
+for path in /etc/chatmail /etc/chatmail/turn-secret /var/lib/chatmail-relay /etc/dkimkeys/opendkim.private /etc/dovecot/chatmail-auth.conf.ext \
     /usr/lib/dovecot/modules/lib90_chatmail_plugin.so /var/spool/postfix/chatmail-milter \
     /var/lib/chatmail-bots /var/spool/chatmail-bots /var/spool/chatmail-push /usr/lib/sysctl.d/60-chatmail-relay.conf; do
     [ -e "$root$path" ] && fail "$path left after purge"
