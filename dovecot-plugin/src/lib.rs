@@ -13,8 +13,9 @@
 //! chatmail-auth never sees); when a session ends, the adaptive quota
 //! (past 75 % of the quota, oldest mail older than 24 h goes until 70 %)
 //! and, hourly per account, the expiry of old mail. Dovecot's own quota
-//! plugin enforces the hard limit. Connection limits and the delivery hook
-//! come with the rest of the plugin issue.
+//! plugin enforces the hard limit. Per-account connection limits
+//! (`connections`); the delivery hook (`delivery`) hands mail to the bot
+//! daemon's spool and records push arrivals for chatmail-metadata.
 
 mod bindings;
 pub mod connections;
