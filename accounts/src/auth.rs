@@ -354,27 +354,7 @@ impl AuthService {
 
 /// Serves the dict protocol on `listener` until `shutdown` completes.
 pub async fn serve(listener: UnixListener, service: Arc<AuthService>, shutdown: impl Future) -> std::io::Result<()> {
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let service = Arc::clone(&service);
-                    tokio::spawn(async move {
-                        if let Err(e) = connection(stream, service).await {
-                            eprintln!("chatmail-auth: op=connection result=error problem={:?}", e.to_string());
-                        }
-                    });
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, go on.
-                    eprintln!("chatmail-auth: op=accept result=error problem={:?}", e.to_string());
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-            },
-        }
-    }
+    crate::accept_loop("chatmail-auth", listener, shutdown, move |stream| connection(stream, Arc::clone(&service))).await
 }
 
 /// One client connection: a handshake, then commands answered in order.

@@ -78,3 +78,34 @@ pub fn become_user(program: &str, user: &nix::unistd::User) -> Result<(), String
     nix::unistd::setuid(user.uid).map_err(|e| format!("setuid {}: {e}", user.uid))?;
     Ok(())
 }
+
+/// Accepts connections on `listener` until `shutdown` completes, handing
+/// each to `connection` in a task of its own; a connection's error and an
+/// accept error are logged as `{program}: op=connection|accept result=error …`.
+pub(crate) async fn accept_loop<F, Fut>(program: &'static str, listener: tokio::net::UnixListener, shutdown: impl std::future::Future, connection: F) -> std::io::Result<()>
+where
+    F: Fn(tokio::net::UnixStream) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+{
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let handled = connection(stream);
+                    tokio::spawn(async move {
+                        if let Err(e) = handled.await {
+                            eprintln!("{program}: op=connection result=error problem={:?}", e.to_string());
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, go on.
+                    eprintln!("{program}: op=accept result=error problem={:?}", e.to_string());
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}

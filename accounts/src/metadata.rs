@@ -187,26 +187,7 @@ impl MetadataService {
 
 /// Serves Dovecot's dict clients on `listener` until `shutdown` completes.
 pub async fn serve(listener: UnixListener, service: Arc<MetadataService>, shutdown: impl Future) -> io::Result<()> {
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let service = Arc::clone(&service);
-                    tokio::spawn(async move {
-                        if let Err(e) = connection(stream, service).await {
-                            eprintln!("chatmail-metadata: op=connection result=error problem={:?}", e.to_string());
-                        }
-                    });
-                }
-                Err(e) => {
-                    eprintln!("chatmail-metadata: op=accept result=error problem={:?}", e.to_string());
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-            },
-        }
-    }
+    crate::accept_loop("chatmail-metadata", listener, shutdown, move |stream| connection(stream, Arc::clone(&service))).await
 }
 
 fn text(bytes: Vec<u8>) -> String {

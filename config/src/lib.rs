@@ -462,6 +462,15 @@ impl Config {
             check_selector(&text).map_err(|p| error(line, Some(name), p))?;
             Ok(text)
         };
+        // Empty: none.
+        let optional_https_url = |name: &str| -> Result<Option<String>, ConfigError> {
+            let (text, line) = lookup(name)?;
+            match text.trim() {
+                "" => Ok(None),
+                url if url.starts_with("https://") && !url.contains(char::is_whitespace) => Ok(Some(url.to_owned())),
+                _ => Err(error(line, Some(name), "not an https:// URL".into())),
+            }
+        };
         let list = |name: &str| -> Result<Vec<String>, ConfigError> {
             Ok(parse_list(&lookup(name)?.0).into_iter().map(|a| a.replace("{mail_domain}", &mail_domain)).collect())
         };
@@ -528,22 +537,8 @@ impl Config {
             dns_timeout: narrow(uint("dns_timeout", 1, 60)?),
             nocreate_file,
             new_accounts_per_ip_per_hour: narrow(uint("new_accounts_per_ip_per_hour", 0, 1_000_000)?),
-            iroh_relay: {
-                let (text, line) = lookup("iroh_relay")?;
-                match text.trim() {
-                    "" => None,
-                    url if url.starts_with("https://") && !url.contains(char::is_whitespace) => Some(url.to_owned()),
-                    _ => return Err(error(line, Some("iroh_relay"), "not an https:// URL".into())),
-                }
-            },
-            push_notification_url: {
-                let (text, line) = lookup("push_notification_url")?;
-                match text.trim() {
-                    "" => None,
-                    url if url.starts_with("https://") && !url.contains(char::is_whitespace) => Some(url.to_owned()),
-                    _ => return Err(error(line, Some("push_notification_url"), "not an https:// URL".into())),
-                }
-            },
+            iroh_relay: optional_https_url("iroh_relay")?,
+            push_notification_url: optional_https_url("push_notification_url")?,
             push_notification_ca_file: match lookup("push_notification_ca_file")?.0.trim() {
                 "" => None,
                 _ => Some(absolute("push_notification_ca_file")?),
