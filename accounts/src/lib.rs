@@ -30,7 +30,7 @@ pub use crypt::{hash_password, verify_password, PasswordScheme};
 pub use dict::{escape as dict_escape, parse_line as parse_dict_line, unescape as dict_unescape, Command as DictCommand, ProtocolError, Reply as DictReply};
 pub use keys::{parse_key, KeyError, Request};
 pub use metadata::{read_turn_secret, serve as serve_metadata, MetadataService, MetadataSettings};
-pub use notifier::{Notifier, PushClient};
+pub use notifier::{spool_status, Notifier, PushClient, SpoolStatus};
 pub use push_queue::{entry_id, Entry as PushEntry};
 pub use server_metadata::{turn_credentials, ServerMetadata, Turn};
 pub use tokens::{check_token, Tokens, MAX_TOKEN_LEN};

@@ -126,6 +126,49 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// What `chatmail-metadata status` reports about the push spool.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpoolStatus {
+    /// Accounts whose mail is not yet turned into queue entries.
+    pub arrivals: usize,
+    /// Notifications queued (due now or waiting for a retry).
+    pub queued: usize,
+    /// Of those, the ones that failed at least once.
+    pub retrying: usize,
+    /// Age in seconds of the oldest queued notification.
+    pub oldest_secs: Option<u64>,
+    /// Queue files that cannot be read.
+    pub unreadable: usize,
+}
+
+/// Reads the push spool (for operators; the daemon need not run).
+pub fn spool_status(spool_dir: &Path, now: u64) -> io::Result<SpoolStatus> {
+    let mut status = SpoolStatus::default();
+    let count = |dir: &Path, keep: &dyn Fn(&str) -> bool| -> io::Result<usize> {
+        match std::fs::read_dir(dir) {
+            Ok(listing) => Ok(listing.flatten().filter(|e| keep(&e.file_name().to_string_lossy())).count()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(io::Error::new(e.kind(), format!("reading {}: {e}", dir.display()))),
+        }
+    };
+    status.arrivals = count(&spool_dir.join(ARRIVED_DIR), &|_| true)? + count(&spool_dir.join(TMP_DIR), &|n| n.starts_with(CLAIMED_PREFIX))?;
+    let queue = spool_dir.join(QUEUE_DIR);
+    if let Ok(listing) = std::fs::read_dir(&queue) {
+        for item in listing.flatten() {
+            match std::fs::read_to_string(item.path()).ok().and_then(|t| Entry::parse(&t).ok()) {
+                Some(entry) => {
+                    status.queued += 1;
+                    status.retrying += usize::from(entry.attempts > 0);
+                    let age = now.saturating_sub(entry.created);
+                    status.oldest_secs = Some(status.oldest_secs.map_or(age, |o| o.max(age)));
+                }
+                None => status.unreadable += 1,
+            }
+        }
+    }
+    Ok(status)
+}
+
 /// A queue entry known to the loop.
 #[derive(Debug)]
 struct Slot {

@@ -237,6 +237,14 @@ fn notifications_survive_a_restart() {
         std::thread::sleep(Duration::from_millis(50));
     }
     relay.stop_metadata();
+    // What an operator sees meanwhile.
+    let binary = chatmail_testrelay::sibling_binary("chatmail-metadata", "CHATMAIL_METADATA").expect("binary");
+    let status = std::process::Command::new(binary).arg("--config").arg(&relay.config_path).arg("status").output().expect("status");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{text}");
+    for line in ["queued notifications: 1", "retrying: 1", "accounts waiting to be queued: 0"] {
+        assert!(text.lines().any(|l| l == line), "{line:?} missing in:\n{text}");
+    }
     relay.start_metadata().expect("restart");
     let received = stub.wait_for(3, WAIT).expect("the retry after the restart");
     assert_eq!((received[2].status, received[2].body.as_str()), (200, "openpgp:patient"));

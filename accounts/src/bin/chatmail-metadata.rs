@@ -4,6 +4,7 @@
 //! service for every account that receives mail.
 //!
 //! Usage: chatmail-metadata [--config FILE] [--socket PATH] [--mail-user USER]
+//!        chatmail-metadata [--config FILE] status
 //!
 //! Started as root, it binds the socket and then runs as the mail user, who
 //! owns the mailboxes and the push spool. Exit codes: 0 after SIGTERM/SIGINT,
@@ -19,6 +20,10 @@ use nix::unistd::User;
 use tokio::net::UnixListener;
 
 const USAGE: &str = "usage: chatmail-metadata [--config FILE] [--socket PATH] [--mail-user USER]
+       chatmail-metadata [--config FILE] status
+
+  status             print the push queue (notifications queued, retrying,
+                     the oldest one's age, accounts waiting) and exit
 
   --config FILE      chatmail.ini (default /etc/chatmail/chatmail.ini)
   --socket PATH      dict socket for Dovecot's mail_attribute_dict
@@ -28,6 +33,8 @@ const USAGE: &str = "usage: chatmail-metadata [--config FILE] [--socket PATH] [-
                      when started as root (default vmail)";
 
 struct Args {
+    /// `status`: report and exit.
+    status: bool,
     config: PathBuf,
     socket: PathBuf,
     mail_user: String,
@@ -35,6 +42,7 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
+        status: false,
         config: PathBuf::from("/etc/chatmail/chatmail.ini"),
         socket: PathBuf::from("/run/chatmail-metadata/metadata.sock"),
         mail_user: "vmail".into(),
@@ -46,6 +54,7 @@ fn parse_args() -> Result<Args, String> {
             "--config" => args.config = PathBuf::from(value()?),
             "--socket" => args.socket = PathBuf::from(value()?),
             "--mail-user" => args.mail_user = value()?,
+            "status" => args.status = true,
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -65,6 +74,9 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
+    if args.status {
+        return print_status(&config);
+    }
     let user = match User::from_name(&args.mail_user) {
         Ok(Some(user)) => user,
         Ok(None) => {
@@ -109,6 +121,32 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("chatmail-metadata: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `chatmail-metadata status`: the push spool, for operators.
+fn print_status(config: &chatmail_config::Config) -> ExitCode {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    match chatmail_accounts::spool_status(&config.push_spool_dir, now) {
+        Ok(status) => {
+            println!("push_notification_url: {}", config.push_notification_url.as_deref().unwrap_or("(empty: push off)"));
+            println!("push_spool_dir: {}", config.push_spool_dir.display());
+            println!("queued notifications: {}", status.queued);
+            println!("retrying: {}", status.retrying);
+            match status.oldest_secs {
+                Some(age) => println!("oldest: {age} s"),
+                None => println!("oldest: -"),
+            }
+            println!("accounts waiting to be queued: {}", status.arrivals);
+            if status.unreadable > 0 {
+                println!("unreadable queue files: {}", status.unreadable);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("chatmail-metadata: error: {e}");
             ExitCode::FAILURE
         }
     }
