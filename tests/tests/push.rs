@@ -275,3 +275,29 @@ fn a_flood_of_mail_is_not_a_flood_of_posts() {
     // The last POST started after the last delivery: the device hears of it.
     assert!(received.last().expect("post").at + Duration::from_millis(50) >= last_delivered, "last mail not covered");
 }
+
+#[test]
+fn an_untrusted_certificate_gets_no_token() {
+    // The stub's certificate is not the one the relay trusts: the relay
+    // must not hand it the token, and keeps the notification for a retry.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stub = PushStub::start_in(&dir.path().join("stub")).expect("push stub");
+    let other = PushStub::start_in(&dir.path().join("other")).expect("another certificate");
+    let url = stub.url();
+    let ca = other.ca_file.display().to_string();
+    let relay = relay_with(&[("push_notification_url", url.as_str()), ("push_notification_ca_file", ca.as_str())]);
+    let (a, b) = (relay.new_account().expect("a"), relay.new_account().expect("b"));
+    register(&relay, &a, "openpgp:secret-token");
+    deliver(&relay, &b, &a, "to an impostor");
+    let deadline = Instant::now() + WAIT;
+    let log = loop {
+        let log = std::fs::read_to_string(relay.log_dir.join("metadata.log")).unwrap_or_default();
+        if log.contains("op=push") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "no push attempt logged: {log}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(log.contains("result=retry status=none") && log.contains("certificate"), "{log}");
+    assert!(stub.received().is_empty(), "the token went to an untrusted server");
+}
