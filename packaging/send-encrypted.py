@@ -64,6 +64,8 @@ def main():
     raw = msg[0][1].decode(errors="replace")
     assert subject in raw, raw[:2000]
     assert "DKIM-Signature:" in raw and f"d={domain}" in raw, raw[:2000]
+    if "--limits" in sys.argv:
+        check_limits(alice, alice_pw, bob, sys.argv[sys.argv.index("--limits") + 1])
     print(f"ok: {alice} -> {bob}: delivered, DKIM-signed, IDLE woken after "
           f"{', '.join(f'{w * 1000:.0f}' for w in waits)} ms; cleartext refused with 523")
 
@@ -81,6 +83,38 @@ def register_push_token(imap):
     # The value may come as a literal: imaplib then gives (line, data) tuples.
     answer = repr(imap.untagged_responses.get("METADATA"))
     assert typ == "OK" and "maxsmtprecipients" in answer and "1000" in answer, (typ, answer)
+
+
+def check_limits(alice, alice_pw, bob, lmtp_socket):
+    """chatmail.ini's max_message_size = 2M and max_mailbox_size = 5 (a plain
+    number: megabytes, as chatmail means it) reach Postfix and Dovecot."""
+    big = "X" * 76 + "\r\n"
+    with smtplib.SMTP("127.0.0.1", 587, timeout=60) as smtp:
+        smtp.starttls(context=unverified_tls())
+        smtp.login(alice, alice_pw)
+        message = encrypted_message(alice, bob, "too big") + big * (3 * 1024 * 1024 // len(big))
+        try:
+            smtp.sendmail(alice, [bob], message)
+            sys.exit("a 3 MB message passed max_message_size = 2M")
+        except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as refused:
+            assert refused.smtp_code == 552, refused
+    # Dovecot's quota, over the LMTP socket Postfix uses: 1.9 MB mails fit
+    # twice into 5 MB; the third is refused with 552.
+    codes = []
+    body = big * (1900 * 1024 // len(big))
+    for n in range(3):
+        lmtp = smtplib.LMTP(lmtp_socket)
+        lmtp.ehlo_or_helo_if_needed()
+        message = f"From: <{alice}>\r\nTo: <{bob}>\r\nSubject: fill {n}\r\n\r\n{body}"
+        try:
+            lmtp.sendmail(alice, [bob], message)
+            codes.append(250)
+        except smtplib.SMTPRecipientsRefused as refused:
+            codes.append(refused.recipients[bob][0])
+        except smtplib.SMTPDataError as refused:
+            codes.append(refused.smtp_code)
+        lmtp.quit()
+    assert codes == [250, 250, 552], f"mailbox fill answered {codes}, expected 250, 250, 552"
 
 
 def check_turn(imap):

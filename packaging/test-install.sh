@@ -117,8 +117,12 @@ in_root 'echo "push_notification_url = https://127.0.0.1:9/notify" >> /etc/chatm
 
 log "TURN: coturn wired to the relay when chatmail.ini sets turn_server"
 in_root 'DEBIAN_FRONTEND=noninteractive apt-get install -y -q coturn' >>"$base/install.log" 2>&1 || fail "apt-get install coturn"
-in_root 'echo "turn_server = 127.0.0.1:3478" >> /etc/chatmail/chatmail.ini
-    DEBIAN_FRONTEND=noninteractive dpkg-reconfigure chatmail-relay' >>"$base/install.log" 2>&1 || fail "dpkg-reconfigure with turn_server"
+# Sizes as chatmail.ini means them (a plain max_mailbox_size is megabytes):
+# send-encrypted.py checks that Postfix and Dovecot enforce them.
+in_root 'printf "turn_server = 127.0.0.1:3478\nmax_mailbox_size = 5\nmax_message_size = 2M\n" >> /etc/chatmail/chatmail.ini
+    DEBIAN_FRONTEND=noninteractive dpkg-reconfigure chatmail-relay' >>"$base/install.log" 2>&1 || fail "dpkg-reconfigure with turn_server and sizes"
+[ "$(in_root 'postconf -h message_size_limit')" = 2097152 ] || fail "message_size_limit is not max_message_size in bytes"
+in_root 'doveconf -h plugin/quota_rule' | grep -qx '\*:storage=5242880B' || fail "quota_rule is not max_mailbox_size in bytes"
 [ "$(in_root 'stat -c "%U:%G %a" /etc/chatmail/turn-secret')" = "root:vmail 640" ] || fail "no TURN secret readable by vmail only"
 in_root 'grep -qx "static-auth-secret=$(head -n 1 /etc/chatmail/turn-secret)" /etc/chatmail/turnserver.conf
     grep -qx use-auth-secret /etc/chatmail/turnserver.conf
@@ -165,7 +169,7 @@ in_root /root/start-relay.sh >/dev/null 2>&1 || fail "starting the daemons"
 sleep 1
 
 log "encrypted messages A→B through the installed relay, B waiting in IDLE"
-python3 packaging/send-encrypted.py "$domain" --turn || {
+python3 packaging/send-encrypted.py "$domain" --turn --limits "$root/var/spool/postfix/private/dovecot-lmtp" || {
     in_root 'doveadm log errors; cat /var/log/chatmail-milter.log /var/log/chatmail-auth.log /var/log/chatmail-metadata.log' >&2 || true
     fail "message A→B"
 }

@@ -576,6 +576,32 @@ impl Config {
     }
 
     /// The rules for new account addresses this configuration implies.
+    /// The checked value of `key` as a line of text for scripts
+    /// (`chatmail-relay value KEY`): sizes in bytes, `{mail_domain}` filled
+    /// in, an unset optional value empty. `None`: a key scripts cannot ask
+    /// for (yet).
+    pub fn value_text(&self, key: &str) -> Option<String> {
+        let path = |p: &Path| p.display().to_string();
+        let optional = |v: &Option<String>| v.clone().unwrap_or_default();
+        Some(match key {
+            "mail_domain" => self.mail_domain.clone(),
+            "mailboxes_dir" => path(&self.mailboxes_dir),
+            "max_mailbox_size" => self.max_mailbox_size.to_string(),
+            "max_message_size" => self.max_message_size.to_string(),
+            "max_recipients_per_message" => self.max_recipients_per_message.to_string(),
+            "bot_spool_dir" => path(&self.bot_spool_dir),
+            "bot_submission_socket" => path(&self.bot_submission_socket),
+            "push_spool_dir" => path(&self.push_spool_dir),
+            "push_notification_url" => optional(&self.push_notification_url),
+            "dkim_key_file" => path(&self.dkim_key_file),
+            "turn_server" => optional(&self.turn_server),
+            "turn_secret_file" => path(&self.turn_secret_file),
+            "nocreate_file" => path(&self.nocreate_file),
+            "lmtp_socket" => path(&self.lmtp_socket),
+            _ => return None,
+        })
+    }
+
     pub fn account_address_rules(&self) -> AccountAddressRules {
         AccountAddressRules {
             mail_domain: self.mail_domain.clone(),

@@ -181,3 +181,33 @@ fn readme_lists_every_key() {
         assert!(readme.contains(&format!("`{ignored}`")), "README.md does not mention ignored key {ignored}");
     }
 }
+
+/// What the package's scripts read through `chatmail-relay value`: the
+/// units chatmail means (a plain mailbox size is megabytes, a plain
+/// message size bytes), never the text as written.
+#[test]
+fn values_for_scripts_are_converted() {
+    let table = [
+        ("max_mailbox_size = 500", "max_mailbox_size", "524288000"),
+        ("max_mailbox_size = 5\nmax_message_size = 2M", "max_mailbox_size", "5242880"),
+        ("max_mailbox_size = 1G", "max_mailbox_size", "1073741824"),
+        ("max_message_size = 30M", "max_message_size", "31457280"),
+        ("max_message_size = 31457280", "max_message_size", "31457280"),
+        ("", "mailboxes_dir", "/home/vmail/mail/chat.example.org"),
+        ("", "turn_server", ""),
+        ("turn_server = turn.example.org:3478", "turn_server", "turn.example.org:3478"),
+        ("", "push_spool_dir", "/var/spool/chatmail-push"),
+        ("", "max_recipients_per_message", "1000"),
+    ];
+    for (line, key, want) in table {
+        let loaded = parse(&with_params(line)).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert_eq!(loaded.config.value_text(key).as_deref(), Some(want), "{line} -> {key}");
+    }
+    let loaded = parse(&with_params("")).expect("defaults");
+    assert_eq!(loaded.config.value_text("no_such_key"), None);
+    // Every key scripts may ask for is a documented key.
+    for key in ["mail_domain", "bot_spool_dir", "bot_submission_socket", "dkim_key_file", "turn_secret_file", "push_notification_url", "nocreate_file", "lmtp_socket"] {
+        assert!(crate::KEYS.iter().any(|k| k.name == key), "{key}");
+        assert!(loaded.config.value_text(key).is_some(), "{key}");
+    }
+}

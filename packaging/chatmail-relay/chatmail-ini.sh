@@ -1,15 +1,11 @@
 # Sourced by chatmail-relay's scripts (installed in /usr/share/chatmail-relay):
-# reading /etc/chatmail/chatmail.ini ($INI) from shell. chatmail's format is
-# `key = value` lines in [params], the last one winning.
+# chatmail.ini ($INI) as the relay's programs read it. No parsing here:
+# `chatmail-relay value` applies chatmail's units and defaults (a plain
+# max_mailbox_size means megabytes) and fails, naming the line, on a value
+# the relay would refuse.
 
-# ini_value KEY DEFAULT: KEY's value, or DEFAULT when it is not set (or $INI
-# does not exist).
+# ini_value KEY: KEY's checked value (sizes in bytes, paths with
+# {mail_domain} filled in, an unset optional value empty).
 ini_value() {
-    v=$(sed -n "s/^[[:space:]]*$1[[:space:]]*=[[:space:]]*//p" "$INI" 2>/dev/null | tail -n 1)
-    echo "${v:-$2}"
-}
-
-# ini_mailboxes_dir DOMAIN: mailboxes_dir with {mail_domain} filled in.
-ini_mailboxes_dir() {
-    ini_value mailboxes_dir "/home/vmail/mail/{mail_domain}" | sed "s/{mail_domain}/$1/"
+    chatmail-relay --config "$INI" value "$1"
 }
