@@ -207,7 +207,7 @@ fn values_for_scripts_are_converted() {
     assert_eq!(loaded.config.value_text("no_such_key"), None);
     // Every key scripts may ask for is a documented key.
     for key in ["mail_domain", "bot_spool_dir", "bot_submission_socket", "dkim_key_file", "turn_secret_file", "push_notification_url", "nocreate_file", "lmtp_socket"] {
-        assert!(crate::KEYS.iter().any(|k| k.name == key), "{key}");
+        assert!(KEYS.iter().any(|k| k.name == key), "{key}");
         assert!(loaded.config.value_text(key).is_some(), "{key}");
     }
 }
