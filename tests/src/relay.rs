@@ -519,8 +519,9 @@ impl Relay {
         Ok(())
     }
 
-    /// Starts the chatmail milter that Postfix consults for every message.
-    fn start_milter(&mut self) -> Result<()> {
+    /// Starts the chatmail milter that Postfix consults for every message
+    /// (again, after [`Relay::kill_milter`]).
+    pub fn start_milter(&mut self) -> Result<()> {
         let binary = sibling_binary("chatmail-milter", "CHATMAIL_MILTER")?;
         let _ = fs::remove_file(&self.milter_socket);
         let _ = fs::remove_file(&self.milter_local_socket);
