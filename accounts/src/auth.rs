@@ -30,7 +30,7 @@ use std::time::{Instant, SystemTime};
 
 use chatmail_config::Config;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::crypt::{hash_password, verify_password};
@@ -360,31 +360,10 @@ pub async fn serve(listener: UnixListener, service: Arc<AuthService>, shutdown: 
 /// One client connection: a handshake, then commands answered in order.
 async fn connection(stream: UnixStream, service: Arc<AuthService>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
-    let mut line = Vec::new();
-    let mut greeted = false;
-    loop {
-        line.clear();
-        let n = (&mut reader).take(dict::MAX_LINE as u64 + 1).read_until(b'\n', &mut line).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        if line.last() != Some(&b'\n') {
-            let why = if line.len() > dict::MAX_LINE { "line too long" } else { "connection closed mid-line" };
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
-        }
-        line.pop();
-        let command = dict::parse_line(&line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    let mut commands = dict::CommandReader::new(read);
+    while let Some(command) = commands.next().await? {
         let reply = match command {
-            Command::Hello { major, .. } => {
-                if major != dict::MAJOR_VERSION {
-                    let why = format!("dict protocol major version {major}, expected {}", dict::MAJOR_VERSION);
-                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
-                }
-                greeted = true;
-                continue;
-            }
-            _ if !greeted => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "command before handshake")),
+            Command::Hello { .. } => continue,
             Command::Lookup { key, .. } => {
                 let service = Arc::clone(&service);
                 let outcome = tokio::task::spawn_blocking(move || service.lookup(&key))
@@ -404,6 +383,7 @@ async fn connection(stream: UnixStream, service: Arc<AuthService>) -> std::io::R
         };
         write.write_all(reply.as_bytes()).await?;
     }
+    Ok(())
 }
 
 #[cfg(test)]

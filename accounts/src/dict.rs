@@ -182,6 +182,49 @@ pub fn commit_refused(id: &str) -> String {
     commit_failed(id, "chatmail auth dict is read-only")
 }
 
+/// A client connection's commands: reads lines (at most [`MAX_LINE`]),
+/// checks the handshake and hands out the commands after it.
+#[derive(Debug)]
+pub struct CommandReader<R> {
+    reader: tokio::io::BufReader<R>,
+    line: Vec<u8>,
+    greeted: bool,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> CommandReader<R> {
+    pub fn new(read: R) -> Self {
+        CommandReader { reader: tokio::io::BufReader::new(read), line: Vec::new(), greeted: false }
+    }
+
+    /// The next command after the handshake; `None` when the client closed
+    /// the connection. A line too long or cut off, one that is not
+    /// protocol, a command before the handshake and another major version
+    /// are errors (the connection is then dropped; Dovecot reconnects).
+    pub async fn next(&mut self) -> std::io::Result<Option<Command>> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+        let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
+        loop {
+            self.line.clear();
+            let n = (&mut self.reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut self.line).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            if self.line.last() != Some(&b'\n') {
+                return Err(invalid(if self.line.len() > MAX_LINE { "line too long".into() } else { "connection closed mid-line".into() }));
+            }
+            self.line.pop();
+            match parse_line(&self.line).map_err(|e| invalid(e.to_string()))? {
+                Command::Hello { major, .. } if major != MAJOR_VERSION => {
+                    return Err(invalid(format!("dict protocol major version {major}, expected {MAJOR_VERSION}")));
+                }
+                Command::Hello { .. } => self.greeted = true,
+                _ if !self.greeted => return Err(invalid("command before handshake".into())),
+                command => return Ok(Some(command)),
+            }
+        }
+    }
+}
+
 /// The reply that ends an iteration: this dict lists nothing (an empty line
 /// means "finished" to the client).
 pub const ITERATION_FINISHED: &str = "\n";
@@ -245,5 +288,35 @@ mod tests {
         assert_eq!(commit_refused("7"), "F7\tchatmail auth dict is read-only\n");
         assert_eq!(commit_ok("7"), "O7\n");
         assert_eq!(commit_failed("3", "no\tway"), "F3\tno\x01tway\n");
+    }
+
+    async fn read_all(input: &[u8]) -> Result<Vec<Command>, String> {
+        let mut reader = CommandReader::new(input);
+        let mut commands = Vec::new();
+        loop {
+            match reader.next().await {
+                Ok(Some(command)) => commands.push(command),
+                Ok(None) => return Ok(commands),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn command_reader() {
+        let long = format!("H3\t2\t0\t\tm\nL{}\n", "k".repeat(MAX_LINE));
+        let table: Vec<(&[u8], Result<Vec<Command>, String>)> = vec![
+            (b"H3\t2\t0\t\tmetadata\nLk\tu\nC1\n", Ok(vec![Command::Lookup { key: b"k".to_vec(), user: b"u".to_vec() }, Command::Commit { id: "1".into() }])),
+            (b"", Ok(vec![])),
+            (b"H3\t2\t0\t\tm\n", Ok(vec![])),
+            (b"Lk\tu\n", Err("command before handshake".into())),
+            (b"H4\t0\t0\t\tm\n", Err("dict protocol major version 4, expected 3".into())),
+            (b"H3\t2\t0\t\tm\nLk", Err("connection closed mid-line".into())),
+            (long.as_bytes(), Err("line too long".into())),
+            (b"H3\t2\t0\t\tm\nZ\n", Err("unknown command".into())),
+        ];
+        for (input, want) in table {
+            assert_eq!(read_all(input).await, want, "{:?}", String::from_utf8_lossy(&input[..input.len().min(60)]));
+        }
     }
 }

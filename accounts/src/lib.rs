@@ -57,6 +57,22 @@ pub async fn shutdown_signal(program: &str) {
     eprintln!("{program}: shutting down");
 }
 
+/// The mail user `name` (owner of the mailboxes); a missing user or a
+/// failed lookup is logged as `{program}: error: …` and is exit code 2.
+pub fn mail_user(program: &str, name: &str) -> Result<nix::unistd::User, std::process::ExitCode> {
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(user)) => Ok(user),
+        Ok(None) => {
+            eprintln!("{program}: error: mail user {name:?} does not exist");
+            Err(std::process::ExitCode::from(2))
+        }
+        Err(e) => {
+            eprintln!("{program}: error: looking up user {name:?}: {e}");
+            Err(std::process::ExitCode::from(2))
+        }
+    }
+}
+
 /// Runs as `user` (the mail user, who owns the mailboxes) from now on, if
 /// started as root; otherwise warns when running as someone else.
 pub fn become_user(program: &str, user: &nix::unistd::User) -> Result<(), String> {

@@ -69,16 +69,9 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let user = match User::from_name(&args.mail_user) {
-        Ok(Some(user)) => user,
-        Ok(None) => {
-            eprintln!("chatmail-auth: error: mail user {:?} does not exist", args.mail_user);
-            return ExitCode::from(2);
-        }
-        Err(e) => {
-            eprintln!("chatmail-auth: error: looking up user {:?}: {e}", args.mail_user);
-            return ExitCode::from(2);
-        }
+    let user = match chatmail_accounts::mail_user("chatmail-auth", &args.mail_user) {
+        Ok(user) => user,
+        Err(code) => return code,
     };
     let settings = AuthSettings::from_config(&config, user.uid.as_raw(), user.gid.as_raw());
     let runtime = match tokio::runtime::Builder::new_multi_thread().max_blocking_threads(MAX_BLOCKING_THREADS).enable_all().build() {

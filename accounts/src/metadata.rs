@@ -18,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use chatmail_config::layout::METADATA_FILE;
 use chatmail_config::push::valid_account_name;
 use chatmail_config::Config;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::dict::{self, Command, Reply};
@@ -196,33 +196,13 @@ fn text(bytes: Vec<u8>) -> String {
 
 /// One client connection: a handshake, then commands answered in order.
 async fn connection(stream: UnixStream, service: Arc<MetadataService>) -> io::Result<()> {
-    let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
     let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
-    let mut line = Vec::new();
-    let mut greeted = false;
+    let mut commands = dict::CommandReader::new(read);
     // Open transactions: id → (user, changes).
     let mut transactions: HashMap<String, (String, Vec<Change>)> = HashMap::new();
-    loop {
-        line.clear();
-        let n = (&mut reader).take(dict::MAX_LINE as u64 + 1).read_until(b'\n', &mut line).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        if line.last() != Some(&b'\n') {
-            return Err(invalid(if line.len() > dict::MAX_LINE { "line too long".into() } else { "connection closed mid-line".into() }));
-        }
-        line.pop();
-        let command = dict::parse_line(&line).map_err(|e| invalid(e.to_string()))?;
+    while let Some(command) = commands.next().await? {
         let reply = match command {
-            Command::Hello { major, .. } => {
-                if major != dict::MAJOR_VERSION {
-                    return Err(invalid(format!("dict protocol major version {major}, expected {}", dict::MAJOR_VERSION)));
-                }
-                greeted = true;
-                continue;
-            }
-            _ if !greeted => return Err(invalid("command before handshake".into())),
+            Command::Hello { .. } => continue,
             Command::Lookup { key, user } => {
                 let service = Arc::clone(&service);
                 let (key, user) = (text(key), text(user));
@@ -285,6 +265,7 @@ async fn connection(stream: UnixStream, service: Arc<MetadataService>) -> io::Re
         };
         write.write_all(reply.as_bytes()).await?;
     }
+    Ok(())
 }
 
 #[cfg(test)]

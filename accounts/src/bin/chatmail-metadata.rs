@@ -77,18 +77,11 @@ fn main() -> ExitCode {
     if args.status {
         return print_status(&config);
     }
-    let user = match User::from_name(&args.mail_user) {
-        Ok(Some(user)) => user,
-        Ok(None) => {
-            eprintln!("chatmail-metadata: error: mail user {:?} does not exist", args.mail_user);
-            return ExitCode::from(2);
-        }
-        Err(e) => {
-            eprintln!("chatmail-metadata: error: looking up user {:?}: {e}", args.mail_user);
-            return ExitCode::from(2);
-        }
+    let user = match chatmail_accounts::mail_user("chatmail-metadata", &args.mail_user) {
+        Ok(user) => user,
+        Err(code) => return code,
     };
-    // Read as root, before privileges are dropped: the secret is root's.
+    // Read before privileges are dropped (the package makes it root:vmail 0640).
     let turn_secret = match &config.turn_server {
         None => None,
         Some(_) => match chatmail_accounts::read_turn_secret(&config.turn_secret_file) {
