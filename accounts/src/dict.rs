@@ -290,7 +290,10 @@ mod tests {
         assert_eq!(commit_failed("3", "no\tway"), "F3\tno\x01tway\n");
     }
 
-    async fn read_all(input: &[u8]) -> Result<Vec<Command>, String> {
+    /// The commands a connection sends, or the error that ends it.
+    type Read = Result<Vec<Command>, String>;
+
+    async fn read_all(input: &[u8]) -> Read {
         let mut reader = CommandReader::new(input);
         let mut commands = Vec::new();
         loop {
@@ -305,7 +308,7 @@ mod tests {
     #[tokio::test]
     async fn command_reader() {
         let long = format!("H3\t2\t0\t\tm\nL{}\n", "k".repeat(MAX_LINE));
-        let table: Vec<(&[u8], Result<Vec<Command>, String>)> = vec![
+        let table: Vec<(&[u8], Read)> = vec![
             (b"H3\t2\t0\t\tmetadata\nLk\tu\nC1\n", Ok(vec![Command::Lookup { key: b"k".to_vec(), user: b"u".to_vec() }, Command::Commit { id: "1".into() }])),
             (b"", Ok(vec![])),
             (b"H3\t2\t0\t\tm\n", Ok(vec![])),
