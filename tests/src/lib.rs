@@ -20,6 +20,7 @@ mod push_stub;
 mod random;
 mod relay;
 mod tls;
+mod wait;
 
 pub use dns::{test_dns, TestDns};
 pub use client::{ImapClient, ImapResponse, Security, SmtpClient, SmtpReply};
@@ -27,4 +28,5 @@ pub use error::{Context, Error, Result};
 pub use ports::{free_port, PortChoice, Ports};
 pub use push_stub::{PushStub, Received};
 pub use random::token;
+pub use wait::eventually;
 pub use relay::{sibling_binary, Account, AccountBackend, Relay, RelayOptions, MAIL_USER};

@@ -6,7 +6,7 @@
 //! and the replies are tests/e2e/test_bots.py's).
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chatmail_testrelay::{Account, Relay, RelayOptions, MAIL_USER};
 
@@ -41,13 +41,9 @@ fn mail(relay: &Relay, from: &str, to: &str, text: &str) -> String {
     String::from_utf8(bytes).expect("ASCII mail")
 }
 
-/// Waits until `check` holds, or panics with the relay's logs.
-fn wait_until(relay: &Relay, what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "{what} did not happen within {timeout:?}\n{}", relay.logs());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Waits until `check` holds (a timeout panics; the relay then prints its logs).
+fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    chatmail_testrelay::eventually(what, timeout, || check().then_some(()));
 }
 
 fn bots_log(relay: &Relay) -> String {
@@ -60,7 +56,7 @@ fn install_echo(relay: &Relay, bot: &Account) {
     assert!(report.contains("Author: mailto:bots@chatmail.test"), "{report}");
     assert!(relay.config.mailboxes_dir.join(&bot.addr).join("chatmail-bot").exists(), "marker for the plugin");
     // The report's own delivery job (skipped: own report) is gone too.
-    wait_until(relay, "an empty spool after the install", Duration::from_secs(30), || relay.bot_spool_len() == 0);
+    wait_until("an empty spool after the install", Duration::from_secs(30), || relay.bot_spool_len() == 0);
 }
 
 #[test]
@@ -73,9 +69,9 @@ fn a_package_installs_the_echo_bot_and_mail_runs_it() {
 
     let reply = relay.lmtp_deliver(&bot.addr, &mail(&relay, "alice@example.org", &bot.addr, "hello, bot")).expect("deliver");
     assert!(reply.starts_with("250"), "{reply}");
-    wait_until(&relay, "the echo bot's run", Duration::from_secs(30), || !relay.bot_outputs(&bot.addr).is_empty());
+    wait_until("the echo bot's run", Duration::from_secs(30), || !relay.bot_outputs(&bot.addr).is_empty());
     assert_eq!(relay.bot_outputs(&bot.addr), vec!["{\"action\":\"reply\",\"text\":\"echo: hello, bot\"}\n".to_owned()]);
-    wait_until(&relay, "an empty spool", Duration::from_secs(10), || relay.bot_spool_len() == 0);
+    wait_until("an empty spool", Duration::from_secs(10), || relay.bot_spool_len() == 0);
     let log = bots_log(&relay);
     assert!(log.contains("op=run") && log.contains("result=ran outcome=exited"), "{log}");
 }
@@ -103,20 +99,20 @@ fn a_misbehaving_bot_is_stopped_and_the_daemon_keeps_serving() {
     relay.install_bot(&bot, &wat_bot("loop"), looping).expect("install");
     relay.wait_for_message(&bot, "Subject: Bot installed: spinner", Duration::from_secs(60)).expect("report");
     relay.lmtp_deliver(&bot.addr, &mail(&relay, "alice@example.org", &bot.addr, "spin")).expect("deliver");
-    wait_until(&relay, "the spinner stopped by metering", Duration::from_secs(30), || bots_log(&relay).contains("outcome=out-of-cpu"));
+    wait_until("the spinner stopped by metering", Duration::from_secs(30), || bots_log(&relay).contains("outcome=out-of-cpu"));
     // The next run gets only what is left of the sender's CPU second for
     // the hour; once it is used up, mail from that sender is dropped, not
     // queued.
     for text in ["spin again", "and again"] {
         relay.lmtp_deliver(&bot.addr, &mail(&relay, "alice@example.org", &bot.addr, text)).expect("deliver");
     }
-    wait_until(&relay, "the over-limit drop", Duration::from_secs(30), || bots_log(&relay).contains("reason=sender-cpu-per-hour"));
+    wait_until("the over-limit drop", Duration::from_secs(30), || bots_log(&relay).contains("reason=sender-cpu-per-hour"));
     // The daemon still serves: a new package replaces the bot and runs.
     install_echo(&relay, &bot);
     relay.lmtp_deliver(&bot.addr, &mail(&relay, "bob@example.org", &bot.addr, "still there?")).expect("deliver");
-    wait_until(&relay, "the echo run", Duration::from_secs(30), || !relay.bot_outputs(&bot.addr).is_empty());
+    wait_until("the echo run", Duration::from_secs(30), || !relay.bot_outputs(&bot.addr).is_empty());
     assert_eq!(relay.bot_outputs(&bot.addr), vec!["{\"action\":\"reply\",\"text\":\"echo: still there?\"}\n".to_owned()]);
-    wait_until(&relay, "an empty spool", Duration::from_secs(10), || relay.bot_spool_len() == 0);
+    wait_until("an empty spool", Duration::from_secs(10), || relay.bot_spool_len() == 0);
 }
 
 #[test]
@@ -132,8 +128,8 @@ fn jobs_wait_for_a_stopped_daemon_and_each_runs_once() {
     assert_eq!(relay.bot_spool_len(), 20, "all 20 wait in the spool");
     assert!(relay.bot_outputs(&bot.addr).is_empty());
     relay.start_bots().expect("restart");
-    wait_until(&relay, "20 runs", Duration::from_secs(120), || relay.bot_outputs(&bot.addr).len() >= 20);
-    wait_until(&relay, "an empty spool", Duration::from_secs(10), || relay.bot_spool_len() == 0);
+    wait_until("20 runs", Duration::from_secs(120), || relay.bot_outputs(&bot.addr).len() >= 20);
+    wait_until("an empty spool", Duration::from_secs(10), || relay.bot_spool_len() == 0);
     let mut outputs = relay.bot_outputs(&bot.addr);
     assert_eq!(outputs.len(), 20, "{outputs:?}");
     outputs.sort();
@@ -177,12 +173,12 @@ fn a_bot_keeps_its_storage_between_runs() {
     relay.wait_for_message(&bot, "Subject: Bot installed: counter", Duration::from_secs(60)).expect("report");
     for i in 1..=3 {
         relay.lmtp_deliver(&bot.addr, &mail(&relay, "alice@example.org", &bot.addr, &format!("mail {i}"))).expect("deliver");
-        wait_until(&relay, "a counter run", Duration::from_secs(30), || relay.bot_outputs(&bot.addr).len() >= i);
+        wait_until("a counter run", Duration::from_secs(30), || relay.bot_outputs(&bot.addr).len() >= i);
     }
     let expected: Vec<String> = (1..=3).map(|i| format!("{{\"action\":\"reply\",\"text\":\"message number {i}\"}}\n")).collect();
     assert_eq!(relay.bot_outputs(&bot.addr), expected);
     // Each count is an action the relay carries out (a reply to alice).
-    wait_until(&relay, "three replies sent", Duration::from_secs(30), || bots_log(&relay).matches("action=reply result=done").count() == 3);
+    wait_until("three replies sent", Duration::from_secs(30), || bots_log(&relay).matches("action=reply result=done").count() == 3);
     let stored = relay.config.bot_state_dir.join("bots").join(&bot.addr).join("storage").join("count");
     assert_eq!(std::fs::read_to_string(stored).expect("storage file"), "3");
 }
@@ -205,15 +201,15 @@ fn a_scheduled_run_writes_only_to_a_contact_who_wrote_first() {
     };
     let sent = |relay: &Relay| bots_log(relay).matches("action=send result=done").count();
     tick_now(&mut relay);
-    wait_until(&relay, "the scheduled run's refusal", Duration::from_secs(30), || {
+    wait_until("the scheduled run's refusal", Duration::from_secs(30), || {
         bots_log(&relay).contains("alice@example.org has not written to the bot directly")
     });
     assert_eq!(sent(&relay), 0, "no message to someone who never wrote to the bot");
     // Alice writes 1:1: her consent; that run's message by address is sent.
     relay.lmtp_deliver(&bot.addr, &mail(&relay, "alice@example.org", &bot.addr, "hi")).expect("deliver");
-    wait_until(&relay, "the message run's send", Duration::from_secs(30), || sent(&relay) == 1);
+    wait_until("the message run's send", Duration::from_secs(30), || sent(&relay) == 1);
     tick_now(&mut relay);
-    wait_until(&relay, "the scheduled run's send", Duration::from_secs(30), || sent(&relay) == 2);
+    wait_until("the scheduled run's send", Duration::from_secs(30), || sent(&relay) == 2);
     let log = bots_log(&relay);
     assert_eq!(log.lines().filter(|l| l.contains("op=submit ") && l.contains(" result=sent ")).count(), 2, "both went through the relay:\n{log}");
 }
@@ -231,15 +227,15 @@ fn the_operator_lists_and_disables_bots() {
     let bot = relay.new_account().expect("bot account");
     install_echo(&relay, &bot);
     relay.lmtp_deliver(&bot.addr, &mail(&relay, "alice@example.org", &bot.addr, "one")).expect("deliver");
-    wait_until(&relay, "a run", Duration::from_secs(30), || relay.bot_outputs(&bot.addr).len() == 1);
+    wait_until("a run", Duration::from_secs(30), || relay.bot_outputs(&bot.addr).len() == 1);
     let cleartext = format!("From: <alice@example.org>\r\nTo: <{}>\r\nSubject: hi\r\n\r\nnot encrypted\r\n", bot.addr);
     relay.lmtp_deliver(&bot.addr, &cleartext).expect("deliver");
-    wait_until(&relay, "the gate's refusal", Duration::from_secs(30), || bots_log(&relay).contains("result=refused reason=not-encrypted"));
+    wait_until("the gate's refusal", Duration::from_secs(30), || bots_log(&relay).contains("result=refused reason=not-encrypted"));
     // A bounce of the bot's message is cleartext too, but no one writing
     // in cleartext: noted as the bot's error, not a refusal.
     let bounce = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../bot-sandbox/tests/reports/failed-one.eml")).expect("bounce fixture");
     relay.lmtp_deliver(&bot.addr, &bounce.replace("bot@chatmail.test", &bot.addr)).expect("deliver");
-    wait_until(&relay, "the bounce noted", Duration::from_secs(30), || bots_log(&relay).contains("op=delivery-report"));
+    wait_until("the bounce noted", Duration::from_secs(30), || bots_log(&relay).contains("op=delivery-report"));
     let log = bots_log(&relay);
     assert!(log.contains("recipient=alice@example.org action=failed status=5.4.4"), "{log}");
     let (ok, listing) = bots_command(&relay, &["list"]);
@@ -258,7 +254,7 @@ fn the_operator_lists_and_disables_bots() {
     assert!(ok, "{out}");
     assert!(bots_command(&relay, &["list"]).1.contains("[DISABLED]"));
     relay.lmtp_deliver(&bot.addr, &mail(&relay, "alice@example.org", &bot.addr, "two")).expect("deliver");
-    wait_until(&relay, "the skip", Duration::from_secs(30), || bots_log(&relay).contains("reason=disabled-by-operator"));
+    wait_until("the skip", Duration::from_secs(30), || bots_log(&relay).contains("reason=disabled-by-operator"));
     assert_eq!(relay.bot_outputs(&bot.addr).len(), 1, "a disabled bot does not run");
     let (ok, out) = bots_command(&relay, &["disable", "nobody@chatmail.test"]);
     assert!(!ok && out.contains("no bot for nobody@chatmail.test"), "{out}");
@@ -363,9 +359,9 @@ fn network_requests_go_through_the_host_to_allowed_origins_only() {
     let wasm = fetching_bot(&format!("{origin}/status"), &format!("https://127.0.0.2:{port}/x"));
     relay.install_bot(&bot, &wasm, &toml).expect("install");
     relay.wait_for_message(&bot, "Subject: Bot installed: fetcher", Duration::from_secs(60)).expect("report");
-    wait_until(&relay, "an empty spool", Duration::from_secs(30), || relay.bot_spool_len() == 0);
+    wait_until("an empty spool", Duration::from_secs(30), || relay.bot_spool_len() == 0);
     relay.lmtp_deliver(&bot.addr, &mail(&relay, "alice@example.org", &bot.addr, "fetch")).expect("deliver");
-    wait_until(&relay, "the fetching run", Duration::from_secs(30), || !relay.bot_outputs(&bot.addr).is_empty());
+    wait_until("the fetching run", Duration::from_secs(30), || !relay.bot_outputs(&bot.addr).is_empty());
     assert_eq!(relay.bot_outputs(&bot.addr), vec!["200 -1\nhello from the origin".to_owned()], "{}", bots_log(&relay));
     assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1, "only the allowed request was made");
     let log = bots_log(&relay);

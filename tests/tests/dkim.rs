@@ -30,15 +30,9 @@ fn milter_log(relay: &Relay) -> String {
 }
 
 fn wait_for_log(relay: &Relay, needle: &str) -> String {
-    let deadline = std::time::Instant::now() + DELIVERY_TIMEOUT;
-    loop {
-        let log = milter_log(relay);
-        if log.contains(needle) {
-            return log;
-        }
-        assert!(std::time::Instant::now() < deadline, "{needle:?} not in the milter log of {}:\n{log}", relay.domain);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    chatmail_testrelay::eventually(&format!("{needle:?} in the milter log of {}", relay.domain), DELIVERY_TIMEOUT, || {
+        Some(milter_log(relay)).filter(|log| log.contains(needle))
+    })
 }
 
 /// The DKIM-Signature headers of a fetched message, unfolded.

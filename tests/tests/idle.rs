@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chatmail_testrelay::mail::encrypted;
-use chatmail_testrelay::{Account, ImapClient, Relay, RelayOptions};
+use chatmail_testrelay::{eventually, Account, ImapClient, Relay, RelayOptions};
 
 /// Below this, a wake-up cannot have come from Dovecot's 500 ms timer.
 const CLEARLY_INSTANT: Duration = Duration::from_millis(300);
@@ -29,17 +29,6 @@ fn start(options: RelayOptions) -> (Relay, std::sync::MutexGuard<'static, ()>) {
     (Relay::start(options).unwrap_or_else(|e| panic!("relay did not start: {e}")), turn)
 }
 
-/// Runs `check` until it returns `Some`, for at most `timeout`.
-fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "gave up after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 
 /// Logs `account` in, selects INBOX and returns the session with the pid

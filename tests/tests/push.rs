@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chatmail_testrelay::mail::encrypted;
-use chatmail_testrelay::{Account, ImapClient, PushStub, Relay, RelayOptions};
+use chatmail_testrelay::{eventually, Account, ImapClient, PushStub, Relay, RelayOptions};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -197,11 +197,7 @@ fn gone_tokens_are_forgotten_and_failures_retried() {
     stub.queue_statuses(&[410]);
     deliver(&relay, &b, &a, "second");
     stub.wait_for(3, WAIT).expect("third POST");
-    let deadline = Instant::now() + WAIT;
-    while metadata_file(&relay, &a).contains("openpgp:flaky") {
-        assert!(Instant::now() < deadline, "token not forgotten: {}", metadata_file(&relay, &a));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually("the gone token forgotten", WAIT, || (!metadata_file(&relay, &a).contains("openpgp:flaky")).then_some(()));
     deliver(&relay, &b, &a, "third");
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(stub.received().len(), 3, "{:?}", stub.received());
@@ -231,11 +227,13 @@ fn notifications_survive_a_restart() {
     deliver(&relay, &b, &a, "retry pending");
     stub.wait_for(2, WAIT).expect("failed POST");
     let queue = relay.config.push_spool_dir.join("queue");
-    let deadline = Instant::now() + WAIT;
-    while std::fs::read_dir(&queue).map_or(0, |d| d.count()) != 1 || !std::fs::read_to_string(std::fs::read_dir(&queue).expect("queue").next().expect("entry").expect("entry").path()).unwrap_or_default().contains("attempts: 1") {
-        assert!(Instant::now() < deadline, "no queued retry");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let queued = |queue: &Path| -> Vec<String> {
+        std::fs::read_dir(queue).map(|d| d.flatten().map(|e| std::fs::read_to_string(e.path()).unwrap_or_default()).collect()).unwrap_or_default()
+    };
+    eventually("one queued retry", WAIT, || {
+        let entries = queued(&queue);
+        (entries.len() == 1 && entries[0].contains("attempts: 1")).then_some(())
+    });
     relay.stop_metadata();
     // What an operator sees meanwhile.
     let binary = chatmail_testrelay::sibling_binary("chatmail-metadata", "CHATMAIL_METADATA").expect("binary");
@@ -248,11 +246,7 @@ fn notifications_survive_a_restart() {
     relay.start_metadata().expect("restart");
     let received = stub.wait_for(3, WAIT).expect("the retry after the restart");
     assert_eq!((received[2].status, received[2].body.as_str()), (200, "openpgp:patient"));
-    let deadline = Instant::now() + WAIT;
-    while std::fs::read_dir(&queue).map_or(0, |d| d.count()) != 0 {
-        assert!(Instant::now() < deadline, "queue not emptied");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually("an empty queue", WAIT, || queued(&queue).is_empty().then_some(()));
 }
 
 #[test]
@@ -289,15 +283,9 @@ fn an_untrusted_certificate_gets_no_token() {
     let (a, b) = (relay.new_account().expect("a"), relay.new_account().expect("b"));
     register(&relay, &a, "openpgp:secret-token");
     deliver(&relay, &b, &a, "to an impostor");
-    let deadline = Instant::now() + WAIT;
-    let log = loop {
-        let log = std::fs::read_to_string(relay.log_dir.join("metadata.log")).unwrap_or_default();
-        if log.contains("op=push") {
-            break log;
-        }
-        assert!(Instant::now() < deadline, "no push attempt logged: {log}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let log = eventually("a push attempt in the log", WAIT, || {
+        Some(std::fs::read_to_string(relay.log_dir.join("metadata.log")).unwrap_or_default()).filter(|log| log.contains("op=push"))
+    });
     assert!(log.contains("result=retry status=none") && log.contains("certificate"), "{log}");
     assert!(stub.received().is_empty(), "the token went to an untrusted server");
 }
