@@ -108,7 +108,7 @@ impl MetadataService {
     fn write_tokens(path: &Path, tokens: &Tokens) -> io::Result<()> {
         let dir = path.parent().ok_or_else(|| io::Error::other("metadata file without directory"))?;
         // Written beside the file (same file system), then renamed over it.
-        chatmail_config::push::write_atomically(dir, path, tokens.to_json().as_bytes(), 0o600)
+        chatmail_config::files::write_atomically(dir, path, tokens.to_json().as_bytes(), 0o600)
     }
 
     /// The live device tokens of `account` (none for an unknown account).

@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chatmail_config::push::{valid_account_name, write_atomically, ARRIVED_DIR, NUDGE_SOCKET, QUEUE_DIR, TMP_DIR};
+use chatmail_config::files::write_atomically;
+use chatmail_config::push::{valid_account_name, ARRIVED_DIR, NUDGE_SOCKET, QUEUE_DIR, TMP_DIR};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;

@@ -12,6 +12,7 @@
 mod address;
 pub mod base64;
 pub mod calendar;
+pub mod files;
 mod ini;
 pub mod layout;
 pub mod retention;

@@ -23,11 +23,10 @@
 //! so a restart of either side loses nothing, and a delivery after the
 //! claim makes a new arrival.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, OpenOptions};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Directory of arrival files.
 pub const ARRIVED_DIR: &str = "arrived";
@@ -38,8 +37,6 @@ pub const TMP_DIR: &str = "tmp";
 /// chatmail-metadata's datagram socket.
 pub const NUDGE_SOCKET: &str = "nudge";
 
-static COUNTER: AtomicU64 = AtomicU64::new(0);
-
 /// Whether `account` can name a file in `arrived/`: an address as Dovecot
 /// hands it over, never a path.
 pub fn valid_account_name(account: &str) -> bool {
@@ -48,32 +45,6 @@ pub fn valid_account_name(account: &str) -> bool {
         && !account.starts_with('.')
         && account.contains('@')
         && !account.bytes().any(|b| b == b'/' || b.is_ascii_control() || b == b' ')
-}
-
-/// Writes `path` atomically and durably through `tmp_dir` (`mode` for a new
-/// file), replacing what was there.
-pub fn write_atomically(tmp_dir: &Path, path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
-    let context = |e: io::Error, what: &str, path: &Path| io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()));
-    let dir = path.parent().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path without a directory"))?;
-    for d in [tmp_dir, dir] {
-        fs::create_dir_all(d).map_err(|e| context(e, "creating", d))?;
-    }
-    let name = format!("{}.{}.{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), path.file_name().map_or("f".into(), |n| n.to_string_lossy()));
-    let tmp = tmp_dir.join(name);
-    let written = (|| {
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
-        file.write_all(content)?;
-        file.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(context(e, "writing", &tmp));
-    }
-    if let Err(e) = fs::rename(&tmp, path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(context(e, "renaming", &tmp));
-    }
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| context(e, "syncing", dir))
 }
 
 /// The arrival file of `account`.
@@ -128,7 +99,8 @@ mod tests {
 
     #[test]
     fn arrivals_coalesce_per_account() {
-        let dir = tempfile_dir();
+        let temp = tempfile::tempdir().expect("tempdir");
+        let dir = temp.path().to_path_buf();
         record_arrival(&dir, "a@x.example").expect("first");
         record_arrival(&dir, "a@x.example").expect("second");
         record_arrival(&dir, "b@x.example").expect("other");
@@ -141,12 +113,5 @@ mod tests {
         record_arrival(&dir, "a@x.example").expect("after the claim");
         assert!(arrival_path(&dir, "a@x.example").exists());
         assert!(record_arrival(&dir, "../evil@x").is_err());
-        fs::remove_dir_all(&dir).expect("cleanup");
-    }
-
-    fn tempfile_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("chatmail-push-test-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
-        fs::create_dir_all(&dir).expect("dir");
-        dir
     }
 }

@@ -30,9 +30,7 @@
 //! expunges and ticks.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -162,25 +160,9 @@ pub fn job_file_name(now: SystemTime, pid: u32, counter: u64) -> String {
 
 /// Writes `job` into the spool atomically and durably; returns its path in `new/`.
 pub fn write_job(spool_dir: &Path, job: &Job) -> io::Result<PathBuf> {
-    let context = |e: io::Error, what: &str, path: &Path| io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()));
     let name = job_file_name(SystemTime::now(), std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
-    let (tmp_dir, new_dir) = (spool_dir.join("tmp"), spool_dir.join("new"));
-    for dir in [&tmp_dir, &new_dir] {
-        fs::create_dir_all(dir).map_err(|e| context(e, "creating", dir))?;
-    }
-    let tmp = tmp_dir.join(&name);
-    let written = (|| {
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o640).open(&tmp)?;
-        file.write_all(job.to_text().as_bytes())?;
-        file.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(context(e, "writing", &tmp));
-    }
-    let done = new_dir.join(&name);
-    fs::rename(&tmp, &done).map_err(|e| context(e, "renaming", &tmp))?;
-    File::open(&new_dir).and_then(|d| d.sync_all()).map_err(|e| context(e, "syncing", &new_dir))?;
+    let done = spool_dir.join("new").join(&name);
+    crate::files::write_atomically(&spool_dir.join("tmp"), &done, job.to_text().as_bytes(), 0o640)?;
     Ok(done)
 }
 
@@ -195,6 +177,7 @@ pub fn nudge(spool_dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn sample() -> Job {
         Job {
