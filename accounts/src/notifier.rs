@@ -153,21 +153,34 @@ pub fn spool_status(spool_dir: &Path, now: u64) -> io::Result<SpoolStatus> {
         }
     };
     status.arrivals = count(&spool_dir.join(ARRIVED_DIR), &|_| true)? + count(&spool_dir.join(TMP_DIR), &|n| n.starts_with(CLAIMED_PREFIX))?;
-    let queue = spool_dir.join(QUEUE_DIR);
-    if let Ok(listing) = std::fs::read_dir(&queue) {
-        for item in listing.flatten() {
-            match std::fs::read_to_string(item.path()).ok().and_then(|t| Entry::parse(&t).ok()) {
-                Some(entry) => {
-                    status.queued += 1;
-                    status.retrying += usize::from(entry.attempts > 0);
-                    let age = now.saturating_sub(entry.created);
-                    status.oldest_secs = Some(status.oldest_secs.map_or(age, |o| o.max(age)));
-                }
-                None => status.unreadable += 1,
+    for (_, entry) in read_queue(spool_dir) {
+        match entry {
+            Some(entry) => {
+                status.queued += 1;
+                status.retrying += usize::from(entry.attempts > 0);
+                let age = now.saturating_sub(entry.created);
+                status.oldest_secs = Some(status.oldest_secs.map_or(age, |o| o.max(age)));
             }
+            None => status.unreadable += 1,
         }
     }
     Ok(status)
+}
+
+/// The queue's files, each with its entry; `None` for one that cannot be
+/// read or does not hold the entry its name says.
+fn read_queue(spool_dir: &Path) -> Vec<(PathBuf, Option<Entry>)> {
+    let Ok(listing) = std::fs::read_dir(spool_dir.join(QUEUE_DIR)) else { return Vec::new() };
+    listing
+        .flatten()
+        .map(|item| {
+            let entry = std::fs::read_to_string(item.path())
+                .ok()
+                .and_then(|text| Entry::parse(&text).ok())
+                .filter(|entry| entry.id() == item.file_name().to_string_lossy());
+            (item.path(), entry)
+        })
+        .collect()
 }
 
 /// A queue entry known to the loop.
@@ -233,15 +246,13 @@ impl Notifier {
 
     /// The entries on disk (at start). Unreadable files are logged and moved aside.
     fn load_queue(&self) -> Vec<Entry> {
-        let dir = self.spool_dir.join(QUEUE_DIR);
         let mut entries = Vec::new();
-        let Ok(listing) = std::fs::read_dir(&dir) else { return entries };
-        for item in listing.flatten() {
-            let path = item.path();
-            match std::fs::read_to_string(&path).map_err(|e| e.to_string()).and_then(|t| Entry::parse(&t).map_err(|e| e.to_string())) {
-                Ok(entry) if entry.id() == item.file_name().to_string_lossy() => entries.push(entry),
-                Ok(_) | Err(_) => {
-                    let aside = self.spool_dir.join(TMP_DIR).join(format!("bad.{}", item.file_name().to_string_lossy()));
+        for (path, entry) in read_queue(&self.spool_dir) {
+            match entry {
+                Some(entry) => entries.push(entry),
+                None => {
+                    let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                    let aside = self.spool_dir.join(TMP_DIR).join(format!("bad.{name}"));
                     log(&format!("op=queue result=error problem={:?}", format!("unreadable entry {} moved to {}", path.display(), aside.display())));
                     let _ = std::fs::rename(&path, &aside);
                 }
@@ -281,8 +292,12 @@ impl Notifier {
         found
     }
 
-    /// The entries for a delivery to `account`: one per live token.
+    /// The entries for a delivery to `account`: one per live token (none
+    /// while push is off: the arrival is consumed and nothing is queued).
     fn expand(&self, account: &str, now: u64, found: &mut Vec<Found>) -> io::Result<()> {
+        if self.client.is_none() {
+            return Ok(());
+        }
         for token in self.service.tokens(account, now)? {
             let entry = Entry::new(account, &token, now);
             let id = entry.id();
@@ -308,8 +323,11 @@ impl Notifier {
 
         let this = Arc::new(self);
         let mut slots: HashMap<String, Slot> = HashMap::new();
-        for entry in this.load_queue() {
-            slots.insert(entry.id(), Slot { entry, in_flight: false, again: false });
+        // While push is off, queued entries stay on disk for when it is on again.
+        if this.client.is_some() {
+            for entry in this.load_queue() {
+                slots.insert(entry.id(), Slot { entry, in_flight: false, again: false });
+            }
         }
         if !slots.is_empty() {
             log(&format!("op=queue result=loaded entries={}", slots.len()));
@@ -342,17 +360,13 @@ impl Notifier {
             // Start what is due.
             let now = unix_now();
             let mut wait = RESCAN_INTERVAL.saturating_sub(last_scan.elapsed());
+            // (Slots exist only while push is on.)
             for (id, slot) in slots.iter_mut().filter(|(_, s)| !s.in_flight) {
+                let Some(client) = this.client.clone() else { break };
                 if slot.entry.next > now {
                     wait = wait.min(Duration::from_secs(slot.entry.next - now));
                     continue;
                 }
-                let Some(client) = this.client.clone() else {
-                    // Push is off: nothing will ever send it.
-                    slot.in_flight = true;
-                    let _ = done_tx.send((id.clone(), Outcome::Status(200), Some("push off".into()), Duration::ZERO));
-                    continue;
-                };
                 slot.in_flight = true;
                 let (id, token, done, parallel) = (id.clone(), slot.entry.token.clone(), done_tx.clone(), Arc::clone(&parallel));
                 tokio::spawn(async move {
@@ -400,10 +414,6 @@ impl Notifier {
             }
             text
         };
-        if self.client.is_none() {
-            self.remove_entry(&id);
-            return None;
-        }
         match after(entry, outcome, now) {
             Next::Sent => {
                 log(&line("sent"));

@@ -171,27 +171,17 @@ async fn serve(args: &Args, user: &User, config: &chatmail_config::Config, setti
     let service = Arc::new(MetadataService::new(settings));
     let notifier = Notifier::new(config.push_spool_dir.clone(), Arc::clone(&service), client);
     let shutdown = chatmail_accounts::shutdown_signal("chatmail-metadata");
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut stopped = stop_rx.clone();
-    let notifier_task = tokio::spawn(async move {
-        let mut stop = stop_rx;
-        notifier.run(async move { let _ = stop.wait_for(|s| *s).await; }).await
-    });
-    let served = chatmail_accounts::serve_metadata(listener, service, async move {
-        tokio::select! {
-            _ = shutdown => {}
-            _ = stopped.wait_for(|s| *s) => {}
-        }
-    });
-    tokio::pin!(notifier_task);
+    // The notifier keeps everything on disk: it needs no shutdown of its
+    // own and ends with the dict service (or ends it, failing).
+    let mut notifier_task = tokio::spawn(notifier.run(std::future::pending::<()>()));
     let result = tokio::select! {
-        r = served => r.map_err(|e| e.to_string()),
+        r = chatmail_accounts::serve_metadata(listener, service, shutdown) => r.map_err(|e| e.to_string()),
         r = &mut notifier_task => match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!("push notifier: {e}")),
             Err(e) => Err(format!("push notifier: {e}")),
         },
     };
-    let _ = stop_tx.send(true);
+    notifier_task.abort();
     result
 }
