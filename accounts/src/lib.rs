@@ -31,9 +31,7 @@ pub use dict::{escape as dict_escape, parse_line as parse_dict_line, unescape as
 pub use keys::{parse_key, KeyError, Request};
 pub use metadata::{read_turn_secret, serve as serve_metadata, MetadataService, MetadataSettings};
 pub use notifier::{spool_status, Notifier, PushClient, SpoolStatus};
-pub use push_queue::{entry_id, Entry as PushEntry};
 pub use server_metadata::{turn_credentials, ServerMetadata, Turn};
-pub use tokens::{check_token, Tokens, MAX_TOKEN_LEN};
 pub use policy::{
     check_password_bytes, random_credentials, AccountPolicy, NewAccountLimiter, Refusal, ResourceGate, Resources,
     MAX_PASSWORD_LEN, RESERVED_LOCAL_PARTS,

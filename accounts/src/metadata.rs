@@ -84,10 +84,6 @@ impl MetadataService {
         MetadataService { settings, writing: Mutex::new(()) }
     }
 
-    pub fn settings(&self) -> &MetadataSettings {
-        &self.settings
-    }
-
     /// The metadata file of `account`, if it names an existing account.
     fn metadata_path(&self, account: &str) -> Option<PathBuf> {
         if !valid_account_name(account) {

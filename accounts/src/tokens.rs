@@ -133,10 +133,6 @@ impl Tokens {
     pub fn live(&self, now: u64) -> Vec<&str> {
         self.tokens.iter().filter(|(_, &time)| is_live(time, now)).map(|(t, _)| t.as_str()).collect()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
-    }
 }
 
 fn is_live(set_at: u64, now: u64) -> bool {
