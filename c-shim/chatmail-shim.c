@@ -195,7 +195,8 @@ static void chatmail_txn_commit(void *_txn,
 					uid_validity,
 					array_count(&uids) == 0 ? NULL : array_front(&uids),
 					array_count(&uids),
-					txn->saved ? 0 : 1, txn->sender);
+					txn->saved ? 0 : 1,
+					txn->wants_push ? 1 : 0, txn->sender);
 	} T_END;
 	array_free(&txn->expunged_uids);
 	i_free(txn->sender);

@@ -145,11 +145,12 @@ int chatmail_rs_wants_jobs(const struct chatmail_user_info *info, const char *ma
 /* Implemented in Rust: called after such a transaction saved or copied
  * mails into `mailbox` (or only expunged some: `expunged_only` non-zero)
  * and committed; `uids` (count) are the saved mails' UIDs, or the
- * expunged ones'; `sender` is the first saved mail's envelope sender
+ * expunged ones'; `push_wanted` is non-zero if chatmail_rs_wants_jobs said
+ * CHATMAIL_WANTS_PUSH; `sender` is the first saved mail's envelope sender
  * (NULL if unknown). */
 void chatmail_rs_mails_saved(const struct chatmail_user_info *info, const char *mailbox,
 			     uint32_t uid_validity, const uint32_t *uids, unsigned int count,
-			     int expunged_only, const char *sender);
+			     int expunged_only, int push_wanted, const char *sender);
 /* Implemented in Rust: called when a (logged-in or delivered-to) user's
  * session ends, while its storage is still usable. */
 void chatmail_rs_user_deinit(struct mail_user *user, const struct chatmail_user_info *info);

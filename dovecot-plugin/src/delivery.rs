@@ -27,13 +27,18 @@ pub fn job_kind(mailbox: &str, service: &str, install_folder: &str, has_bot: boo
     }
 }
 
-/// Whether a save makes a push arrival: mail delivered (LMTP) into the
-/// INBOX of an account that has device tokens (a metadata file), sent by
-/// someone else. `sender` is the envelope sender (`None`: unknown, e.g. a
-/// bounce's empty one).
-pub fn push_applies(mailbox: &str, service: &str, has_metadata: bool, sender: Option<&str>, account: &str) -> bool {
-    let from_self = sender.is_some_and(|s| s.trim_start_matches('<').trim_end_matches('>').eq_ignore_ascii_case(account));
-    mailbox == "INBOX" && service == "lmtp" && has_metadata && !from_self
+/// Whether saves may make a push arrival (asked when the transaction
+/// begins): mail delivered (LMTP) into the INBOX of an account that has
+/// device tokens (a metadata file).
+pub fn push_wanted(mailbox: &str, service: &str, has_metadata: impl FnOnce() -> bool) -> bool {
+    mailbox == "INBOX" && service == "lmtp" && has_metadata()
+}
+
+/// Whether `account` sent the mail itself (Delta Chat's copies for its
+/// other devices): then it makes no push arrival. `sender` is the envelope
+/// sender (`None`: unknown, e.g. a bounce's empty one).
+pub fn sent_by(sender: Option<&str>, account: &str) -> bool {
+    sender.is_some_and(|s| s.trim_start_matches('<').trim_end_matches('>').eq_ignore_ascii_case(account))
 }
 
 /// What a transaction of this user in a mailbox may need.
@@ -55,6 +60,8 @@ pub struct Saved<'a> {
     pub mailbox: &'a str,
     pub uid_validity: u32,
     pub uids: &'a [u32],
+    /// Whether the transaction was [`Wanted::push`] when it began.
+    pub push_wanted: bool,
     /// The envelope sender of the (first) saved mail, if Dovecot knows it.
     pub sender: Option<&'a str>,
 }
@@ -65,19 +72,18 @@ fn kind_for(home: &Path, service: &str, config_path: Option<&str>, mailbox: &str
     job_kind(mailbox, service, &config.bot_install_folder, has_bot)
 }
 
-fn has_metadata(home: &Path, service: &str, mailbox: &str) -> bool {
-    mailbox == "INBOX" && service == "lmtp" && home.join(METADATA_FILE).exists()
-}
-
 /// What a transaction of this user in `mailbox` could make (asked when it
 /// begins, so that UIDs get assigned for jobs).
 pub fn wanted(home: &Path, service: &str, config_path: Option<&str>, mailbox: &str) -> Wanted {
-    Wanted { jobs: kind_for(home, service, config_path, mailbox).is_some(), push: has_metadata(home, service, mailbox) }
+    Wanted {
+        jobs: kind_for(home, service, config_path, mailbox).is_some(),
+        push: push_wanted(mailbox, service, || home.join(METADATA_FILE).exists()),
+    }
 }
 
 pub fn on_saved(saved: &Saved<'_>) {
     let Some(config) = settings::config(saved.config_path) else { return };
-    if push_applies(saved.mailbox, saved.service, has_metadata(saved.home, saved.service, saved.mailbox), saved.sender, saved.username) {
+    if saved.push_wanted && !sent_by(saved.sender, saved.username) {
         if let Err(e) = chatmail_config::push::record_arrival(&config.push_spool_dir, saved.username) {
             log::warning(&format!("push arrival for {} not recorded: {e}", saved.username));
         }
@@ -149,7 +155,8 @@ mod tests {
             (("DeltaBot", "lmtp", true, Some("b@x.example")), false),
         ];
         for ((mailbox, service, has_metadata, sender), want) in table {
-            assert_eq!(push_applies(mailbox, service, has_metadata, sender, "a@x.example"), want, "{mailbox} {service} {has_metadata} {sender:?}");
+            let arrival = push_wanted(mailbox, service, || has_metadata) && !sent_by(sender, "a@x.example");
+            assert_eq!(arrival, want, "{mailbox} {service} {has_metadata} {sender:?}");
         }
     }
 

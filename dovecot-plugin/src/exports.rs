@@ -217,6 +217,7 @@ pub extern "C" fn chatmail_rs_mails_saved(
     uids: *const u32,
     count: std::ffi::c_uint,
     expunged_only: std::ffi::c_int,
+    push_wanted: std::ffi::c_int,
     sender: *const c_char,
 ) {
     guarded("mails saved", || {
@@ -230,7 +231,7 @@ pub extern "C" fn chatmail_rs_mails_saved(
             // SAFETY: the shim passes `count` UIDs from an array alive during the call.
             unsafe { std::slice::from_raw_parts(uids, count as usize) }
         };
-        let saved = delivery::Saved { username, home, service, config_path: config, mailbox, uid_validity, uids, sender };
+        let saved = delivery::Saved { username, home, service, config_path: config, mailbox, uid_validity, uids, push_wanted: push_wanted != 0, sender };
         if expunged_only != 0 {
             delivery::on_expunged(&saved);
         } else {
