@@ -99,8 +99,10 @@ def check_limits(alice, alice_pw, bob, lmtp_socket):
         except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as refused:
             assert refused.smtp_code == 552, refused
     # Dovecot's quota, over the LMTP socket Postfix uses: 1.9 MB mails fit
-    # twice into 5 MB; the third is refused with 552.
+    # twice into 5 MB; the third is refused with 552 and the rendered
+    # quota_exceeded_message.
     codes = []
+    answers = []
     body = big * (1900 * 1024 // len(big))
     for n in range(3):
         lmtp = smtplib.LMTP(lmtp_socket)
@@ -111,10 +113,13 @@ def check_limits(alice, alice_pw, bob, lmtp_socket):
             codes.append(250)
         except smtplib.SMTPRecipientsRefused as refused:
             codes.append(refused.recipients[bob][0])
+            answers.append(refused.recipients[bob][1])
         except smtplib.SMTPDataError as refused:
             codes.append(refused.smtp_code)
+            answers.append(refused.smtp_error)
         lmtp.quit()
     assert codes == [250, 250, 552], f"mailbox fill answered {codes}, expected 250, 250, 552"
+    assert b"Mailbox full (quota of 5 MiB exceeded)" in answers[-1], answers
 
 
 def check_turn(imap):

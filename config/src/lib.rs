@@ -19,13 +19,14 @@ pub mod retention;
 pub mod sessions;
 pub mod push;
 pub mod spool;
+pub mod wiring;
 mod value;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use address::{check_domain, split_address, AccountAddressRules, AddressProblem, MAX_ADDRESS_LEN};
-pub use value::{parse_bool, parse_decimal, parse_list, parse_size, parse_uint, BareNumber};
+pub use value::{format_size, parse_bool, parse_decimal, parse_list, parse_size, parse_uint, BareNumber};
 
 /// Where a key comes from, which decides what an operator may expect of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,8 +130,8 @@ pub const KEYS: &[KeyDoc] = &[
         meaning: "Network origins (e.g. https://api.example.org), separated by spaces, that bots may ever reach; a bot's own list narrows it. Empty: none." },
     KeyDoc { name: "bot_network_ca_file", default: Some(""), origin: Origin::New,
         meaning: "PEM file of extra CA certificates that bot network requests trust (e.g. an internal CA); empty: the system's only." },
-    KeyDoc { name: "lmtp_socket", default: Some("/var/run/dovecot/lmtp"), origin: Origin::New,
-        meaning: "Dovecot's LMTP socket, through which the bot daemon delivers install reports." },
+    KeyDoc { name: "lmtp_socket", default: Some("/run/dovecot/lmtp-bots"), origin: Origin::New,
+        meaning: "Dovecot LMTP socket through which the bot daemon (running as the mail user) delivers install reports; the rendered Dovecot wiring makes this listener, owned by the mail user." },
     KeyDoc { name: "bot_submission_socket", default: Some("/var/spool/postfix/public/chatmail-bots"), origin: Origin::New,
         meaning: "Postfix's SMTP submission socket for bots (a `chatmail-bots unix` smtpd service in master.cf): the bot daemon sends its bots' mail through it, logged in as the bot, so the milter and rate limits apply. The daemon needs the group `postdrop` for it." },
     KeyDoc { name: "dkim_selector", default: Some("opendkim"), origin: Origin::New,

@@ -89,6 +89,24 @@ pub fn parse_list(text: &str) -> Vec<String> {
     text.split_whitespace().map(str::to_owned).collect()
 }
 
+/// A size in bytes for people: the largest binary unit that gives at least
+/// 1, with one decimal where it matters (`30 MiB`, `1.5 GiB`, `512 bytes`).
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return if bytes == 1 { "1 byte".into() } else { format!("{bytes} bytes") };
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let text = format!("{value:.1}");
+    let text = text.strip_suffix(".0").unwrap_or(&text);
+    format!("{text} {}", UNITS[unit])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +170,25 @@ mod tests {
     fn lists() {
         assert_eq!(parse_list(" a@x  b@y\tc@z "), vec!["a@x", "b@y", "c@z"]);
         assert!(parse_list("").is_empty());
+    }
+
+    #[test]
+    fn sizes_for_people() {
+        let table = [
+            (0, "0 bytes"),
+            (1, "1 byte"),
+            (1023, "1023 bytes"),
+            (1024, "1 KiB"),
+            (200_000, "195.3 KiB"),
+            (31_457_280, "30 MiB"),
+            (100 << 20, "100 MiB"),
+            (3 << 29, "1.5 GiB"),
+            (1 << 30, "1 GiB"),
+            (5 << 40, "5 TiB"),
+            (5000 << 40, "5000 TiB"),
+        ];
+        for (bytes, text) in table {
+            assert_eq!(format_size(bytes), text, "{bytes}");
+        }
     }
 }

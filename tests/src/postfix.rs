@@ -1,37 +1,29 @@
-//! Postfix configuration for a test relay: incoming SMTP, submission with
-//! STARTTLS and with implicit TLS (SASL through Dovecot), delivery over LMTP.
-//! All services run without chroot, since the instance lives in a scratch
-//! directory rather than under /var/spool/postfix.
+//! Postfix configuration for a test relay: the instance's own base (paths,
+//! TLS, incoming SMTP on a loopback port) around the relay's wiring as
+//! `chatmail_config::wiring` renders it, the same generator the Debian
+//! package runs. All services run without chroot, since the instance lives
+//! in a scratch directory rather than under /var/spool/postfix.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// Everything the Postfix config depends on.
+use chatmail_config::wiring::PostfixWiring;
+
+/// The instance's own settings, which a Debian host has in its stock main.cf.
 #[derive(Debug)]
-pub struct PostfixSettings<'a> {
+pub struct PostfixBase<'a> {
     pub domain: &'a str,
     pub queue_dir: &'a Path,
     pub data_dir: &'a Path,
     pub log_file: &'a Path,
     pub cert_pem: &'a Path,
     pub key_pem: &'a Path,
-    pub lmtp_socket: &'a Path,
-    pub auth_socket: &'a Path,
     pub smtp_port: u16,
-    pub submission_port: u16,
-    pub smtps_port: u16,
-    pub max_message_size: u64,
-    /// `max_recipients_per_message`: Postfix answers further RCPT TO with 452.
-    pub max_recipients: u32,
-    /// The chatmail milter's socket (`None`: no milter, benchmark baseline only).
-    pub milter_socket: Option<&'a Path>,
-    /// Its socket for mail Postfix makes itself (bounces): `non_smtpd_milters`.
-    pub milter_local_socket: Option<&'a Path>,
     /// Copy every message to this address (fixture capture).
     pub always_bcc: Option<&'a str>,
 }
 
-pub fn render_main_cf(s: &PostfixSettings<'_>) -> String {
+pub fn render_main_cf(s: &PostfixBase<'_>, wiring: &PostfixWiring) -> String {
     let p = |path: &Path| path.display().to_string();
     let log_dir = s.log_file.parent().map(p).unwrap_or_default();
     let mut c = String::new();
@@ -52,15 +44,8 @@ setgid_group = postdrop
 maillog_file = {log}
 maillog_file_prefixes = {log_dir}
 
-myhostname = {domain}
 mydomain = {domain}
 myorigin = $mydomain
-# As on a chatmail relay: the mail domain is the local domain, and local
-# delivery goes to Dovecot over LMTP. Postfix does not check whether an
-# account exists; Dovecot refuses unknown ones and Postfix bounces.
-mydestination = {domain}
-local_recipient_maps =
-local_transport = lmtp:unix:{lmtp}
 recipient_delimiter = +
 mailbox_size_limit = 0
 inet_interfaces = 127.0.0.1
@@ -70,8 +55,6 @@ biff = no
 append_dot_mydomain = no
 alias_maps =
 alias_database =
-message_size_limit = {max_message_size}
-smtpd_recipient_limit = {max_recipients}
 
 smtpd_tls_cert_file = {cert}
 smtpd_tls_key_file = {key}
@@ -81,9 +64,6 @@ smtpd_tls_auth_only = yes
 smtpd_tls_mandatory_protocols = >=TLSv1.2
 smtpd_tls_protocols = >=TLSv1.2
 smtp_tls_security_level = may
-
-smtpd_sasl_type = dovecot
-smtpd_sasl_path = {auth}
 smtpd_sasl_auth_enable = no
 smtpd_sasl_authenticated_header = no
 # Incoming SMTP: only the relay's own domain, whoever connects (also loopback).
@@ -95,80 +75,23 @@ smtpd_recipient_restrictions =
         log = p(s.log_file),
         log_dir = log_dir,
         domain = s.domain,
-        max_message_size = s.max_message_size,
-        max_recipients = s.max_recipients,
-        lmtp = p(s.lmtp_socket),
         cert = p(s.cert_pem),
         key = p(s.key_pem),
-        auth = p(s.auth_socket),
     );
     if let Some(addr) = s.always_bcc {
         let _ = writeln!(c, "always_bcc = {addr}");
     }
-    if let Some(socket) = s.milter_socket {
-        let _ = write!(
-            c,
-            "
-# The chatmail milter checks every message received over SMTP; if it cannot
-# be reached, mail is tempfailed, never accepted unchecked.
-smtpd_milters = unix:{}
-milter_default_action = tempfail
-milter_protocol = 6
-# Send the milter only the macros it uses (the login and the queue id).
-milter_connect_macros =
-milter_helo_macros =
-milter_mail_macros = {{auth_authen}}
-milter_rcpt_macros =
-milter_data_macros =
-milter_end_of_header_macros =
-milter_end_of_data_macros = i
-milter_unknown_command_macros =
-",
-            socket.display()
-        );
-    }
-    if let Some(socket) = s.milter_local_socket {
-        let _ = write!(
-            c,
-            "
-# Mail Postfix makes itself (bounces) is DKIM-signed by the same milter,
-# through its own socket: that is how the milter tells it apart. Postfix
-# shows its own bounces to milters only when asked to.
-non_smtpd_milters = unix:{}
-internal_mail_filter_classes = bounce
-",
-            socket.display()
-        );
-    }
+    c.push_str("\n# ---- the relay's wiring, as chatmail-relay render postfix says ----\n");
+    c.push_str(&wiring.main_cf_lines());
     c
 }
 
-pub fn render_master_cf(s: &PostfixSettings<'_>) -> String {
-    // Continuation lines must start with whitespace.
-    let submission_overrides = concat!(
-        "  -o smtpd_sasl_auth_enable=yes\n",
-        "  -o smtpd_client_restrictions=permit_sasl_authenticated,reject\n",
-        "  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject\n",
-    );
-    let mut c = String::new();
-    let _ = write!(
-        c,
+pub fn render_master_cf(s: &PostfixBase<'_>, wiring: &PostfixWiring) -> String {
+    format!(
         "\
 # Generated by chatmail-testrelay. service type private unpriv chroot wakeup maxproc command
 127.0.0.1:{smtp} inet n - n - - smtpd
-127.0.0.1:{submission} inet n - n - - smtpd
-  -o syslog_name=postfix/submission
-  -o smtpd_tls_security_level=encrypt
-{submission_overrides}127.0.0.1:{smtps} inet n - n - - smtpd
-  -o syslog_name=postfix/submissions
-  -o smtpd_tls_wrappermode=yes
-{submission_overrides}# The bot daemon submits its bots' mail here, logged in as the bot: a
-# socket in public/ (group postdrop), no TLS needed on it.
-chatmail-bots unix n - n - - smtpd
-  -o syslog_name=postfix/chatmail-bots
-  -o smtpd_tls_security_level=none
-  -o smtpd_tls_auth_only=no
-{submission_overrides}pickup unix n - n 60 1 pickup
+pickup unix n - n 60 1 pickup
 cleanup unix n - n - 0 cleanup
 qmgr unix n - n 300 1 qmgr
 tlsmgr unix - - n 1000? 1 tlsmgr
@@ -190,10 +113,9 @@ lmtp unix - - n - - lmtp
 anvil unix - - n - 1 anvil
 scache unix - - n - 1 scache
 postlog unix-dgram n - n - 1 postlogd
-",
+# ---- the relay's services, as chatmail-relay render postfix says ----
+{services}",
         smtp = s.smtp_port,
-        submission = s.submission_port,
-        smtps = s.smtps_port,
-    );
-    c
+        services = wiring.master_cf_lines(),
+    )
 }

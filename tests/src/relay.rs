@@ -12,10 +12,11 @@ use chatmail_config::Config;
 use nix::unistd::{Group, User};
 
 use crate::client::{ImapClient, Security, SmtpClient, SmtpReply};
-use crate::dovecot::{self, DovecotAccounts, DovecotSettings};
+use crate::dovecot::{self, DovecotBase, PasswdFile};
 use crate::error::{Context, Error, Result};
 use crate::ports::{PortChoice, Ports};
-use crate::postfix::{self, PostfixSettings};
+use crate::postfix::{self, PostfixBase};
+use chatmail_config::wiring::{render_dovecot, render_postfix, DovecotHost, Logins, PluginPlace, PostfixHost};
 use crate::process::{spawn_watchdog, wait_for_greeting, wait_for_path, wait_for_port, Daemon};
 use crate::tls;
 
@@ -354,10 +355,6 @@ impl Relay {
         set_owner(&metadata_dir, users.mail_uid, users.mail_gid)?;
         let metadata_socket = metadata_dir.join("metadata.sock");
         check_socket_path(&metadata_socket)?;
-        let auth_dict_conf = dovecot_dir.join("auth-dict.conf.ext");
-        write_file(&auth_dict_conf, &dovecot::render_auth_dict(&auth_socket_path), 0o644)?;
-        let sessions_dict_conf = dovecot_dir.join("auth-sessions.conf.ext");
-        write_file(&sessions_dict_conf, &dovecot::render_sessions_dict(&auth_socket_path), 0o644)?;
         let lmtp_socket = dovecot_base.join(dovecot::LMTP_SOCKET);
         let auth_socket = dovecot_base.join(dovecot::AUTH_SOCKET);
         check_socket_path(&lmtp_socket)?;
@@ -381,60 +378,82 @@ impl Relay {
             prepare_plugin_dir(&plugin_dir)?;
         }
 
+        // The relay's wiring from the generator the package runs, with this
+        // instance's paths.
+        let wiring = render_dovecot(
+            &config,
+            &DovecotHost {
+                base_dir: dovecot_base.clone(),
+                chatmail_ini: config_path.clone(),
+                auth_dict_file: dovecot_dir.join("auth-dict.conf.ext"),
+                sessions_dict_file: dovecot_dir.join("auth-sessions.conf.ext"),
+                auth_socket: auth_socket_path.clone(),
+                metadata_socket: metadata_socket.clone(),
+                lmtp_listener: lmtp_socket.clone(),
+                sasl_listener: auth_socket.clone(),
+                postfix_user: "postfix".into(),
+                mail_user: MAIL_USER.into(),
+                mail_uid: users.mail_uid,
+                plugin: if options.dovecot_plugin { PluginPlace::Dir(plugin_dir.clone()) } else { PluginPlace::Off },
+                logins: match options.accounts {
+                    AccountBackend::Auth => Logins::ChatmailAuth,
+                    AccountBackend::PasswdFile => Logins::Elsewhere,
+                },
+                imap_hibernate_timeout: options.imap_hibernate_timeout,
+            },
+        );
+        write_file(&dovecot_dir.join("auth-dict.conf.ext"), &wiring.auth_dict, 0o644)?;
+        write_file(&dovecot_dir.join("auth-sessions.conf.ext"), &wiring.sessions_dict, 0o644)?;
         let instance_name = format!("chatmail-{}", ports.imap);
         let dovecot_conf = dovecot_dir.join("dovecot.conf");
         let dovecot_log = log_dir.join("dovecot.log");
+        let passwd = PasswdFile { file: &passwd_file, mail_user: MAIL_USER, mailboxes_dir: &config.mailboxes_dir };
         write_file(
             &dovecot_conf,
-            &dovecot::render(&DovecotSettings {
-                instance_name: &instance_name,
-                domain: &domain,
-                base_dir: &dovecot_base,
-                state_dir: &dovecot_dir.join("state"),
-                log_file: &dovecot_log,
-                cert_pem: &cert.cert_pem,
-                key_pem: &cert.key_pem,
-                mailboxes_dir: &config.mailboxes_dir,
-                accounts: match options.accounts {
-                    AccountBackend::Auth => DovecotAccounts::Dict { conf: &auth_dict_conf, sessions_conf: &sessions_dict_conf },
-                    AccountBackend::PasswdFile => DovecotAccounts::PasswdFile(&passwd_file),
+            &dovecot::render(
+                &DovecotBase {
+                    instance_name: &instance_name,
+                    domain: &domain,
+                    base_dir: &dovecot_base,
+                    state_dir: &dovecot_dir.join("state"),
+                    log_file: &dovecot_log,
+                    cert_pem: &cert.cert_pem,
+                    key_pem: &cert.key_pem,
+                    imap_port: ports.imap,
+                    imaps_port: ports.imaps,
+                    passwd_file: matches!(options.accounts, AccountBackend::PasswdFile).then_some(passwd),
                 },
-                imap_port: ports.imap,
-                imaps_port: ports.imaps,
-                mail_user: MAIL_USER,
-                mail_uid: users.mail_uid,
-                postfix_user: "postfix",
-                max_mailbox_size: config.max_mailbox_size,
-                max_message_size: config.max_message_size,
-                chatmail_config: &config_path,
-                plugin_dir: options.dovecot_plugin.then_some(plugin_dir.as_path()),
-                imap_hibernate_timeout: options.imap_hibernate_timeout,
-                metadata_socket: &metadata_socket,
-            }),
+                &wiring.conf,
+            ),
             0o644,
         )?;
 
         let capture_addr = options.capture.then(|| format!("capture@{domain}"));
-        let postfix_settings = PostfixSettings {
+        let unix = |path: &Path| format!("unix:{}", path.display());
+        let postfix_wiring = render_postfix(
+            &config,
+            &PostfixHost {
+                queue_dir: queue_dir.clone(),
+                lmtp_socket: lmtp_socket.display().to_string(),
+                sasl_socket: auth_socket.display().to_string(),
+                milter: options.milter.then(|| (unix(&milter_socket), unix(&milter_local_socket))),
+                submission_service: format!("127.0.0.1:{}", ports.submission),
+                submissions_service: format!("127.0.0.1:{}", ports.smtps),
+                chroot: false,
+            },
+        );
+        let postfix_base = PostfixBase {
             domain: &domain,
             queue_dir: &queue_dir,
             data_dir: &data_dir,
             log_file: &log_dir.join("postfix.log"),
             cert_pem: &cert.cert_pem,
             key_pem: &cert.key_pem,
-            lmtp_socket: &lmtp_socket,
-            auth_socket: &auth_socket,
             smtp_port: ports.smtp,
-            submission_port: ports.submission,
-            smtps_port: ports.smtps,
-            max_message_size: config.max_message_size,
-            max_recipients: config.max_recipients_per_message,
-            milter_socket: options.milter.then_some(milter_socket.as_path()),
-            milter_local_socket: options.milter.then_some(milter_local_socket.as_path()),
             always_bcc: capture_addr.as_deref(),
         };
-        write_file(&postfix_conf.join("main.cf"), &postfix::render_main_cf(&postfix_settings), 0o644)?;
-        write_file(&postfix_conf.join("master.cf"), &postfix::render_master_cf(&postfix_settings), 0o644)?;
+        write_file(&postfix_conf.join("main.cf"), &postfix::render_main_cf(&postfix_base, &postfix_wiring), 0o644)?;
+        write_file(&postfix_conf.join("master.cf"), &postfix::render_master_cf(&postfix_base, &postfix_wiring), 0o644)?;
 
         let config_mailboxes_dir = config.mailboxes_dir.clone();
         let mut relay = Relay {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use chatmail_testrelay::{Relay, RelayOptions, Security, SmtpClient};
+use chatmail_testrelay::{eventually, Relay, RelayOptions, Security, SmtpClient};
 
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -159,15 +159,7 @@ fn stopping_leaves_no_process_behind() {
     assert!(!processes_mentioning(&run_dir).is_empty(), "no server process found while running");
     drop(relay);
     // Dovecot's and Postfix's children exit right after their masters.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let left = processes_mentioning(&run_dir);
-        if left.is_empty() {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "still running: {left:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually("the relay's processes to end", Duration::from_secs(5), || processes_mentioning(&run_dir).is_empty().then_some(()));
 }
 
 #[test]
@@ -196,23 +188,15 @@ fn killed_harness_leaves_no_process_behind() {
         .spawn()
         .expect("start harness");
     let ready = run_dir.path().join("relay.json");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !ready.exists() {
+    eventually("the harness to be ready", Duration::from_secs(60), || {
         assert!(harness.try_wait().expect("wait").is_none(), "harness exited early");
-        assert!(std::time::Instant::now() < deadline, "harness not ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        ready.exists().then_some(())
+    });
     let needle = run_dir.path().display().to_string();
     assert!(processes_mentioning(&needle).len() >= 2, "servers not found: {:?}", processes_mentioning(&needle));
     harness.kill().expect("SIGKILL");
     harness.wait().expect("reap");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = processes_mentioning(&needle);
-        if left.is_empty() {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "still running after the harness died: {left:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually("the servers to end after the harness died", Duration::from_secs(10), || {
+        processes_mentioning(&needle).is_empty().then_some(())
+    });
 }

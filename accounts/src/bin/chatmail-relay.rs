@@ -1,62 +1,133 @@
-//! `chatmail-relay`: the relay's configuration as its programs read it, for
-//! the package's maintainer scripts (which parse no chatmail.ini of their
-//! own).
+//! `chatmail-relay`: the relay's configuration as its programs read it, and
+//! the Postfix and Dovecot wiring rendered from it, for the package's
+//! maintainer scripts (which parse no chatmail.ini and write no wiring of
+//! their own).
 //!
-//! Usage: chatmail-relay [--config FILE] value KEY
+//! Usage:
+//!   chatmail-relay [--config FILE] value KEY
+//!   chatmail-relay [--config FILE] render dovecot [--dir DIR] [--mail-user USER]
+//!   chatmail-relay [--config FILE] render postfix [--queue-dir DIR]
 //!
-//! Prints KEY's checked value on one line: sizes in bytes (a plain
-//! `max_mailbox_size` means megabytes, as on chatmail relays), paths with
-//! `{mail_domain}` filled in, unset optional values empty. Exit codes: 0,
-//! 1 for an invalid chatmail.ini (the problem is printed), 2 for bad
-//! arguments or a key scripts cannot ask for.
+//! Exit codes: 0; 1 for an invalid chatmail.ini (the problem is printed) or
+//! files that cannot be written; 2 for bad arguments.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: chatmail-relay [--config FILE] value KEY
+use chatmail_config::wiring::{render_dovecot, render_postfix, DovecotHost, PostfixHost};
+use chatmail_config::Config;
+
+const USAGE: &str = "usage: chatmail-relay [--config FILE] COMMAND
 
   --config FILE   chatmail.ini (default /etc/chatmail/chatmail.ini)
+
+commands:
   value KEY       print KEY's checked value (sizes in bytes, paths with
-                  {mail_domain} filled in, unset optional values empty)";
+                  {mail_domain} filled in, unset optional values empty)
+  render dovecot [--dir DIR] [--mail-user USER]
+                  write Dovecot's chatmail wiring: DIR/conf.d/90-chatmail.conf,
+                  DIR/chatmail-auth.conf.ext, DIR/chatmail-sessions.conf.ext
+                  (DIR default /etc/dovecot, USER default vmail)
+  render postfix [--queue-dir DIR]
+                  print Postfix's chatmail wiring, one item per line:
+                  `set NAME=VALUE`, `append NAME WORD` (to a list setting),
+                  `service NAME/TYPE ENTRY` (master.cf); DIR is Postfix's
+                  queue_directory (default /var/spool/postfix)";
 
 fn main() -> ExitCode {
     let mut config = PathBuf::from("/etc/chatmail/chatmail.ini");
     let mut words = Vec::new();
+    let mut options: Vec<(String, String)> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--config" => match args.next() {
-                Some(path) => config = PathBuf::from(path),
-                None => return usage("--config needs a value"),
-            },
             "--help" | "-h" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
             }
+            option if option.starts_with("--") => match args.next() {
+                Some(value) if option == "--config" => config = PathBuf::from(value),
+                Some(value) => options.push((option.to_owned(), value)),
+                None => return usage(&format!("{option} needs a value")),
+            },
             _ => words.push(arg),
         }
     }
-    let [command, key] = words.as_slice() else { return usage("expected: value KEY") };
-    if command != "value" {
-        return usage(&format!("unknown command {command:?}"));
-    }
-    let loaded = match chatmail_config::Config::load(&config) {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            eprintln!("chatmail-relay: error: {e}");
-            return ExitCode::FAILURE;
-        }
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let allowed: &[&str] = match words.as_slice() {
+        ["value", _] => &[],
+        ["render", "dovecot"] => &["--dir", "--mail-user"],
+        ["render", "postfix"] => &["--queue-dir"],
+        _ => return usage("expected: value KEY | render dovecot | render postfix"),
     };
-    match loaded.config.value_text(key) {
-        Some(value) => {
-            println!("{value}");
+    if let Some((option, _)) = options.iter().find(|(o, _)| !allowed.contains(&o.as_str())) {
+        return usage(&format!("{option} is not an option of {}", words.join(" ")));
+    }
+    let option = |name: &str, default: &str| {
+        options.iter().rev().find(|(o, _)| o == name).map_or(default.to_owned(), |(_, v)| v.clone())
+    };
+    let loaded = match Config::load(&config) {
+        Ok(loaded) => loaded,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let config_file = config;
+    let config = loaded.config;
+    match words.as_slice() {
+        ["value", key] => match config.value_text(key) {
+            Some(value) => {
+                println!("{value}");
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("chatmail-relay: error: {key:?} is not a key `value` can print");
+                ExitCode::from(2)
+            }
+        },
+        ["render", "dovecot"] => {
+            let dir = PathBuf::from(option("--dir", "/etc/dovecot"));
+            let user = option("--mail-user", "vmail");
+            let uid = match nix::unistd::User::from_name(&user) {
+                Ok(Some(u)) => u.uid.as_raw(),
+                Ok(None) => return fail(&format!("no system user {user:?} (the mail store's owner)")),
+                Err(e) => return fail(&format!("looking up user {user:?}: {e}")),
+            };
+            let mut host = DovecotHost::debian(&dir, &absolute(&config_file), uid);
+            host.mail_user = user;
+            write_dovecot(&dir, &config, &host)
+        }
+        ["render", "postfix"] => {
+            let host = PostfixHost::debian(Path::new(&option("--queue-dir", "/var/spool/postfix")));
+            print!("{}", render_postfix(&config, &host).to_lines());
             ExitCode::SUCCESS
         }
-        None => {
-            eprintln!("chatmail-relay: error: {key:?} is not a key `value` can print");
-            ExitCode::from(2)
+        _ => usage("unknown command"),
+    }
+}
+
+fn write_dovecot(dir: &Path, config: &Config, host: &DovecotHost) -> ExitCode {
+    let files = render_dovecot(config, host);
+    let writes = [
+        (dir.join("conf.d/90-chatmail.conf"), files.conf),
+        (host.auth_dict_file.clone(), files.auth_dict),
+        (host.sessions_dict_file.clone(), files.sessions_dict),
+    ];
+    for (path, text) in writes {
+        // Temporary files in DIR, not conf.d, whose *.conf Dovecot includes.
+        if let Err(e) = chatmail_config::files::write_atomically(dir, &path, text.as_bytes(), 0o644) {
+            return fail(&e.to_string());
         }
     }
+    ExitCode::SUCCESS
+}
+
+/// Dovecot's plugin reads chatmail.ini from another working directory.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+fn fail(problem: &str) -> ExitCode {
+    eprintln!("chatmail-relay: error: {problem}");
+    ExitCode::FAILURE
 }
 
 fn usage(problem: &str) -> ExitCode {

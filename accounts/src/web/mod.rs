@@ -28,6 +28,7 @@ pub use dclogin::{dclogin_url, percent_encode, LoginHints, Security};
 pub use http::{
     head_complete, parse_head, HeadError, Request, Response, MAX_BODY, MAX_HEAD, MAX_HEADERS, MAX_REQUEST_LINE,
 };
-pub use pages::{escape as html_escape, format_size, index_page, info_page, privacy_page, IndexKind};
+pub use chatmail_config::format_size;
+pub use pages::{escape as html_escape, index_page, info_page, privacy_page, IndexKind};
 pub use qr::Matrix as QrMatrix;
 pub use server::{serve, tls_config, CertStore, HEAD_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP};

@@ -3,7 +3,7 @@
 //! Plain HTML and CSS, no scripts, readable on a phone. Every value that
 //! comes from the configuration or a request goes through [`escape`].
 
-use chatmail_config::Config;
+use chatmail_config::{format_size, Config};
 
 use super::qr::Matrix;
 
@@ -21,24 +21,6 @@ pub fn escape(text: &str) -> String {
         }
     }
     out
-}
-
-/// A size in bytes for people: the largest binary unit that gives at least
-/// 1, with one decimal where it matters (`30 MiB`, `1.5 GiB`, `512 bytes`).
-pub fn format_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return if bytes == 1 { "1 byte".into() } else { format!("{bytes} bytes") };
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    let text = format!("{value:.1}");
-    let text = text.strip_suffix(".0").unwrap_or(&text);
-    format!("{text} {}", UNITS[unit])
 }
 
 fn count(n: u32, one: &str, many: &str) -> String {
@@ -238,26 +220,6 @@ mod tests {
     fn escaping() {
         assert_eq!(escape("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
         assert_eq!(escape("plain äöü"), "plain äöü");
-    }
-
-    #[test]
-    fn sizes() {
-        let table = [
-            (0, "0 bytes"),
-            (1, "1 byte"),
-            (1023, "1023 bytes"),
-            (1024, "1 KiB"),
-            (200_000, "195.3 KiB"),
-            (31_457_280, "30 MiB"),
-            (100 << 20, "100 MiB"),
-            (3 << 29, "1.5 GiB"),
-            (1 << 30, "1 GiB"),
-            (5 << 40, "5 TiB"),
-            (5000 << 40, "5000 TiB"),
-        ];
-        for (bytes, text) in table {
-            assert_eq!(format_size(bytes), text, "{bytes}");
-        }
     }
 
     #[test]

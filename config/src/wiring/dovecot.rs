@@ -1,0 +1,342 @@
+//! Dovecot's chatmail wiring (Dovecot 2.3 syntax): a conf.d snippet and the
+//! two dict files through which chatmail-auth answers logins.
+
+use std::path::{Path, PathBuf};
+
+use crate::{format_size, Config};
+
+/// Where Dovecot finds the chatmail plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginPlace {
+    /// In Dovecot's own module directory (the Debian package installs it there).
+    Installed,
+    /// In this directory (with links to Dovecot's own modules beside it).
+    Dir(PathBuf),
+    /// Not loaded (the benchmarks' baseline).
+    Off,
+}
+
+/// Who answers logins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logins {
+    /// chatmail-auth over the dict protocol: accounts made on first login.
+    ChatmailAuth,
+    /// The caller adds its own passdb and userdb (the benchmarks'
+    /// passwd-file baseline); nothing is rendered for them.
+    Elsewhere,
+}
+
+/// The host's facts Dovecot's wiring depends on.
+#[derive(Debug, Clone)]
+pub struct DovecotHost {
+    /// Dovecot's base_dir: listeners inside it are named relative to it
+    /// (Dovecot's rule; an absolute path there is a second listener on the
+    /// same socket).
+    pub base_dir: PathBuf,
+    /// The chatmail.ini the plugin reads.
+    pub chatmail_ini: PathBuf,
+    /// Where the two dict files are written (the passdb/userdb name them).
+    pub auth_dict_file: PathBuf,
+    pub sessions_dict_file: PathBuf,
+    /// chatmail-auth's socket.
+    pub auth_socket: PathBuf,
+    /// chatmail-metadata's socket.
+    pub metadata_socket: PathBuf,
+    /// LMTP socket for Postfix, owned by `postfix_user`.
+    pub lmtp_listener: PathBuf,
+    /// SASL auth socket for Postfix, owned by `postfix_user`.
+    pub sasl_listener: PathBuf,
+    pub postfix_user: String,
+    /// The system user owning the mail store, and its uid (Dovecot refuses
+    /// mail users outside first_valid_uid..last_valid_uid).
+    pub mail_user: String,
+    pub mail_uid: u32,
+    pub plugin: PluginPlace,
+    pub logins: Logins,
+    /// Seconds an IDLE session waits before it is hibernated (chatmail: 30).
+    pub imap_hibernate_timeout: u32,
+}
+
+impl DovecotHost {
+    /// A Debian host with the relay's packages: Dovecot's config in
+    /// `dovecot_dir`, Postfix chrooted in /var/spool/postfix, the daemons'
+    /// sockets where their systemd units make them, the mail user `vmail`.
+    pub fn debian(dovecot_dir: &Path, chatmail_ini: &Path, mail_uid: u32) -> DovecotHost {
+        DovecotHost {
+            base_dir: "/run/dovecot".into(),
+            chatmail_ini: chatmail_ini.to_path_buf(),
+            auth_dict_file: dovecot_dir.join("chatmail-auth.conf.ext"),
+            sessions_dict_file: dovecot_dir.join("chatmail-sessions.conf.ext"),
+            auth_socket: "/run/chatmail-auth/auth.sock".into(),
+            metadata_socket: "/run/chatmail-metadata/metadata.sock".into(),
+            lmtp_listener: "/var/spool/postfix/private/dovecot-lmtp".into(),
+            sasl_listener: "/var/spool/postfix/private/auth".into(),
+            postfix_user: "postfix".into(),
+            mail_user: "vmail".into(),
+            mail_uid,
+            plugin: PluginPlace::Installed,
+            logins: Logins::ChatmailAuth,
+            imap_hibernate_timeout: 30,
+        }
+    }
+}
+
+/// The rendered files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DovecotFiles {
+    /// The conf.d snippet (`conf.d/90-chatmail.conf` on Debian).
+    pub conf: String,
+    /// chatmail-auth's passdb/userdb dict settings (at `auth_dict_file`).
+    pub auth_dict: String,
+    /// chatmail-auth's session check (at `sessions_dict_file`).
+    pub sessions_dict: String,
+}
+
+pub fn render_dovecot(config: &Config, host: &DovecotHost) -> DovecotFiles {
+    let ini = host.chatmail_ini.display();
+    let header = format!(
+        "# Generated from {ini} by `chatmail-relay render`; edit chatmail.ini instead\n\
+         # (on Debian: then run dpkg-reconfigure chatmail-relay).\n"
+    );
+    let socket = host.auth_socket.display();
+    // The passdb key carries the client IP (for the per-IP limit on new
+    // accounts), the user and the password (%w last: it may contain `/`).
+    // Dovecot's auth cache key is made of the variables the keys use, so it
+    // includes the password: a cached answer for one password is never used
+    // for another.
+    let auth_dict = format!(
+        "{header}# Logins are answered by chatmail-auth.\n\
+         uri = proxy:{socket}:chatmail\n\
+         iterate_disable = yes\n\
+         default_pass_scheme = SHA512-CRYPT\n\
+         password_key = passdb/%{{rip}}/%u/%w\n\
+         user_key = userdb/%u\n"
+    );
+    // The key ends with the login's session id, so the auth cache never
+    // answers it.
+    let sessions_dict = format!(
+        "{header}# chatmail-auth's per-account session limit (max_user_connections).\n\
+         uri = proxy:{socket}:chatmail\n\
+         iterate_disable = yes\n\
+         password_key = sessions/%{{service}}/%u/%{{session}}\n"
+    );
+    let conf = [
+        header,
+        base_section(config, host),
+        logins_section(host),
+        plugins_section(config, host),
+        listeners_section(config, host),
+    ]
+    .join("\n");
+    DovecotFiles { conf, auth_dict, sessions_dict }
+}
+
+fn base_section(config: &Config, host: &DovecotHost) -> String {
+    format!(
+        "\
+protocols = imap lmtp
+auth_mechanisms = plain login
+disable_plaintext_auth = yes
+auth_username_format = %Lu
+auth_verbose = yes
+mail_uid = {user}
+mail_gid = {user}
+first_valid_uid = {uid}
+last_valid_uid = {uid}
+# chatmail's layout: one maildir per account at {{mailboxes_dir}}/{{address}},
+# which is also the account's home.
+mail_location = maildir:{mailboxes}/%u
+
+# Delta Chat recognises a chatmail relay by XCHATMAIL, and registers its
+# push device token (SETMETADATA) where XDELTAPUSH is offered.
+imap_capability = +XCHATMAIL XDELTAPUSH
+# IMAP METADATA (device tokens, server metadata such as TURN credentials)
+# is kept by chatmail-metadata, over the dict protocol.
+mail_attribute_dict = proxy:{metadata}:metadata
+protocol imap {{
+  imap_metadata = yes
+}}
+# A session that IDLEs this long moves into the small imap-hibernate process
+# (its imap process ends), so thousands of waiting phones cost little
+# memory; new mail brings it back at once. chatmail uses 30s.
+imap_hibernate_timeout = {hibernate}s
+# imap-hibernate runs as default_internal_user and hands woken sessions back
+# through this socket (the imap processes reach imap-hibernate's own socket
+# through their extra group dovecot, Dovecot's default).
+service imap {{
+  unix_listener imap-master {{
+    user = $default_internal_user
+  }}
+}}
+",
+        user = host.mail_user,
+        uid = host.mail_uid,
+        mailboxes = config.mailboxes_dir.display(),
+        metadata = host.metadata_socket.display(),
+        hibernate = host.imap_hibernate_timeout,
+    )
+}
+
+fn logins_section(host: &DovecotHost) -> String {
+    match host.logins {
+        Logins::Elsewhere => String::new(),
+        Logins::ChatmailAuth => format!(
+            "\
+passdb {{
+  driver = dict
+  args = {auth}
+  result_success = continue-ok
+}}
+# Once the password is right, chatmail-auth checks the account's open IMAP
+# sessions against max_user_connections (never cached: the key holds the
+# session id). Over the limit it \"finds\" the user in this deny passdb and
+# the client gets NO [UNAVAILABLE] and the reason; otherwise \"unknown user\"
+# (which auth_verbose logs) lets the login through.
+passdb {{
+  driver = dict
+  args = {sessions}
+  deny = yes
+  skip = unauthenticated
+}}
+# A login's passdb answer carries the userdb fields (userdb_home, ...), so
+# logins need no second lookup; LMTP delivery has no passdb answer and asks
+# the dict userdb.
+userdb {{
+  driver = prefetch
+}}
+userdb {{
+  driver = dict
+  args = {auth}
+}}
+# Cached answers are keyed by user and password (see the dict file);
+# refusals are not cached, so a login refused while account creation was
+# off works as soon as it is on again. Entries live an hour, well within
+# the day granularity of the last-login record.
+auth_cache_size = 10M
+auth_cache_ttl = 1 hour
+auth_cache_negative_ttl = 0
+",
+            auth = host.auth_dict_file.display(),
+            sessions = host.sessions_dict_file.display(),
+        ),
+    }
+}
+
+fn plugins_section(config: &Config, host: &DovecotHost) -> String {
+    let mut chatmail = String::new();
+    if let PluginPlace::Dir(dir) = &host.plugin {
+        chatmail.push_str(&format!("mail_plugin_dir = {}\n", dir.display()));
+    }
+    if host.plugin != PluginPlace::Off {
+        chatmail.push_str(&format!(
+            "# The chatmail plugin (quota cleanup, expiry, connection limits, last\n\
+             # login, instant IDLE, delivery hook for bots and push) reads chatmail.ini.\n\
+             mail_plugins = $mail_plugins notify chatmail\n\
+             plugin {{\n  chatmail_config = {}\n}}\n",
+            host.chatmail_ini.display()
+        ));
+    }
+    // The global mail_plugins lines come before any protocol block, so they
+    // reach imap and lmtp (a later global line would not).
+    format!(
+        "\
+# Quota: Dovecot's quota plugin enforces max_mailbox_size (APPEND/COPY get
+# NO [OVERQUOTA], LMTP 552 5.2.2) with the count backend, which keeps usage
+# up to date per save and expunge; imap_quota answers GETQUOTAROOT.
+mail_plugins = $mail_plugins quota
+{chatmail}protocol imap {{
+  mail_plugins = $mail_plugins imap_quota
+  # APPEND of a message over max_message_size: NO [LIMIT]. Not for LMTP,
+  # where Dovecot would answer 451 (retry) to a message that can never fit;
+  # Postfix and the milter refuse such mail at SMTP time already.
+  plugin {{
+    quota_max_mail_size = {max_mail}B
+  }}
+}}
+plugin {{
+  quota = count:User quota
+  quota_vsizes = yes
+  quota_rule = *:storage={storage}B
+  # A hard limit: no 10 % grace for the message that crosses it.
+  quota_grace = 0
+  quota_full_tempfail = no
+  quota_exceeded_message = Mailbox full (quota of {storage_text} exceeded)
+}}
+",
+        storage = config.max_mailbox_size,
+        max_mail = config.max_message_size,
+        storage_text = format_size(config.max_mailbox_size),
+    )
+}
+
+fn listeners_section(config: &Config, host: &DovecotHost) -> String {
+    format!(
+        "\
+# Postfix delivers over LMTP and checks submission logins through auth.
+service lmtp {{
+  unix_listener {lmtp} {{
+    user = {postfix}
+    group = {postfix}
+    mode = 0600
+  }}
+  # The bot daemon (running as the mail user) delivers its install reports
+  # here (chatmail.ini lmtp_socket).
+  unix_listener {bots} {{
+    user = {mail_user}
+    group = {mail_user}
+    mode = 0600
+  }}
+}}
+service auth {{
+  unix_listener {sasl} {{
+    user = {postfix}
+    group = {postfix}
+    mode = 0600
+  }}
+}}
+protocol lmtp {{
+  postmaster_address = postmaster@{domain}
+}}
+",
+        lmtp = listener(host, &host.lmtp_listener),
+        bots = listener(host, &config.lmtp_socket),
+        sasl = listener(host, &host.sasl_listener),
+        postfix = host.postfix_user,
+        mail_user = host.mail_user,
+        domain = config.mail_domain,
+    )
+}
+
+/// A unix_listener's name: relative inside base_dir (also when written with
+/// /var/run, Debian's link to /run), else the absolute path.
+fn listener(host: &DovecotHost, path: &Path) -> String {
+    let var_run = Path::new("/var/run");
+    let path = match path.strip_prefix(var_run) {
+        Ok(rest) if host.base_dir.starts_with("/run") => Path::new("/run").join(rest),
+        _ => path.to_path_buf(),
+    };
+    match path.strip_prefix(&host.base_dir) {
+        Ok(name) if !name.as_os_str().is_empty() => name.display().to_string(),
+        _ => path.display().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_inside_base_dir_are_relative() {
+        let host = DovecotHost::debian(Path::new("/etc/dovecot"), Path::new("/etc/chatmail/chatmail.ini"), 999);
+        let table = [
+            ("/run/dovecot/lmtp-bots", "lmtp-bots"),
+            ("/var/run/dovecot/lmtp-bots", "lmtp-bots"),
+            ("/run/dovecot/sub/x", "sub/x"),
+            ("/run/dovecotx/lmtp", "/run/dovecotx/lmtp"),
+            ("/var/spool/postfix/private/dovecot-lmtp", "/var/spool/postfix/private/dovecot-lmtp"),
+        ];
+        for (path, want) in table {
+            assert_eq!(listener(&host, Path::new(path)), want, "{path}");
+        }
+    }
+}
