@@ -13,6 +13,13 @@
 #include "chatmail-shim.h"
 #include "chatmail-idle.h"
 
+/* Dovecot 2.4 (Debian 13) changed a few of the calls below; the rest of
+   the API the shim uses is the same in 2.3 and 2.4. */
+#if DOVECOT_VERSION_MAJOR > 2 || \
+	(DOVECOT_VERSION_MAJOR == 2 && DOVECOT_VERSION_MINOR >= 4)
+#  define CHATMAIL_DOVECOT_2_4
+#endif
+
 #define CHATMAIL_USER_CONTEXT(obj) \
 	MODULE_CONTEXT_REQUIRE(obj, chatmail_user_module)
 
@@ -231,8 +238,14 @@ void chatmail_shim_init(struct module *module)
 
 void chatmail_shim_deinit(void)
 {
-	if (chatmail_notify_ctx != NULL)
+	if (chatmail_notify_ctx != NULL) {
+#ifdef CHATMAIL_DOVECOT_2_4
+		notify_unregister(&chatmail_notify_ctx);
+#else
 		notify_unregister(chatmail_notify_ctx);
+		chatmail_notify_ctx = NULL;
+#endif
+	}
 	mail_storage_hooks_remove(&chatmail_mail_storage_hooks);
 }
 
@@ -272,9 +285,17 @@ int chatmail_shim_quota_usage(struct mail_user *user, uint64_t *used_r,
 	while ((root = quota_root_iter_next(iter)) != NULL) {
 		uint64_t value, limit;
 		const char *error;
+#ifdef CHATMAIL_DOVECOT_2_4
+		/* No mailbox: the limits of the root's first namespace (the
+		   relay's one quota covers the whole account). */
+		enum quota_get_result result =
+			quota_get_resource(root, NULL, QUOTA_NAME_STORAGE_BYTES,
+					   &value, &limit, &error);
+#else
 		enum quota_get_result result =
 			quota_get_resource(root, "INBOX", QUOTA_NAME_STORAGE_BYTES,
 					   &value, &limit, &error);
+#endif
 		if (result == QUOTA_GET_RESULT_LIMITED) {
 			*used_r = value;
 			*limit_r = limit;

@@ -26,6 +26,11 @@ fn main() {
         .include(&shim_dir)
         .define("HAVE_CONFIG_H", None)
         .warnings(true)
+        // An API that differs between Dovecot releases must fail the
+        // build, not compile with a warning into a plugin that crashes.
+        .flag("-Werror=implicit-function-declaration")
+        .flag("-Werror=incompatible-pointer-types")
+        .flag("-Werror=int-conversion")
         .compile("chatmail_shim");
 
     // The shim's interface plus DOVECOT_ABI_VERSION from config.h: the

@@ -1,4 +1,5 @@
-//! Dovecot 2.3's dict protocol, server side: lookups for chatmail-auth's
+//! Dovecot's dict protocol (2.3's version 3 and 2.4's version 4), server
+//! side: lookups for chatmail-auth's
 //! passdb/userdb, and the transactions (begin, set, unset, commit) through
 //! which chatmail-metadata stores IMAP METADATA.
 //!
@@ -11,11 +12,18 @@
 //! A transaction is `B<id>\t<user>`, then `S<id>\t<key>\t<value>`,
 //! `U<id>\t<key>`, … (no replies), then `C<id>` (answered `O<id>` or
 //! `F<id>\t<error>`) or `R<id>` (no reply).
+//!
+//! Version 4 (Dovecot 2.4, `src/lib-dict-extra/dict-client.c`) differs only
+//! where this server does not look: its handshake's value type is always 0,
+//! `B` carries a third field (an expiry in seconds, for dicts that expire
+//! keys), `V<id>\t<flag>` (hide values from logs) may come within a
+//! transaction, and `D` (asynchronous commit) is gone.
 
 use std::fmt;
 
-/// The protocol major version this server speaks (Dovecot 2.3's client sends 3).
-pub const MAJOR_VERSION: u32 = 3;
+/// The protocol major versions this server speaks (Dovecot 2.3's client
+/// sends 3, 2.4's sends 4).
+pub const MAJOR_VERSIONS: [u32; 2] = [3, 4];
 /// Longest line the client sends or accepts (`DICT_CLIENT_MAX_LINE_LENGTH`).
 pub const MAX_LINE: usize = 64 * 1024;
 
@@ -87,8 +95,9 @@ pub enum Command {
     Commit { id: String },
     /// `R`: the transaction is dropped; no reply.
     Rollback { id: String },
-    /// Atomic increment (`A`) and timestamp (`T`): part of a transaction,
-    /// no reply; neither dict here supports counters.
+    /// Atomic increment (`A`), timestamp (`T`) and hiding values from logs
+    /// (`V`, version 4): part of a transaction, no reply; neither dict here
+    /// supports counters, and neither logs values.
     OtherWrite { id: String },
 }
 
@@ -117,7 +126,7 @@ pub fn parse_line(line: &[u8]) -> Result<Command, ProtocolError> {
             Ok(Command::Lookup { key, user })
         }
         b'I' => Ok(Command::Iterate),
-        b'B' | b'C' | b'D' | b'R' | b'S' | b'U' | b'A' | b'T' => {
+        b'B' | b'C' | b'D' | b'R' | b'S' | b'U' | b'A' | b'T' | b'V' => {
             let id = String::from_utf8_lossy(fields.next().unwrap_or_default()).into_owned();
             let mut field = |what: &'static str| -> Result<Vec<u8>, ProtocolError> { unescape(fields.next().ok_or(ProtocolError(what))?) };
             Ok(match kind {
@@ -214,8 +223,8 @@ impl<R: tokio::io::AsyncRead + Unpin> CommandReader<R> {
             }
             self.line.pop();
             match parse_line(&self.line).map_err(|e| invalid(e.to_string()))? {
-                Command::Hello { major, .. } if major != MAJOR_VERSION => {
-                    return Err(invalid(format!("dict protocol major version {major}, expected {MAJOR_VERSION}")));
+                Command::Hello { major, .. } if !MAJOR_VERSIONS.contains(&major) => {
+                    return Err(invalid(format!("dict protocol major version {major}, expected 3 (Dovecot 2.3) or 4 (Dovecot 2.4)")));
                 }
                 Command::Hello { .. } => self.greeted = true,
                 _ if !self.greeted => return Err(invalid("command before handshake".into())),
@@ -255,6 +264,10 @@ mod tests {
     fn commands() {
         let table: Vec<(&[u8], Result<Command, ProtocolError>)> = vec![
             (b"H3\t2\t0\t\tchatmail", Ok(Command::Hello { major: 3, minor: 2, dict_name: "chatmail".into() })),
+            // Dovecot 2.4's handshake and transaction lines (version 4).
+            (b"H4\t0\t0\t\tmetadata", Ok(Command::Hello { major: 4, minor: 0, dict_name: "metadata".into() })),
+            (b"B7\tuser\t0", Ok(Command::Begin { id: "7".into(), user: b"user".to_vec() })),
+            (b"V7\t1", Ok(Command::OtherWrite { id: "7".into() })),
             (b"H3\t2", Err(ProtocolError("short handshake"))),
             (b"Hx\t2\t0\t\tn", Err(ProtocolError("handshake version is not a number"))),
             (b"Lshared/userdb/a@b\ta@b", Ok(Command::Lookup { key: b"shared/userdb/a@b".to_vec(), user: b"a@b".to_vec() })),
@@ -313,7 +326,13 @@ mod tests {
             (b"", Ok(vec![])),
             (b"H3\t2\t0\t\tm\n", Ok(vec![])),
             (b"Lk\tu\n", Err("command before handshake".into())),
-            (b"H4\t0\t0\t\tm\n", Err("dict protocol major version 4, expected 3".into())),
+            (b"H4\t0\t0\t\tm\nB1\tu\t0\nSk\tv\n", Err("set without value".into())),
+            (b"H4\t0\t0\t\tm\nB1\tu\t0\nS1\tk\tv\nC1\n", Ok(vec![
+                Command::Begin { id: "1".into(), user: b"u".to_vec() },
+                Command::Set { id: "1".into(), key: b"k".to_vec(), value: b"v".to_vec() },
+                Command::Commit { id: "1".into() },
+            ])),
+            (b"H5\t0\t0\t\tm\n", Err("dict protocol major version 5, expected 3 (Dovecot 2.3) or 4 (Dovecot 2.4)".into())),
             (b"H3\t2\t0\t\tm\nLk", Err("connection closed mid-line".into())),
             (long.as_bytes(), Err("line too long".into())),
             (b"H3\t2\t0\t\tm\nZ\n", Err("unknown command".into())),
