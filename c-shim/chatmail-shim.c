@@ -13,11 +13,14 @@
 #include "chatmail-shim.h"
 #include "chatmail-idle.h"
 
-/* Dovecot 2.4 (Debian 13) changed a few of the calls below; the rest of
-   the API the shim uses is the same in 2.3 and 2.4. */
+/* Dovecot 2.4 (Debian 13) changed a few of the calls below (settings,
+   quota_get_resource, notify_unregister); the rest of the API the shim
+   uses is the same in 2.3 and 2.4. */
 #if DOVECOT_VERSION_MAJOR > 2 || \
 	(DOVECOT_VERSION_MAJOR == 2 && DOVECOT_VERSION_MINOR >= 4)
 #  define CHATMAIL_DOVECOT_2_4
+#  include "settings.h"
+#  include "chatmail-settings.h"
 #endif
 
 #define CHATMAIL_USER_CONTEXT(obj) \
@@ -25,14 +28,40 @@
 
 struct chatmail_user {
 	union mail_user_module_context module_ctx;
+	/* The setting chatmail_config, read once when the user is created;
+	   NULL if unset. */
+	const char *config_path;
 };
 
 static MODULE_CONTEXT_DEFINE_INIT(chatmail_user_module,
 				  &mail_user_module_register);
 
+/* The setting chatmail_config of this user, or NULL if unset. */
+static const char *chatmail_config_setting(struct mail_user *user)
+{
+#ifdef CHATMAIL_DOVECOT_2_4
+	const struct chatmail_settings *set;
+	const char *error, *path;
+
+	if (settings_get(user->event, &chatmail_setting_parser_info, 0,
+			 &set, &error) < 0) {
+		i_error("chatmail: reading the setting chatmail_config: %s",
+			error);
+		return NULL;
+	}
+	path = set->chatmail_config[0] == '\0' ? NULL :
+		p_strdup(user->pool, set->chatmail_config);
+	settings_free(set);
+	return path;
+#else
+	return mail_user_plugin_getenv(user, "chatmail_config");
+#endif
+}
+
 static void chatmail_user_info_fill(struct mail_user *user,
 				    struct chatmail_user_info *info)
 {
+	struct chatmail_user *cuser = MODULE_CONTEXT(user, chatmail_user_module);
 	const char *home = NULL;
 
 	if (mail_user_get_home(user, &home) <= 0)
@@ -42,7 +71,7 @@ static void chatmail_user_info_fill(struct mail_user *user,
 	info->service = user->service;
 	info->autocreated = user->autocreated ? 1 : 0;
 	info->session_restored = user->session_restored ? 1 : 0;
-	info->config_path = mail_user_plugin_getenv(user, "chatmail_config");
+	info->config_path = cuser == NULL ? NULL : cuser->config_path;
 }
 
 /* deinit_pre runs while every plugin's state is still alive: deinit would
@@ -68,6 +97,10 @@ static void chatmail_mail_user_created(struct mail_user *user)
 	struct chatmail_user *cuser;
 	struct chatmail_user_info info;
 
+	cuser = p_new(user->pool, struct chatmail_user, 1);
+	cuser->config_path = chatmail_config_setting(user);
+	cuser->module_ctx.super = *v;
+	MODULE_CONTEXT_SET(user, chatmail_user_module, cuser);
 	chatmail_user_info_fill(user, &info);
 	chatmail_rs_user_created(user, &info);
 	if (user->autocreated)
@@ -75,11 +108,8 @@ static void chatmail_mail_user_created(struct mail_user *user)
 
 	/* Chain our deinit_pre: the Rust side does its maintenance while the
 	   user's storage and quota are still usable. */
-	cuser = p_new(user->pool, struct chatmail_user, 1);
-	cuser->module_ctx.super = *v;
 	user->vlast = &cuser->module_ctx.super;
 	v->deinit_pre = chatmail_user_deinit_pre;
-	MODULE_CONTEXT_SET(user, chatmail_user_module, cuser);
 }
 
 static void chatmail_mailbox_allocated(struct mailbox *box)
