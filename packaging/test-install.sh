@@ -102,6 +102,11 @@ for protocol in imap lmtp; do
         || fail "the chatmail plugin is not in Dovecot's mail_plugins for $protocol"
 done
 
+# chatmail-auth's passdb comes before Debian's PAM one (auth-system.conf.ext):
+# PAM fails an address it does not know only after a two-second delay.
+first=$(in_root 'doveconf -n' | grep -E '^ +driver = (dict|lua|pam)$' | head -n 1 | tr -d ' ')
+[ "$first" = driver=dict ] || [ "$first" = driver=lua ] || fail "Dovecot asks $first before chatmail-auth"
+
 # IDLE-ing sessions hibernate (as on chatmail relays), and the inotify
 # limits leave room for thousands of them.
 in_root 'doveconf -h -f protocol=imap imap_hibernate_timeout' | grep -qx '30 secs' \
@@ -211,7 +216,7 @@ in_root 'DEBIAN_FRONTEND=noninteractive apt-get remove -y -q chatmail-relay' >>"
 in_root 'postconf -n' > "$base/main.cf.after"
 in_root 'postconf -M' | grep -q chatmail- && fail "chatmail services left in master.cf"
 diff -u "$base/main.cf.before" "$base/main.cf.after" || fail "main.cf differs from before the install"
-[ -e "$root/etc/dovecot/conf.d/90-chatmail.conf" ] && fail "Dovecot snippet left after remove"
+for f in 90-chatmail.conf 05-chatmail-auth.conf; do [ -e "$root/etc/dovecot/conf.d/$f" ] && fail "Dovecot snippet $f left after remove"; done
 for path in /etc/chatmail/turnserver.conf /etc/systemd/system/coturn.service.d; do
     [ -e "$root$path" ] && fail "$path left after remove"
 done

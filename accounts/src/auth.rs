@@ -357,11 +357,44 @@ pub async fn serve(listener: UnixListener, service: Arc<AuthService>, shutdown: 
     crate::accept_loop("chatmail-auth", listener, shutdown, move |stream| connection(stream, Arc::clone(&service))).await
 }
 
+/// The dict name with which Dovecot 2.4's Lua passdb/userdb script
+/// (packaging/dovecot/chatmail-auth.lua) greets: found values are then
+/// Dovecot's own field list rather than JSON, and userdb fields use 2.4's
+/// setting names.
+pub const LUA_DICT_NAME: &str = "chatmail-lua";
+
+/// A found value as the Lua script reads it: `name=value` fields joined by
+/// tabs, each value tab-escaped (the script has no JSON parser); 2.3's
+/// `quota_rule` of a per-account quota becomes 2.4's `quota_storage_size`.
+pub fn lua_fields(json: &str) -> Result<String, String> {
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    for (name, value) in object {
+        let value = match value {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        };
+        let (name, value) = match (name.as_str(), value.strip_prefix("*:storage=")) {
+            ("quota_rule", Some(size)) => ("quota_storage_size".to_owned(), size.to_owned()),
+            ("userdb_quota_rule", Some(size)) => ("userdb_quota_storage_size".to_owned(), size.to_owned()),
+            _ => (name, value),
+        };
+        if !out.is_empty() {
+            out.push('\t');
+        }
+        out.push_str(&name);
+        out.push('=');
+        dict::escape(&value, &mut out);
+    }
+    Ok(out)
+}
+
 /// One client connection: a handshake, then commands answered in order.
 async fn connection(stream: UnixStream, service: Arc<AuthService>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut commands = dict::CommandReader::new(read);
     while let Some(command) = commands.next().await? {
+        let lua = commands.dict_name() == LUA_DICT_NAME;
         let reply = match command {
             Command::Hello { .. } => continue,
             Command::Lookup { key, .. } => {
@@ -375,7 +408,13 @@ async fn connection(stream: UnixStream, service: Arc<AuthService>) -> std::io::R
                 if let Some(log) = &outcome.log {
                     eprintln!("chatmail-auth: {log}");
                 }
-                outcome.reply.line()
+                match outcome.reply {
+                    Reply::Found(json) if lua => match lua_fields(&json) {
+                        Ok(fields) => Reply::Found(fields).line(),
+                        Err(e) => Reply::Failed(format!("chatmail-auth: internal error: {e}")).line(),
+                    },
+                    reply => reply.line(),
+                }
             }
             Command::Iterate => dict::ITERATION_FINISHED.to_owned(),
             Command::Commit { id } => dict::commit_refused(&id),
@@ -392,6 +431,22 @@ mod tests {
     use chatmail_config::AccountAddressRules;
 
     const GOOD_PW: &str = "password123";
+
+    #[test]
+    fn lua_fields_are_dovecot_field_lists() {
+        let table = [
+            (r#"{"home":"/m/a@x","uid":5000}"#, "home=/m/a@x\tuid=5000"),
+            (r#"{"password":"{PLAIN}p\tw","userdb_uid":1}"#, "password={PLAIN}p\x01tw\tuserdb_uid=1"),
+            (r#"{"quota_rule":"*:storage=1024B"}"#, "quota_storage_size=1024B"),
+            (r#"{"userdb_quota_rule":"*:storage=5B"}"#, "userdb_quota_storage_size=5B"),
+            (r#"{"nopassword":"yes","reason":"[UNAVAILABLE] no"}"#, "nopassword=yes\treason=[UNAVAILABLE] no"),
+            (r#"{}"#, ""),
+        ];
+        for (json, want) in table {
+            assert_eq!(lua_fields(json).as_deref(), Ok(want), "{json}");
+        }
+        assert!(lua_fields("[1]").is_err());
+    }
 
     struct Fixture {
         _dir: tempfile::TempDir,

@@ -198,11 +198,17 @@ pub struct CommandReader<R> {
     reader: tokio::io::BufReader<R>,
     line: Vec<u8>,
     greeted: bool,
+    dict_name: String,
 }
 
 impl<R: tokio::io::AsyncRead + Unpin> CommandReader<R> {
     pub fn new(read: R) -> Self {
-        CommandReader { reader: tokio::io::BufReader::new(read), line: Vec::new(), greeted: false }
+        CommandReader { reader: tokio::io::BufReader::new(read), line: Vec::new(), greeted: false, dict_name: String::new() }
+    }
+
+    /// The dict name the client's handshake gave (empty before it).
+    pub fn dict_name(&self) -> &str {
+        &self.dict_name
     }
 
     /// The next command after the handshake; `None` when the client closed
@@ -226,7 +232,10 @@ impl<R: tokio::io::AsyncRead + Unpin> CommandReader<R> {
                 Command::Hello { major, .. } if !MAJOR_VERSIONS.contains(&major) => {
                     return Err(invalid(format!("dict protocol major version {major}, expected 3 (Dovecot 2.3) or 4 (Dovecot 2.4)")));
                 }
-                Command::Hello { .. } => self.greeted = true,
+                Command::Hello { dict_name, .. } => {
+                    self.greeted = true;
+                    self.dict_name = dict_name;
+                }
                 _ if !self.greeted => return Err(invalid("command before handshake".into())),
                 command => return Ok(Some(command)),
             }

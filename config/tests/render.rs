@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use chatmail_config::wiring::{render_dovecot, render_postfix, DovecotHost, PostfixHost};
+use chatmail_config::wiring::{render_dovecot, render_postfix, DovecotHost, DovecotRelease, PostfixHost};
 use chatmail_config::Config;
 
 /// The mail user's uid in the expected files.
@@ -23,20 +23,27 @@ fn rendered_wiring_matches_the_golden_files() {
         let loaded = Config::load(&case.join("chatmail.ini")).unwrap_or_else(|e| panic!("{e}"));
         assert!(loaded.warnings.is_empty(), "{}: {:?}", case.display(), loaded.warnings);
         let config = loaded.config;
-        let dovecot = render_dovecot(
-            &config,
-            &DovecotHost::debian(Path::new("/etc/dovecot"), Path::new("/etc/chatmail/chatmail.ini"), VMAIL_UID),
-        );
+        let mut rendered = Vec::new();
+        for release in [DovecotRelease::V2_3, DovecotRelease::V2_4] {
+            let mut host = DovecotHost::debian(Path::new("/etc/dovecot"), Path::new("/etc/chatmail/chatmail.ini"), VMAIL_UID);
+            host.release = release;
+            let dovecot = render_dovecot(&config, &host);
+            let dir = match release {
+                DovecotRelease::V2_3 => "dovecot-2.3",
+                DovecotRelease::V2_4 => "dovecot-2.4",
+            };
+            rendered.push((format!("{dir}/90-chatmail.conf"), dovecot.conf));
+            rendered.push((format!("{dir}/05-chatmail-auth.conf"), dovecot.auth_conf));
+            for (path, text) in dovecot.aux {
+                rendered.push((format!("{dir}/{}", path.file_name().expect("file name").to_string_lossy()), text));
+            }
+        }
         let postfix = render_postfix(&config, &PostfixHost::debian(Path::new("/var/spool/postfix")));
-        let rendered = [
-            ("90-chatmail.conf", dovecot.conf),
-            ("chatmail-auth.conf.ext", dovecot.auth_dict),
-            ("chatmail-sessions.conf.ext", dovecot.sessions_dict),
-            ("postfix.txt", postfix.to_lines()),
-        ];
+        rendered.push(("postfix.txt".to_owned(), postfix.to_lines()));
         for (name, text) in rendered {
             let path = case.join(name);
             if update {
+                std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
                 std::fs::write(&path, &text).expect("writing a golden file");
                 continue;
             }

@@ -39,8 +39,9 @@ pub const LMTP_BOTS_SOCKET: &str = "lmtp-bots";
 /// Name of the SASL auth socket for Postfix inside `base_dir`.
 pub const AUTH_SOCKET: &str = "auth-postfix";
 
-/// dovecot.conf: the base, then `wiring` (the rendered conf.d snippet).
-pub fn render(base: &DovecotBase<'_>, wiring: &str) -> String {
+/// dovecot.conf: the base, then the rendered wiring: `auth_wiring` (the
+/// passdbs and userdbs) and `wiring` (the conf.d snippet).
+pub fn render(base: &DovecotBase<'_>, auth_wiring: &str, wiring: &str) -> String {
     let p = |path: &Path| path.display().to_string();
     let passwd = match base.passwd_file {
         None => String::new(),
@@ -93,6 +94,7 @@ service imap-login {{
 }}
 {passwd}
 # ---- the relay's wiring, as chatmail-relay render dovecot writes it ----
+{auth_wiring}
 {wiring}",
         instance = base.instance_name,
         base_dir = p(base.base_dir),

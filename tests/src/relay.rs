@@ -16,7 +16,7 @@ use crate::dovecot::{self, DovecotBase, PasswdFile};
 use crate::error::{Context, Error, Result};
 use crate::ports::{PortChoice, Ports};
 use crate::postfix::{self, PostfixBase};
-use chatmail_config::wiring::{render_dovecot, render_postfix, DovecotHost, Logins, PluginPlace, PostfixHost};
+use chatmail_config::wiring::{render_dovecot, render_postfix, DovecotHost, DovecotRelease, Logins, PluginPlace, PostfixHost};
 use crate::process::{spawn_watchdog, wait_for_greeting, wait_for_path, wait_for_port, Daemon};
 use crate::tls;
 
@@ -383,6 +383,9 @@ impl Relay {
         let wiring = render_dovecot(
             &config,
             &DovecotHost {
+                // The harness runs the host's Dovecot: Debian 12's.
+                release: DovecotRelease::V2_3,
+                lua_script: PathBuf::new(),
                 base_dir: dovecot_base.clone(),
                 chatmail_ini: config_path.clone(),
                 auth_dict_file: dovecot_dir.join("auth-dict.conf.ext"),
@@ -402,8 +405,9 @@ impl Relay {
                 imap_hibernate_timeout: options.imap_hibernate_timeout,
             },
         );
-        write_file(&dovecot_dir.join("auth-dict.conf.ext"), &wiring.auth_dict, 0o644)?;
-        write_file(&dovecot_dir.join("auth-sessions.conf.ext"), &wiring.sessions_dict, 0o644)?;
+        for (path, text) in &wiring.aux {
+            write_file(path, text, 0o644)?;
+        }
         let instance_name = format!("chatmail-{}", ports.imap);
         let dovecot_conf = dovecot_dir.join("dovecot.conf");
         let dovecot_log = log_dir.join("dovecot.log");
@@ -423,6 +427,7 @@ impl Relay {
                     imaps_port: ports.imaps,
                     passwd_file: matches!(options.accounts, AccountBackend::PasswdFile).then_some(passwd),
                 },
+                &wiring.auth_conf,
                 &wiring.conf,
             ),
             0o644,

@@ -93,6 +93,10 @@ fn debian_dovecot_accepts_every_rendering() {
                 .arg(etc.join("dovecot.conf")),
             &format!("doveconf -n with the rendering of {}", ini.display()),
         );
+        // chatmail-auth before Debian's PAM passdb (which fails an unknown
+        // address only after two seconds).
+        let first_driver = shown.lines().map(str::trim).find(|l| *l == "driver = dict" || *l == "driver = pam");
+        assert_eq!(first_driver, Some("driver = dict"), "{}: PAM is asked first:\n{shown}", case.display());
         let config = chatmail_config::Config::load(&ini).expect("ini").config;
         for want in [
             format!("quota_rule = *:storage={}B", config.max_mailbox_size),

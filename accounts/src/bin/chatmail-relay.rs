@@ -5,7 +5,7 @@
 //!
 //! Usage:
 //!   chatmail-relay [--config FILE] value KEY
-//!   chatmail-relay [--config FILE] render dovecot [--dir DIR] [--mail-user USER]
+//!   chatmail-relay [--config FILE] render dovecot [--dir DIR] [--mail-user USER] [--dovecot-version V]
 //!   chatmail-relay [--config FILE] render postfix [--queue-dir DIR]
 //!
 //! Exit codes: 0; 1 for an invalid chatmail.ini (the problem is printed) or
@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use chatmail_config::wiring::{render_dovecot, render_postfix, DovecotHost, PostfixHost};
+use chatmail_config::wiring::{render_dovecot, render_postfix, DovecotHost, DovecotRelease, PostfixHost};
 use chatmail_config::Config;
 
 const USAGE: &str = "usage: chatmail-relay [--config FILE] COMMAND
@@ -24,9 +24,12 @@ const USAGE: &str = "usage: chatmail-relay [--config FILE] COMMAND
 commands:
   value KEY       print KEY's checked value (sizes in bytes, paths with
                   {mail_domain} filled in, unset optional values empty)
-  render dovecot [--dir DIR] [--mail-user USER]
-                  write Dovecot's chatmail wiring: DIR/conf.d/90-chatmail.conf,
-                  DIR/chatmail-auth.conf.ext, DIR/chatmail-sessions.conf.ext
+  render dovecot [--dir DIR] [--mail-user USER] [--dovecot-version V]
+                  write Dovecot's chatmail wiring in the syntax of Dovecot V
+                  (default: what `dovecot --version` says; 2.3 or 2.4):
+                  DIR/conf.d/05-chatmail-auth.conf, DIR/conf.d/90-chatmail.conf,
+                  and for 2.3
+                  DIR/chatmail-auth.conf.ext and DIR/chatmail-sessions.conf.ext
                   (DIR default /etc/dovecot, USER default vmail)
   render postfix [--queue-dir DIR]
                   print Postfix's chatmail wiring, one item per line:
@@ -56,7 +59,7 @@ fn main() -> ExitCode {
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     let allowed: &[&str] = match words.as_slice() {
         ["value", _] => &[],
-        ["render", "dovecot"] => &["--dir", "--mail-user"],
+        ["render", "dovecot"] => &["--dir", "--mail-user", "--dovecot-version"],
         ["render", "postfix"] => &["--queue-dir"],
         _ => return usage("expected: value KEY | render dovecot | render postfix"),
     };
@@ -91,7 +94,18 @@ fn main() -> ExitCode {
                 Ok(None) => return fail(&format!("no system user {user:?} (the mail store's owner)")),
                 Err(e) => return fail(&format!("looking up user {user:?}: {e}")),
             };
+            let version = match options.iter().rev().find(|(o, _)| o == "--dovecot-version") {
+                Some((_, v)) => v.clone(),
+                None => match installed_dovecot_version() {
+                    Ok(v) => v,
+                    Err(e) => return fail(&e),
+                },
+            };
             let mut host = DovecotHost::debian(&dir, &absolute(&config_file), uid);
+            host.release = match DovecotRelease::from_version(&version) {
+                Ok(release) => release,
+                Err(e) => return fail(&e),
+            };
             host.mail_user = user;
             write_dovecot(&dir, &config, &host)
         }
@@ -106,11 +120,14 @@ fn main() -> ExitCode {
 
 fn write_dovecot(dir: &Path, config: &Config, host: &DovecotHost) -> ExitCode {
     let files = render_dovecot(config, host);
-    let writes = [
-        (dir.join("conf.d/90-chatmail.conf"), files.conf),
-        (host.auth_dict_file.clone(), files.auth_dict),
-        (host.sessions_dict_file.clone(), files.sessions_dict),
-    ];
+    let mut writes = vec![(dir.join("conf.d/05-chatmail-auth.conf"), files.auth_conf), (dir.join("conf.d/90-chatmail.conf"), files.conf)];
+    writes.extend(files.aux);
+    // Dovecot 2.4 has no use for 2.3's dict files (an upgrade from Debian 12).
+    if host.release == DovecotRelease::V2_4 {
+        for stale in [&host.auth_dict_file, &host.sessions_dict_file] {
+            let _ = std::fs::remove_file(stale);
+        }
+    }
     for (path, text) in writes {
         // Temporary files in DIR, not conf.d, whose *.conf Dovecot includes.
         if let Err(e) = chatmail_config::files::write_atomically(dir, &path, text.as_bytes(), 0o644) {
@@ -118,6 +135,18 @@ fn write_dovecot(dir: &Path, config: &Config, host: &DovecotHost) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// The installed Dovecot's version, as `dovecot --version` prints it.
+fn installed_dovecot_version() -> Result<String, String> {
+    let out = std::process::Command::new("dovecot")
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("running dovecot --version (is Dovecot installed? or give --dovecot-version): {e}"))?;
+    if !out.status.success() {
+        return Err(format!("dovecot --version failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Dovecot's plugin reads chatmail.ini from another working directory.

@@ -15,5 +15,5 @@
 mod dovecot;
 mod postfix;
 
-pub use dovecot::{render_dovecot, DovecotFiles, DovecotHost, Logins, PluginPlace};
+pub use dovecot::{render_dovecot, DovecotFiles, DovecotHost, DovecotRelease, Logins, PluginPlace};
 pub use postfix::{bots_service_name, render_postfix, MasterService, PostfixHost, PostfixWiring};
