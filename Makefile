@@ -18,14 +18,18 @@ test: setup build venv
 	CHATMAIL_LOCAL_RELAY=$(CURDIR)/$(LOCAL_RELAY) $(VENV)/bin/pytest tests/e2e
 	$(MAKE) package-test
 
-# The Debian packages (release build) into target/debian/.
+# The Debian packages (release build): for Debian 12 into target/debian/,
+# for Debian 13 (Dovecot 2.4) into target/debian-trixie/.
 debs: setup
-	packaging/build-debs.sh
+	packaging/build-debs.sh bookworm
+	packaging/build-debs.sh trixie
 
-# Installs them with apt into a debootstrap'd Debian 12 root and checks the
-# relay there (uses ports 25, 465, 587, 143 and 993 of 127.0.0.1 while it runs).
+# Installs them with apt into a debootstrap'd Debian 12 root and a Debian 13
+# root and checks the relay in each (uses ports 25, 465, 587, 143 and 993 of
+# 127.0.0.1 while it runs).
 package-test: debs
-	packaging/test-install.sh
+	packaging/test-install.sh bookworm
+	packaging/test-install.sh trixie
 
 setup:
 	@./scripts/setup-host.sh

@@ -69,13 +69,22 @@ for crate in chatmail-milter chatmail-dovecot-plugin chatmail-bot-sandbox chatma
     fi
 done
 
-# The plugin only loads into the Dovecot it was built for: depend on that
-# ABI (the virtual package Debian's dovecot-core provides).
-deb=$(ls "$out"/dovecot-chatmail_*.deb)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-dpkg-deb -R "$deb" "$work/pkg"
-sed -i "s/^Depends: \(.*\)$/Depends: \1, dovecot-abi-$abi/" "$work/pkg/DEBIAN/control"
-dpkg-deb --root-owner-group -b "$work/pkg" "$deb" >/dev/null
+# rewrite PACKAGE SED-SCRIPT: edits the package's control file.
+rewrite() {
+    deb=$(ls "$out/$1"_*.deb)
+    rm -rf "$work/pkg"
+    dpkg-deb -R "$deb" "$work/pkg"
+    sed -i "$2" "$work/pkg/DEBIAN/control"
+    dpkg-deb --root-owner-group -b "$work/pkg" "$deb" >/dev/null
+}
+# The plugin only loads into the Dovecot it was built for: depend on that
+# ABI (the virtual package Debian's dovecot-core provides).
+rewrite dovecot-chatmail "s/^Depends: \(.*\)$/Depends: \1, dovecot-abi-$abi/"
+# chatmail-relay depends on exactly its siblings (Cargo.toml says revision 1).
+if [ "$revision" != 1 ]; then
+    rewrite chatmail-relay "/^Depends:/s/(= \([^)]*\)-1)/(= \1-$revision)/g"
+fi
 echo "build-debs: packages for $release (Dovecot ABI $abi) in $out:" >&2
 ls -1 "$out"

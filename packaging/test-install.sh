@@ -1,6 +1,8 @@
 #!/bin/sh
-# Installs the built packages (target/debian/, from packaging/build-debs.sh)
-# into a clean Debian 12 root made with debootstrap, the way an operator
+# packaging/test-install.sh [bookworm|trixie]
+# Installs the built packages (target/debian/ for Debian 12, or
+# target/debian-trixie/ for Debian 13, from packaging/build-debs.sh) into a
+# clean root of that release made with debootstrap, the way an operator
 # would: a local apt repository, `apt-get install chatmail-relay`. Then,
 # without systemd, starts the daemons as their units would, sends encrypted
 # messages A→B through the installed relay while B IDLEs (B hears of each
@@ -11,18 +13,25 @@
 # Also runs lintian (no errors allowed).
 #
 # Needs root, debootstrap and lintian, and the Debian mirror. The root is
-# kept in $CHATMAIL_DEB_ROOT (default /var/tmp/chatmail-deb-root) as a clean
-# copy, so a second run skips debootstrap.
+# kept in $CHATMAIL_DEB_ROOT (default /var/tmp/chatmail-deb-root, for trixie
+# /var/tmp/chatmail-deb-root-trixie) as a clean copy, so a second run skips
+# debootstrap.
 set -eu
 cd "$(dirname "$0")/.."
 
-base=${CHATMAIL_DEB_ROOT:-/var/tmp/chatmail-deb-root}
+release=${1:-bookworm}
+case "$release" in
+bookworm) debs=target/debian; default_base=/var/tmp/chatmail-deb-root ;;
+trixie) debs=target/debian-trixie; default_base=/var/tmp/chatmail-deb-root-trixie ;;
+*) echo "test-install: unknown release $release (bookworm or trixie)" >&2; exit 2 ;;
+esac
+base=${CHATMAIL_DEB_ROOT:-$default_base}
 root=$base/run
 domain=relay.test
 mirror=$(sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n 1)
 mirror=${mirror:-http://deb.debian.org/debian}
 
-log() { echo "test-install: $*" >&2; }
+log() { echo "test-install ($release): $*" >&2; }
 fail() { log "FAILED: $*"; exit 1; }
 in_root() { chroot "$root" sh -c "$1"; }
 
@@ -59,15 +68,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ls target/debian/chatmail-relay_*.deb >/dev/null 2>&1 || fail "no packages in target/debian: run packaging/build-debs.sh"
+ls "$debs"/chatmail-relay_*.deb >/dev/null 2>&1 || fail "no packages in $debs: run packaging/build-debs.sh $release"
 
 log "lintian"
-lintian --fail-on error target/debian/*.deb || fail "lintian reports errors"
+lintian --fail-on error "$debs"/*.deb || fail "lintian reports errors"
 
 if [ ! -d "$base/clean" ]; then
-    log "debootstrap bookworm from $mirror into $base/clean"
+    log "debootstrap $release from $mirror into $base/clean"
     mkdir -p "$base"
-    debootstrap --variant=minbase bookworm "$base/clean.new" "$mirror" >"$base/debootstrap.log" 2>&1 \
+    rm -rf "$base/clean.new"
+    debootstrap --variant=minbase "$release" "$base/clean.new" "$mirror" >"$base/debootstrap.log" 2>&1 \
         || fail "debootstrap (log: $base/debootstrap.log)"
     mv "$base/clean.new" "$base/clean"
 fi
@@ -82,7 +92,7 @@ printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"
 chmod 755 "$root/usr/sbin/policy-rc.d"
 
 mkdir -p "$root/srv/repo"
-cp target/debian/*.deb "$root/srv/repo/"
+cp "$debs"/*.deb "$root/srv/repo/"
 (cd "$root/srv/repo" && dpkg-scanpackages . > Packages 2>/dev/null)
 echo 'deb [trusted=yes] file:/srv/repo ./' > "$root/etc/apt/sources.list.d/chatmail.list"
 
@@ -97,10 +107,15 @@ in_root 'DEBIAN_FRONTEND=noninteractive apt-get install -y -q chatmail-relay' > 
 in_root 'chatmail-milter dkim-record' | grep -q "opendkim._domainkey.$domain. 3600 IN TXT" || fail "no DKIM record"
 # The conf.d snippet must reach both protocols (a global mail_plugins after
 # a protocol block would not).
-for protocol in imap lmtp; do
-    in_root "doveconf -h -f protocol=$protocol mail_plugins 2>/dev/null" | grep -qw chatmail \
-        || fail "the chatmail plugin is not in Dovecot's mail_plugins for $protocol"
-done
+if [ "$release" = bookworm ]; then
+    for protocol in imap lmtp; do
+        in_root "doveconf -h -f protocol=$protocol mail_plugins 2>/dev/null" | grep -qw chatmail \
+            || fail "the chatmail plugin is not in Dovecot's mail_plugins for $protocol"
+    done
+else
+    # Dovecot 2.4: a boolean list, which protocol blocks add to.
+    in_root 'doveconf mail_plugins' | grep -qx '  chatmail = yes' || fail "the chatmail plugin is not in Dovecot's mail_plugins"
+fi
 
 # chatmail-auth's passdb comes before Debian's PAM one (auth-system.conf.ext):
 # PAM fails an address it does not know only after a two-second delay.
@@ -109,7 +124,7 @@ first=$(in_root 'doveconf -n' | grep -E '^ +driver = (dict|lua|pam)$' | head -n 
 
 # IDLE-ing sessions hibernate (as on chatmail relays), and the inotify
 # limits leave room for thousands of them.
-in_root 'doveconf -h -f protocol=imap imap_hibernate_timeout' | grep -qx '30 secs' \
+in_root 'doveconf -f protocol=imap imap_hibernate_timeout' | grep -qxE 'imap_hibernate_timeout = (30 secs|30s)' \
     || fail "imap_hibernate_timeout is not 30 s"
 grep -qx 'fs.inotify.max_user_instances = 65535' "$root/usr/lib/sysctl.d/60-chatmail-relay.conf" \
     || fail "no sysctl.d file raising the inotify limits"
@@ -127,7 +142,11 @@ in_root 'DEBIAN_FRONTEND=noninteractive apt-get install -y -q coturn' >>"$base/i
 in_root 'printf "turn_server = 127.0.0.1:3478\nmax_mailbox_size = 5\nmax_message_size = 2M\n" >> /etc/chatmail/chatmail.ini
     DEBIAN_FRONTEND=noninteractive dpkg-reconfigure chatmail-relay' >>"$base/install.log" 2>&1 || fail "dpkg-reconfigure with turn_server and sizes"
 [ "$(in_root 'postconf -h message_size_limit')" = 2097152 ] || fail "message_size_limit is not max_message_size in bytes"
-in_root 'doveconf -h plugin/quota_rule' | grep -qx '\*:storage=5242880B' || fail "quota_rule is not max_mailbox_size in bytes"
+if [ "$release" = bookworm ]; then
+    in_root 'doveconf -h plugin/quota_rule' | grep -qx '\*:storage=5242880B' || fail "quota_rule is not max_mailbox_size in bytes"
+else
+    in_root 'doveconf quota_storage_size' | grep -qx 'quota_storage_size = 5242880B' || fail "quota_storage_size is not max_mailbox_size in bytes"
+fi
 [ "$(in_root 'stat -c "%U:%G %a" /etc/chatmail/turn-secret')" = "root:vmail 640" ] || fail "no TURN secret readable by vmail only"
 in_root 'grep -qx "static-auth-secret=$(head -n 1 /etc/chatmail/turn-secret)" /etc/chatmail/turnserver.conf
     grep -qx use-auth-secret /etc/chatmail/turnserver.conf
@@ -225,7 +244,8 @@ log "purge: no files left"
 in_root 'DEBIAN_FRONTEND=noninteractive apt-get purge -y -q chatmail-relay chatmail-bots dovecot-chatmail chatmail-milter' \
     >>"$base/install.log" 2>&1 || fail "purge"
 for path in /etc/chatmail /etc/chatmail/turn-secret /var/lib/chatmail-relay /etc/dkimkeys/opendkim.private /etc/dovecot/chatmail-auth.conf.ext \
-    /usr/lib/dovecot/modules/lib90_chatmail_plugin.so /var/spool/postfix/chatmail-milter \
+    /usr/lib/dovecot/modules/lib90_chatmail_plugin.so /usr/lib/dovecot/modules/settings/libchatmail_settings.so \
+    /usr/share/dovecot-chatmail /etc/dovecot/conf.d/05-chatmail-auth.conf /var/spool/postfix/chatmail-milter \
     /var/lib/chatmail-bots /var/spool/chatmail-bots /var/spool/chatmail-push /usr/lib/sysctl.d/60-chatmail-relay.conf; do
     [ -e "$root$path" ] && fail "$path left after purge"
 done

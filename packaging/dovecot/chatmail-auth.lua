@@ -74,10 +74,20 @@ local function lookup(key, user)
   return "failed", "chatmail-auth: " .. dovecot.tabunescape(value)
 end
 
+-- A request variable, empty when the client did not give it (Postfix's
+-- SASL requests carry no session id, local ones no remote address).
+local function var(value)
+  if value == nil then
+    return ""
+  end
+  return tostring(value)
+end
+
 function auth_password_verify(req, password)
   if mode == "sessions" then
     -- The key ends with the session id, so nothing ever caches it.
-    local outcome, fields = lookup("shared/sessions/" .. req.protocol .. "/" .. req.user .. "/" .. req.session, req.user)
+    local key = "shared/sessions/" .. var(req.protocol) .. "/" .. req.user .. "/" .. var(req.session)
+    local outcome, fields = lookup(key, req.user)
     if outcome == "found" then
       return auth.PASSDB_RESULT_OK, fields
     elseif outcome == "unknown" then
@@ -85,7 +95,7 @@ function auth_password_verify(req, password)
     end
     return auth.PASSDB_RESULT_INTERNAL_FAILURE, fields
   end
-  local outcome, fields = lookup("shared/passdb/" .. req.remote_ip .. "/" .. req.user .. "/" .. password, req.user)
+  local outcome, fields = lookup("shared/passdb/" .. var(req.remote_ip) .. "/" .. req.user .. "/" .. password, req.user)
   if outcome == "found" then
     -- chatmail-auth answers with the password to compare: the one given
     -- ({PLAIN}, when it checked it or made the account with it), or the
