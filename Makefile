@@ -18,8 +18,8 @@ test: setup build venv
 	CHATMAIL_LOCAL_RELAY=$(CURDIR)/$(LOCAL_RELAY) $(VENV)/bin/pytest tests/e2e
 	$(MAKE) package-test
 
-# The Debian packages (release build): for Debian 12 into target/debian/,
-# for Debian 13 (Dovecot 2.4) into target/debian-trixie/.
+# The Debian packages (release build): for Debian 12 into target/debs/bookworm/,
+# for Debian 13 (Dovecot 2.4) into target/debs/trixie/.
 debs: setup
 	packaging/build-debs.sh bookworm
 	packaging/build-debs.sh trixie

@@ -1,8 +1,8 @@
 #!/bin/sh
 # Builds the Debian packages for one Debian release:
-#   packaging/build-debs.sh            the host's release, into target/debian/
-#   packaging/build-debs.sh trixie     Debian 13 (Dovecot 2.4), into target/debian-trixie/
-#   packaging/build-debs.sh bookworm   Debian 12 (Dovecot 2.3), into target/debian/
+#   packaging/build-debs.sh            the host's release
+#   packaging/build-debs.sh trixie     Debian 13 (Dovecot 2.4), into target/debs/trixie/
+#   packaging/build-debs.sh bookworm   Debian 12 (Dovecot 2.3), into target/debs/bookworm/
 # Only dovecot-chatmail differs between releases (the plugin is built against
 # that release's Dovecot headers and depends on its ABI); the other packages'
 # programs are built once, on the host (Debian 12's glibc, so they run on
@@ -18,8 +18,8 @@ mirror=$(sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/debian.sources
 mirror=${mirror:-http://deb.debian.org/debian}
 
 case "$release" in
-bookworm) out=target/debian; variant=""; revision=1; dovecot_target=target ;;
-trixie) out=target/debian-trixie; variant=trixie; revision=1+deb13; dovecot_target=target/dovecot-2.4 ;;
+bookworm) out=target/debs/bookworm; variant=""; revision=1; dovecot_target=target ;;
+trixie) out=target/debs/trixie; variant=trixie; revision=1+deb13; dovecot_target=target/dovecot-2.4 ;;
 *) echo "build-debs: unknown release $release (bookworm or trixie)" >&2; exit 2 ;;
 esac
 

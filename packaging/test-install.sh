@@ -1,7 +1,7 @@
 #!/bin/sh
 # packaging/test-install.sh [bookworm|trixie]
-# Installs the built packages (target/debian/ for Debian 12, or
-# target/debian-trixie/ for Debian 13, from packaging/build-debs.sh) into a
+# Installs the built packages (target/debs/bookworm/ for Debian 12, or
+# target/debs/trixie/ for Debian 13, from packaging/build-debs.sh) into a
 # clean root of that release made with debootstrap, the way an operator
 # would: a local apt repository, `apt-get install chatmail-relay`. Then,
 # without systemd, starts the daemons as their units would, sends encrypted
@@ -21,8 +21,8 @@ cd "$(dirname "$0")/.."
 
 release=${1:-bookworm}
 case "$release" in
-bookworm) debs=target/debian; default_base=/var/tmp/chatmail-deb-root ;;
-trixie) debs=target/debian-trixie; default_base=/var/tmp/chatmail-deb-root-trixie ;;
+bookworm) debs=target/debs/bookworm; default_base=/var/tmp/chatmail-deb-root ;;
+trixie) debs=target/debs/trixie; default_base=/var/tmp/chatmail-deb-root-trixie ;;
 *) echo "test-install: unknown release $release (bookworm or trixie)" >&2; exit 2 ;;
 esac
 base=${CHATMAIL_DEB_ROOT:-$default_base}
@@ -119,7 +119,7 @@ fi
 
 # chatmail-auth's passdb comes before Debian's PAM one (auth-system.conf.ext):
 # PAM fails an address it does not know only after a two-second delay.
-first=$(in_root 'doveconf -n' | grep -E '^ +driver = (dict|lua|pam)$' | head -n 1 | tr -d ' ')
+first=$(in_root 'doveconf -n 2>/dev/null' | grep -E '^ +driver = (dict|lua|pam)$' | head -n 1 | tr -d ' ')
 [ "$first" = driver=dict ] || [ "$first" = driver=lua ] || fail "Dovecot asks $first before chatmail-auth"
 
 # IDLE-ing sessions hibernate (as on chatmail relays), and the inotify
