@@ -377,15 +377,20 @@ impl Relay {
         if options.dovecot_plugin {
             prepare_plugin_dir(&plugin_dir)?;
         }
+        // The host's Dovecot decides the config syntax (Debian 12: 2.3,
+        // Debian 13: 2.4).
+        let release = DovecotRelease::installed().map_err(Error::new)?;
+        if release == DovecotRelease::V2_4 && options.dovecot_plugin {
+            check_settings_module()?;
+        }
 
         // The relay's wiring from the generator the package runs, with this
         // instance's paths.
         let wiring = render_dovecot(
             &config,
             &DovecotHost {
-                // The harness runs the host's Dovecot: Debian 12's.
-                release: DovecotRelease::V2_3,
-                lua_script: PathBuf::new(),
+                release,
+                lua_script: auth_lua_script(),
                 base_dir: dovecot_base.clone(),
                 chatmail_ini: config_path.clone(),
                 auth_dict_file: dovecot_dir.join("auth-dict.conf.ext"),
@@ -416,6 +421,7 @@ impl Relay {
             &dovecot_conf,
             &dovecot::render(
                 &DovecotBase {
+                    release,
                     instance_name: &instance_name,
                     domain: &domain,
                     base_dir: &dovecot_base,
@@ -1132,11 +1138,36 @@ fn prepare_plugin_dir(dir: &Path) -> Result<()> {
     fs::copy(&plugin, dir.join("lib90_chatmail_plugin.so")).context(|| format!("copying {}", plugin.display()))?;
     for entry in fs::read_dir(DOVECOT_MODULES).context(|| format!("listing {DOVECOT_MODULES}"))?.flatten() {
         let name = entry.file_name();
-        if name.to_string_lossy().ends_with(".so") {
+        // A host with the dovecot-chatmail package has the plugin there
+        // too: this relay's build stays the one it loads.
+        if name.to_string_lossy().ends_with(".so") && name != "lib90_chatmail_plugin.so" {
             std::os::unix::fs::symlink(entry.path(), dir.join(&name)).context(|| format!("linking {}", entry.path().display()))?;
         }
     }
     Ok(())
+}
+
+/// Dovecot 2.4's Lua passdb/userdb for chatmail-auth: the repository's
+/// (packaging/dovecot), or CHATMAIL_AUTH_LUA.
+fn auth_lua_script() -> PathBuf {
+    match std::env::var_os("CHATMAIL_AUTH_LUA") {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/dovecot/chatmail-auth.lua"),
+    }
+}
+
+/// Dovecot 2.4 learns the plugin's setting chatmail_config only from a
+/// module in its own module directory (see c-shim/chatmail-settings.c).
+fn check_settings_module() -> Result<()> {
+    let module = Path::new(DOVECOT_MODULES).join("settings/libchatmail_settings.so");
+    if module.is_file() {
+        return Ok(());
+    }
+    Err(Error::new(format!(
+        "{} is missing: Dovecot 2.4 refuses the setting chatmail_config without it; install dovecot-chatmail \
+         or copy libchatmail_settings.so from the plugin's 2.4 build there",
+        module.display()
+    )))
 }
 
 /// A binary of this workspace: from the environment variable `env`, else

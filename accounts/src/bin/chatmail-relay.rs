@@ -94,15 +94,12 @@ fn main() -> ExitCode {
                 Ok(None) => return fail(&format!("no system user {user:?} (the mail store's owner)")),
                 Err(e) => return fail(&format!("looking up user {user:?}: {e}")),
             };
-            let version = match options.iter().rev().find(|(o, _)| o == "--dovecot-version") {
-                Some((_, v)) => v.clone(),
-                None => match installed_dovecot_version() {
-                    Ok(v) => v,
-                    Err(e) => return fail(&e),
-                },
+            let release = match options.iter().rev().find(|(o, _)| o == "--dovecot-version") {
+                Some((_, v)) => DovecotRelease::from_version(v),
+                None => DovecotRelease::installed().map_err(|e| format!("{e} (or give --dovecot-version)")),
             };
             let mut host = DovecotHost::debian(&dir, &absolute(&config_file), uid);
-            host.release = match DovecotRelease::from_version(&version) {
+            host.release = match release {
                 Ok(release) => release,
                 Err(e) => return fail(&e),
             };
@@ -135,18 +132,6 @@ fn write_dovecot(dir: &Path, config: &Config, host: &DovecotHost) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
-}
-
-/// The installed Dovecot's version, as `dovecot --version` prints it.
-fn installed_dovecot_version() -> Result<String, String> {
-    let out = std::process::Command::new("dovecot")
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("running dovecot --version (is Dovecot installed? or give --dovecot-version): {e}"))?;
-    if !out.status.success() {
-        return Err(format!("dovecot --version failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Dovecot's plugin reads chatmail.ini from another working directory.

@@ -38,6 +38,19 @@ pub enum DovecotRelease {
 }
 
 impl DovecotRelease {
+    /// The release of the Dovecot installed on this machine (`dovecot
+    /// --version`).
+    pub fn installed() -> Result<DovecotRelease, String> {
+        let out = std::process::Command::new("dovecot")
+            .arg("--version")
+            .output()
+            .map_err(|e| format!("running dovecot --version (is Dovecot installed?): {e}"))?;
+        if !out.status.success() {
+            return Err(format!("dovecot --version failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        DovecotRelease::from_version(&String::from_utf8_lossy(&out.stdout))
+    }
+
     /// From a version as `dovecot --version` prints it (`2.4.1-4 (7d8c0e5759)`).
     pub fn from_version(text: &str) -> Result<DovecotRelease, String> {
         let mut parts = text.trim().split(['.', ' ', '-']);

@@ -1,5 +1,6 @@
 //! Benchmark: 100 parallel IMAP logins against a relay whose logins are
-//! answered by chatmail-auth (Dovecot dict passdb/userdb) and, in the same
+//! answered by chatmail-auth (Dovecot 2.3: dict passdb/userdb; Dovecot 2.4:
+//! the Lua passdb/userdb that asks it) and, in the same
 //! run, against a relay with Dovecot's own passwd-file holding the same kind
 //! of hashes (SHA512-CRYPT) — with STARTTLS and without TLS (Dovecot allows
 //! plaintext logins on loopback), so the TLS share shows too.
@@ -85,6 +86,10 @@ fn main() {
         (0..parallel).map(|_| r.add_account(&chatmail_testrelay::token(9), &chatmail_testrelay::token(12)).expect("account")).collect()
     };
 
+    let auth_label = match chatmail_config::wiring::DovecotRelease::installed() {
+        Ok(chatmail_config::wiring::DovecotRelease::V2_4) => "chatmail-auth (2.4, lua)",
+        _ => "chatmail-auth (2.3, dict)",
+    };
     println!("{parallel} parallel IMAP logins, {rounds} rounds per case (median logins/s; latency p50/p99 over all rounds)");
     println!("{:<10} {:<6} {:<24} {:>10} {:>9} {:>9}", "transport", "cache", "passdb", "logins/s", "p50 ms", "p99 ms");
     // Warm up both (process pools, TLS contexts).
@@ -111,7 +116,7 @@ fn main() {
         auth_lat.sort();
         file_lat.sort();
         let (a, f) = (median(&mut auth_rates), median(&mut file_rates));
-        for (passdb, rate, lat) in [("chatmail-auth (dict)", a, &auth_lat), ("passwd-file", f, &file_lat)] {
+        for (passdb, rate, lat) in [(auth_label, a, &auth_lat), ("passwd-file", f, &file_lat)] {
             println!(
                 "{name:<10} {cache:<6} {passdb:<24} {rate:>10.0} {:>9.1} {:>9.1}",
                 percentile(lat, 0.5).as_secs_f64() * 1e3,
