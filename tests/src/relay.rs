@@ -926,19 +926,22 @@ impl Relay {
             .sum()
     }
 
-    /// An IMAP connection after STARTTLS, not logged in, from the loopback
-    /// address `source` (default 127.0.0.1).
     /// Process ids of the IMAP sessions `addr` logged in, oldest first, from
-    /// Dovecot's login lines (`mpid=`). A session back from hibernation runs
-    /// in a new process that no login line names.
+    /// Dovecot's login lines (`mpid=`; 2.3 writes `Login:`, 2.4 `Logged
+    /// in:`). A session back from hibernation runs in a new process that no
+    /// login line names.
     pub fn imap_session_pids(&self, addr: &str) -> Vec<i32> {
         let log = fs::read_to_string(self.log_dir.join("dovecot.log")).unwrap_or_default();
         log.lines()
-            .filter(|l| l.contains("imap-login: Info: Login:") && l.contains(&format!("user=<{addr}>")))
+            .filter(|l| {
+                (l.contains("imap-login: Info: Login:") || l.contains("imap-login: Info: Logged in:")) && l.contains(&format!("user=<{addr}>"))
+            })
             .filter_map(|l| l.split("mpid=").nth(1)?.split(',').next()?.parse().ok())
             .collect()
     }
 
+    /// An IMAP connection after STARTTLS, not logged in, from the loopback
+    /// address `source` (default 127.0.0.1).
     pub fn imap_from(&self, source: Option<std::net::Ipv4Addr>) -> Result<ImapClient> {
         let mut imap = ImapClient::connect_from(source, self.ports.imap, Security::Plain, &self.cert_der)?;
         imap.starttls()?;
