@@ -40,18 +40,26 @@ static MODULE_CONTEXT_DEFINE_INIT(chatmail_user_module,
 static const char *chatmail_config_setting(struct mail_user *user)
 {
 #ifdef CHATMAIL_DOVECOT_2_4
+	/* Read once per process: the Rust side reads chatmail.ini once per
+	   process too (a mail process serves one relay), and settings_get()
+	   for every LMTP delivery's user showed in the plugin's cost. */
+	static bool read = FALSE;
+	static char *path = NULL;
 	const struct chatmail_settings *set;
-	const char *error, *path;
+	const char *error;
 
+	if (read)
+		return path;
 	if (settings_get(user->event, &chatmail_setting_parser_info, 0,
 			 &set, &error) < 0) {
 		i_error("chatmail: reading the setting chatmail_config: %s",
 			error);
 		return NULL;
 	}
-	path = set->chatmail_config[0] == '\0' ? NULL :
-		p_strdup(user->pool, set->chatmail_config);
+	if (set->chatmail_config[0] != '\0')
+		path = i_strdup(set->chatmail_config);
 	settings_free(set);
+	read = TRUE;
 	return path;
 #else
 	return mail_user_plugin_getenv(user, "chatmail_config");
