@@ -435,12 +435,6 @@ service imap {{
     user = $SET:default_internal_user
   }}
 }}
-# Dovecot 2.4 starts a new LMTP process for every connection (2.3 reuses
-# them): reused, a delivery does not pay for loading the mail plugins and
-# reading chatmail.ini again. Every delivery runs as the one mail user.
-service lmtp {{
-  restart_request_count = unlimited
-}}
 ",
         user = host.mail_user,
         uid = host.mail_uid,
