@@ -1,14 +1,15 @@
 # Quick start (Debian 12, as root):
 #   make run    a complete local chatmail relay on 127.0.0.1 (Ctrl-C stops it)
-#   make test   every test: unit, end-to-end through Postfix and Dovecot, Delta Chat core,
-#               and the Debian packages installed into a clean Debian 12 root
+#   make test   every test: unit, end-to-end through Postfix and Dovecot (also against
+#               Debian 13's Dovecot 2.4 in a debootstrap'd root), Delta Chat core,
+#               and the Debian packages installed into clean Debian 12 and 13 roots
 
 CARGO ?= cargo
 VENV ?= .venv
 PYTHON ?= python3
 LOCAL_RELAY := target/debug/chatmail-local-relay
 
-.PHONY: run test setup build venv unit-test e2e-test clean bots debs package-test
+.PHONY: run test setup build venv unit-test e2e-test clean bots debs package-test test-trixie
 
 run: setup build
 	$(LOCAL_RELAY)
@@ -17,6 +18,13 @@ test: setup build venv
 	$(CARGO) test --workspace --locked
 	CHATMAIL_LOCAL_RELAY=$(CURDIR)/$(LOCAL_RELAY) $(VENV)/bin/pytest tests/e2e
 	$(MAKE) package-test
+	$(MAKE) test-trixie
+
+# The end-to-end suites that exercise Dovecot, against Debian 13's Dovecot
+# 2.4 in a debootstrap'd root (the host's run above covers 2.3).
+test-trixie: setup
+	$(CARGO) build --workspace --locked
+	scripts/test-trixie.sh
 
 # The Debian packages (release build): for Debian 12 into target/debs/bookworm/,
 # for Debian 13 (Dovecot 2.4) into target/debs/trixie/.

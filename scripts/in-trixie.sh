@@ -32,16 +32,14 @@ log() { echo "in-trixie: $*" >&2; }
 # The plugin for Dovecot 2.4, built against trixie's headers.
 plugin_dir=target/dovecot-2.4/$profile
 headers=${CHATMAIL_DEV_CACHE:-/var/tmp/chatmail-dovecot-dev}/trixie/root/usr/include/dovecot
-if [ ! -f "$plugin_dir/libchatmail_settings.so" ]; then
-    if [ ! -f "$headers/config.h" ]; then
-        log "fetching trixie's dovecot-dev (packaging/build-debs.sh trixie)"
-        packaging/build-debs.sh trixie >/dev/null
-    fi
-    flag=""
-    [ "$profile" = release ] && flag=--release
-    log "building the plugin for Dovecot 2.4 ($profile)"
-    DOVECOT_INCLUDE=$headers cargo build $flag --locked -p chatmail-dovecot-plugin --target-dir target/dovecot-2.4
+if [ ! -f "$headers/config.h" ]; then
+    log "fetching trixie's dovecot-dev (packaging/build-debs.sh trixie)"
+    packaging/build-debs.sh trixie >/dev/null
 fi
+flag=""
+[ "$profile" = release ] && flag=--release
+# shellcheck disable=SC2086 # $flag is empty or one word
+DOVECOT_INCLUDE=$headers cargo build $flag --locked -q -p chatmail-dovecot-plugin --target-dir target/dovecot-2.4
 
 if [ ! -d "$root" ]; then
     log "debootstrap trixie into $root"
