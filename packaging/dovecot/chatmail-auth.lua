@@ -74,6 +74,17 @@ local function lookup(key, user)
   return "failed", "chatmail-auth: " .. dovecot.tabunescape(value)
 end
 
+-- Dovecot's answer to a lookup's outcome: `ok` with the fields, `unknown`,
+-- or `failure` with the problem (the fields of a failure are its text).
+local function answer(ok, unknown, failure, outcome, fields)
+  if outcome == "found" then
+    return ok, fields
+  elseif outcome == "unknown" then
+    return unknown, nil
+  end
+  return failure, fields
+end
+
 -- A request variable, empty when the client did not give it (Postfix's
 -- SASL requests carry no session id, local ones no remote address).
 local function var(value)
@@ -87,13 +98,8 @@ function auth_password_verify(req, password)
   if mode == "sessions" then
     -- The key ends with the session id, so nothing ever caches it.
     local key = "shared/sessions/" .. var(req.protocol) .. "/" .. req.user .. "/" .. var(req.session)
-    local outcome, fields = lookup(key, req.user)
-    if outcome == "found" then
-      return auth.PASSDB_RESULT_OK, fields
-    elseif outcome == "unknown" then
-      return auth.PASSDB_RESULT_USER_UNKNOWN, nil
-    end
-    return auth.PASSDB_RESULT_INTERNAL_FAILURE, fields
+    return answer(auth.PASSDB_RESULT_OK, auth.PASSDB_RESULT_USER_UNKNOWN, auth.PASSDB_RESULT_INTERNAL_FAILURE,
+      lookup(key, req.user))
   end
   local outcome, fields = lookup("shared/passdb/" .. var(req.remote_ip) .. "/" .. req.user .. "/" .. password, req.user)
   if outcome == "found" then
@@ -133,11 +139,6 @@ function auth_passdb_get_cache_key()
 end
 
 function auth_userdb_lookup(req)
-  local outcome, fields = lookup("shared/userdb/" .. req.user, req.user)
-  if outcome == "found" then
-    return auth.USERDB_RESULT_OK, fields
-  elseif outcome == "unknown" then
-    return auth.USERDB_RESULT_USER_UNKNOWN, nil
-  end
-  return auth.USERDB_RESULT_INTERNAL_FAILURE, fields
+  return answer(auth.USERDB_RESULT_OK, auth.USERDB_RESULT_USER_UNKNOWN, auth.USERDB_RESULT_INTERNAL_FAILURE,
+    lookup("shared/userdb/" .. req.user, req.user))
 end

@@ -277,30 +277,37 @@ userdb {{
 # refusals are not cached, so a login refused while account creation was
 # off works as soon as it is on again. Entries live an hour, well within
 # the day granularity of the last-login record.
-auth_cache_size = 10M
-auth_cache_ttl = 1 hour
-auth_cache_negative_ttl = 0
-",
+{AUTH_CACHE}",
             auth = host.auth_dict_file.display(),
             sessions = host.sessions_dict_file.display(),
         ),
     }
 }
 
-fn plugins_section(config: &Config, host: &DovecotHost) -> String {
-    let mut chatmail = String::new();
+/// Where the chatmail plugin is (a relay's own directory) and `load`, the
+/// lines that load it and give it chatmail.ini, in the release's syntax.
+fn chatmail_plugin_lines(host: &DovecotHost, load: &str) -> String {
+    let mut lines = String::new();
     if let PluginPlace::Dir(dir) = &host.plugin {
-        chatmail.push_str(&format!("mail_plugin_dir = {}\n", dir.display()));
+        lines.push_str(&format!("mail_plugin_dir = {}\n", dir.display()));
     }
     if host.plugin != PluginPlace::Off {
-        chatmail.push_str(&format!(
+        lines.push_str(
             "# The chatmail plugin (quota cleanup, expiry, connection limits, last\n\
-             # login, instant IDLE, delivery hook for bots and push) reads chatmail.ini.\n\
-             mail_plugins = $mail_plugins notify chatmail\n\
-             plugin {{\n  chatmail_config = {}\n}}\n",
-            host.chatmail_ini.display()
-        ));
+             # login, instant IDLE, delivery hook for bots and push) reads chatmail.ini.\n",
+        );
+        lines.push_str(load);
     }
+    lines
+}
+
+/// Dovecot's auth cache, the same on both releases (the comments before it
+/// say what is cached).
+const AUTH_CACHE: &str = "auth_cache_size = 10M\nauth_cache_ttl = 1 hour\nauth_cache_negative_ttl = 0\n";
+
+fn plugins_section(config: &Config, host: &DovecotHost) -> String {
+    let ini = host.chatmail_ini.display();
+    let chatmail = chatmail_plugin_lines(host, &format!("mail_plugins = $mail_plugins notify chatmail\nplugin {{\n  chatmail_config = {ini}\n}}\n"));
     // The global mail_plugins lines come before any protocol block, so they
     // reach imap and lmtp (a later global line would not).
     format!(
@@ -491,29 +498,15 @@ userdb chatmail {{
 }}
 # Cached per user and client address (the cache keeps a hash of the
 # password that worked); refusals are not cached.
-auth_cache_size = 10M
-auth_cache_ttl = 1 hour
-auth_cache_negative_ttl = 0
-",
+{AUTH_CACHE}",
         lua = host.lua_script.display(),
         socket = host.auth_socket.display(),
     )
 }
 
 fn plugins_section_2_4(config: &Config, host: &DovecotHost) -> String {
-    let mut chatmail = String::new();
-    if let PluginPlace::Dir(dir) = &host.plugin {
-        chatmail.push_str(&format!("mail_plugin_dir = {}\n", dir.display()));
-    }
-    if host.plugin != PluginPlace::Off {
-        chatmail.push_str(&format!(
-            "# The chatmail plugin (quota cleanup, expiry, connection limits, last\n\
-             # login, instant IDLE, delivery hook for bots and push) reads chatmail.ini.\n\
-             mail_plugins {{\n  notify = yes\n  chatmail = yes\n}}\n\
-             chatmail_config = {}\n",
-            host.chatmail_ini.display()
-        ));
-    }
+    let ini = host.chatmail_ini.display();
+    let chatmail = chatmail_plugin_lines(host, &format!("mail_plugins {{\n  notify = yes\n  chatmail = yes\n}}\nchatmail_config = {ini}\n"));
     format!(
         "\
 # Quota: Dovecot's quota plugin enforces max_mailbox_size (APPEND/COPY get
