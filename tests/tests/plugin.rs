@@ -15,18 +15,10 @@ fn start() -> Relay {
     Relay::start(RelayOptions::default()).unwrap_or_else(|e| panic!("relay did not start: {e}"))
 }
 
-fn doveconf(relay: &Relay, protocol: &str, setting: &str) -> String {
+/// What `doveconf -c <the relay's dovecot.conf> ARGS` prints.
+fn doveconf(relay: &Relay, args: &[&str]) -> String {
     let conf = relay.run_dir.join("dovecot").join("dovecot.conf");
-    let out = Command::new("doveconf").arg("-c").arg(&conf).args(["-h", "-f", &format!("protocol={protocol}"), setting]).output().expect("doveconf");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// A global setting as Dovecot 2.4's doveconf shows it (`-h` refuses
-/// boolean lists).
-fn doveconf_2_4(relay: &Relay, setting: &str) -> String {
-    let conf = relay.run_dir.join("dovecot").join("dovecot.conf");
-    let out = Command::new("doveconf").arg("-c").arg(&conf).arg(setting).output().expect("doveconf");
+    let out = Command::new("doveconf").arg("-c").arg(&conf).args(args).output().expect("doveconf");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
@@ -34,12 +26,13 @@ fn doveconf_2_4(relay: &Relay, setting: &str) -> String {
 #[test]
 fn plugin_loads_in_imap_and_lmtp() {
     let relay = start();
+    let release = chatmail_config::wiring::DovecotRelease::installed().expect("Dovecot's version");
     for protocol in ["imap", "lmtp"] {
         // 2.3: a word list per protocol; 2.4: a boolean list ("chatmail =
-        // yes"), global, which protocol blocks add to.
-        let plugins = match chatmail_config::wiring::DovecotRelease::installed() {
-            Ok(chatmail_config::wiring::DovecotRelease::V2_4) => doveconf_2_4(&relay, "mail_plugins"),
-            _ => doveconf(&relay, protocol, "mail_plugins"),
+        // yes"; `-h` refuses those), global, which protocol blocks add to.
+        let plugins = match release {
+            chatmail_config::wiring::DovecotRelease::V2_4 => doveconf(&relay, &["mail_plugins"]),
+            chatmail_config::wiring::DovecotRelease::V2_3 => doveconf(&relay, &["-h", "-f", &format!("protocol={protocol}"), "mail_plugins"]),
         };
         assert!(plugins.split_whitespace().any(|p| p == "chatmail"), "{protocol}: mail_plugins = {plugins:?}");
     }

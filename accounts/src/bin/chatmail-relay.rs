@@ -66,9 +66,9 @@ fn main() -> ExitCode {
     if let Some((option, _)) = options.iter().find(|(o, _)| !allowed.contains(&o.as_str())) {
         return usage(&format!("{option} is not an option of {}", words.join(" ")));
     }
-    let option = |name: &str, default: &str| {
-        options.iter().rev().find(|(o, _)| o == name).map_or(default.to_owned(), |(_, v)| v.clone())
-    };
+    // The last value given for an option.
+    let given = |name: &str| options.iter().rev().find(|(o, _)| o == name).map(|(_, v)| v.clone());
+    let option = |name: &str, default: &str| given(name).unwrap_or_else(|| default.to_owned());
     let loaded = match Config::load(&config) {
         Ok(loaded) => loaded,
         Err(e) => return fail(&e.to_string()),
@@ -94,8 +94,8 @@ fn main() -> ExitCode {
                 Ok(None) => return fail(&format!("no system user {user:?} (the mail store's owner)")),
                 Err(e) => return fail(&format!("looking up user {user:?}: {e}")),
             };
-            let release = match options.iter().rev().find(|(o, _)| o == "--dovecot-version") {
-                Some((_, v)) => DovecotRelease::from_version(v),
+            let release = match given("--dovecot-version") {
+                Some(v) => DovecotRelease::from_version(&v),
                 None => DovecotRelease::installed().map_err(|e| format!("{e} (or give --dovecot-version)")),
             };
             let mut host = DovecotHost::debian(&dir, &absolute(&config_file), uid);
