@@ -379,7 +379,7 @@ impl Relay {
         }
         // The host's Dovecot decides the config syntax (Debian 12: 2.3,
         // Debian 13: 2.4).
-        let release = DovecotRelease::installed().map_err(Error::new)?;
+        let release = installed_dovecot()?;
         if release == DovecotRelease::V2_4 && options.dovecot_plugin {
             check_settings_module()?;
         }
@@ -1148,6 +1148,13 @@ fn prepare_plugin_dir(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The host's Dovecot release, asked once per process (every relay a test
+/// starts would run `dovecot --version` again).
+fn installed_dovecot() -> Result<DovecotRelease> {
+    static RELEASE: std::sync::OnceLock<std::result::Result<DovecotRelease, String>> = std::sync::OnceLock::new();
+    RELEASE.get_or_init(DovecotRelease::installed).clone().map_err(Error::new)
 }
 
 /// Dovecot 2.4's Lua passdb/userdb for chatmail-auth: the repository's
