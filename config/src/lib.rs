@@ -15,6 +15,7 @@ pub mod calendar;
 pub mod files;
 mod ini;
 pub mod layout;
+pub mod metrics;
 pub mod retention;
 pub mod sessions;
 pub mod push;
@@ -162,6 +163,8 @@ pub const KEYS: &[KeyDoc] = &[
         meaning: "TURN server for Delta Chat calls, `HOST:PORT` (e.g. `chat.example.org:3478`): clients get time-limited credentials for it as server metadata `/shared/vendor/deltachat/turn`. Empty: no TURN metadata." },
     KeyDoc { name: "turn_secret_file", default: Some("/etc/chatmail/turn-secret"), origin: Origin::New,
         meaning: "File holding the secret shared with the TURN server (coturn's `static-auth-secret` with `use-auth-secret`); read only when `turn_server` is set." },
+    KeyDoc { name: "metrics_dir", default: Some("/var/lib/chatmail/metrics"), origin: Origin::New,
+        meaning: "Directory where each daemon keeps its counters as a Prometheus text file (`chatmail-milter.prom`, …), rewritten every 15 seconds: point node_exporter's textfile collector here, or run `chatmail-relay metrics`. Empty: no metrics." },
 ];
 
 /// chatmail relay keys for things this relay does differently (its
@@ -307,6 +310,8 @@ pub struct Config {
     /// `HOST:PORT`; `None`: no TURN server.
     pub turn_server: Option<String>,
     pub turn_secret_file: PathBuf,
+    /// Empty: no metrics.
+    pub metrics_dir: Option<PathBuf>,
 }
 
 /// A configuration and the warnings found while reading it.
@@ -554,6 +559,10 @@ impl Config {
                 }
             },
             turn_secret_file: absolute("turn_secret_file")?,
+            metrics_dir: match lookup("metrics_dir")?.0.trim() {
+                "" => None,
+                _ => Some(absolute("metrics_dir")?),
+            },
             mail_domain,
         };
         if config.username_min_length > config.username_max_length {
@@ -600,6 +609,7 @@ impl Config {
             "turn_secret_file" => path(&self.turn_secret_file),
             "nocreate_file" => path(&self.nocreate_file),
             "lmtp_socket" => path(&self.lmtp_socket),
+            "metrics_dir" => self.metrics_dir.as_deref().map(path).unwrap_or_default(),
             _ => return None,
         })
     }

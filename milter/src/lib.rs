@@ -25,7 +25,7 @@ pub use armor::{ArmorChecker, ArmorProblem, ArmorSummary};
 pub use dkim::{judge, oversigned_headers, CheckOutcome, DkimVerdict, SignatureCheck, SIGNED_HEADERS};
 pub use dkim_io::{authenticator, check_signatures, txt_records, IncomingCheck, MessageSigning};
 pub use dkim_keys::{compare_record, generate, load_signers, public_key, record_name, record_value, zone_record, KeyKind, KeySource, Signers};
-pub use milter::{run, DkimSettings, MailOrigin, MilterSettings};
+pub use milter::{run, DkimSettings, MailOrigin, MilterSettings, METRICS};
 pub use mime::{check_message, parse_content_type, ContentType, EncryptedBodyChecker, MimeProblem};
 pub use policy::{
     decide, encryption_needed, from_address, is_secure_join, AcceptReason, Body, Decision, Direction, Envelope, MessageFacts,

@@ -19,9 +19,11 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use chatmail_config::metrics::MetricsFile;
 use chatmail_config::Config;
 use chatmail_milter::{DkimSettings, KeyKind, MailOrigin, MilterSettings};
 use indymilter::Listener;
@@ -134,7 +136,11 @@ fn main() -> ExitCode {
         }
     };
     let smtp = MilterSettings::from_config(&config, MailOrigin::Smtp, dkim.clone());
-    let local = MilterSettings::from_config(&config, MailOrigin::Local, dkim);
+    let mut local = MilterSettings::from_config(&config, MailOrigin::Local, dkim);
+    local.metrics = Arc::clone(&smtp.metrics);
+    if let Some(file) = MetricsFile::new(config.metrics_dir.as_deref(), "chatmail-milter") {
+        chatmail_config::metrics::write_periodically("chatmail-milter", Arc::clone(&smtp.metrics), file);
+    }
     match runtime.block_on(serve(args, smtp, local)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use chatmail_config::metrics::{FamilyDoc, Kind, Registry};
 use chatmail_config::Config;
 use indymilter::{
     Actions, Callbacks, Context, ContextActions, EomContext, Listener, MacroStage, NegotiateContext, ProtoOpts,
@@ -82,6 +83,9 @@ pub struct MilterSettings {
     pub mailboxes_dir: PathBuf,
     pub passthrough: Passthrough,
     pub rating: RatingRules,
+    /// Where decisions are counted; the SMTP and the local milter of one
+    /// daemon share it.
+    pub metrics: Arc<Registry>,
 }
 
 impl MilterSettings {
@@ -103,6 +107,7 @@ impl MilterSettings {
                 new_account_ms: u64::from(config.reduced_rate_new_account_hours) * 3_600_000,
                 cleartext_penalty_ms: u64::from(config.reduced_rate_after_cleartext_minutes) * 60_000,
             },
+            metrics: Arc::new(Registry::new(METRICS)),
         }
     }
 }
@@ -191,8 +196,24 @@ struct Session {
     message: Option<Message>,
 }
 
-fn log_decision(queue_id: &str, direction: &str, from: &str, rcpts: usize, decision: &str, reason: &str) {
+/// The milter's metric families (see the operator guide's metrics section).
+pub const METRICS: &[FamilyDoc] = &[FamilyDoc {
+    name: "chatmail_milter_messages_total",
+    kind: Kind::Counter,
+    labels: &["direction", "decision", "reason"],
+    help: "Messages the milter decided on: direction incoming/outgoing/local (- when unknown), decision accept/reject/tempfail/ratelimit, reason as in the log line's reason= up to its first detail.",
+}];
+
+/// The reason of a log line as a metric label: its first word, without the
+/// details (addresses, error texts) that would make a series per message.
+fn reason_label(reason: &str) -> &str {
+    reason.split([':', '+', ' ', '_']).next().unwrap_or(reason)
+}
+
+/// Logs a decision (one greppable line) and counts it.
+fn log_decision(metrics: &Registry, queue_id: &str, direction: &str, from: &str, rcpts: usize, decision: &str, reason: &str) {
     eprintln!("chatmail-milter: queue_id={queue_id} direction={direction} from=<{from}> rcpts={rcpts} decision={decision} reason={reason}");
+    metrics.inc("chatmail_milter_messages_total", &[direction, decision, reason_label(reason)]);
 }
 
 fn unbracket(arg: &CString) -> String {
@@ -213,8 +234,8 @@ fn reply_status(reply: &mut indymilter::SmtpReply, r: &Reply) -> Status {
     }
 }
 
-fn tempfail(reply: &mut indymilter::SmtpReply, queue_id: &str, why: &str) -> Status {
-    log_decision(queue_id, "-", "", 0, "tempfail", why);
+fn tempfail(metrics: &Registry, reply: &mut indymilter::SmtpReply, queue_id: &str, why: &str) -> Status {
+    log_decision(metrics, queue_id, "-", "", 0, "tempfail", why);
     let _ = reply.set_error_reply("451", Some("4.3.0"), ["Temporary failure in the mail filter, try again later"]);
     Status::Tempfail
 }
@@ -272,10 +293,10 @@ async fn mail(shared: Arc<Shared>, cx: &mut Context<Session>, args: Vec<CString>
         let facts = shared.account_facts(login);
         let checked = match shared.limiter.lock() {
             Ok(mut limiter) => limiter.check(login, facts, now),
-            Err(_) => return tempfail(&mut cx.reply, "-", "rate-limiter-poisoned"),
+            Err(_) => return tempfail(&shared.settings.metrics, &mut cx.reply, "-", "rate-limiter-poisoned"),
         };
         if let Err(limited) = checked {
-            log_decision("-", "outgoing", &mail_from, 0, "ratelimit", limited.rating);
+            log_decision(&shared.settings.metrics, "-", "outgoing", &mail_from, 0, "ratelimit", limited.rating);
             let r = Reply { code: "450", xcode: Some("4.7.1"), text: format!(": Too much mail from {login}") };
             return reply_status(&mut cx.reply, &r);
         }
@@ -408,18 +429,18 @@ async fn body(shared: Arc<Shared>, cx: &mut Context<Session>, chunk: Bytes) -> S
 async fn eom(shared: Arc<Shared>, cx: &mut EomContext<Session>) -> Status {
     let queue_id = macro_value(&cx.macros, "i").unwrap_or_else(|| "-".into());
     let Some(mut message) = cx.data.as_mut().and_then(|s| s.message.take()) else {
-        return tempfail(&mut cx.reply, &queue_id, "eom-without-message");
+        return tempfail(&shared.settings.metrics, &mut cx.reply, &queue_id, "eom-without-message");
     };
     if message.size > shared.settings.max_message_size {
         let envelope = &message.envelope;
-        log_decision(&queue_id, envelope.direction.name(), &envelope.mail_from, envelope.rcpts.len(), "reject", "too-big");
+        log_decision(&shared.settings.metrics, &queue_id, envelope.direction.name(), &envelope.mail_from, envelope.rcpts.len(), "reject", "too-big");
         let r = Reply { code: "552", xcode: Some("5.3.4"), text: "Message too big".into() };
         return reply_status(&mut cx.reply, &r);
     }
     if message.envelope.rcpts.len() > shared.settings.max_recipients {
         // Postfix's smtpd_recipient_limit should have stopped this already.
         let envelope = &message.envelope;
-        log_decision(&queue_id, envelope.direction.name(), &envelope.mail_from, envelope.rcpts.len(), "reject", "too-many-recipients");
+        log_decision(&shared.settings.metrics, &queue_id, envelope.direction.name(), &envelope.mail_from, envelope.rcpts.len(), "reject", "too-many-recipients");
         let r = Reply { code: "550", xcode: Some("5.5.3"), text: "Too many recipients".into() };
         return reply_status(&mut cx.reply, &r);
     }
@@ -446,7 +467,7 @@ async fn eom(shared: Arc<Shared>, cx: &mut EomContext<Session>) -> Status {
             match shared.enforces_encryption(rcpt) {
                 Ok(true) => enforcing.push(rcpt),
                 Ok(false) => {}
-                Err(e) => return tempfail(&mut cx.reply, &queue_id, &format!("marker-lookup-failed:{e}").replace(' ', "_")),
+                Err(e) => return tempfail(&shared.settings.metrics, &mut cx.reply, &queue_id, &format!("marker-lookup-failed:{e}").replace(' ', "_")),
             }
         }
     }
@@ -467,7 +488,7 @@ async fn eom(shared: Arc<Shared>, cx: &mut EomContext<Session>) -> Status {
                     let verdict = dkim::judge(from_domain, &checks);
                     if let Some(reply) = verdict.reply() {
                         let decision = if matches!(verdict, DkimVerdict::TempFail { .. }) { "tempfail" } else { "reject" };
-                        log_decision(&queue_id, direction, &envelope.mail_from, envelope.rcpts.len(), decision, &verdict.log_name());
+                        log_decision(&shared.settings.metrics, &queue_id, direction, &envelope.mail_from, envelope.rcpts.len(), decision, &verdict.log_name());
                         return reply_status(&mut cx.reply, &reply);
                     }
                     reason = format!("{reason}+{}", verdict.log_name());
@@ -480,12 +501,12 @@ async fn eom(shared: Arc<Shared>, cx: &mut EomContext<Session>) -> Status {
                         Some(signing) if ours => {
                             let values = match signing.finish() {
                                 Ok(values) => values,
-                                Err(e) => return tempfail(&mut cx.reply, &queue_id, &format!("dkim-signing-failed:{e}").replace(' ', "_")),
+                                Err(e) => return tempfail(&shared.settings.metrics, &mut cx.reply, &queue_id, &format!("dkim-signing-failed:{e}").replace(' ', "_")),
                             };
                             for value in values {
                                 // Leading space: negotiated, so Postfix adds none.
                                 if let Err(e) = cx.actions.insert_header(0, "DKIM-Signature", format!(" {value}")).await {
-                                    return tempfail(&mut cx.reply, &queue_id, &format!("add-header-failed:{e:?}"));
+                                    return tempfail(&shared.settings.metrics, &mut cx.reply, &queue_id, &format!("add-header-failed:{e:?}"));
                                 }
                             }
                             reason.push_str("+signed");
@@ -496,11 +517,11 @@ async fn eom(shared: Arc<Shared>, cx: &mut EomContext<Session>) -> Status {
             }
             if reset_sender {
                 if let Err(e) = cx.actions.change_sender("<>", None::<CString>).await {
-                    return tempfail(&mut cx.reply, &queue_id, &format!("change-sender-failed:{e:?}"));
+                    return tempfail(&shared.settings.metrics, &mut cx.reply, &queue_id, &format!("change-sender-failed:{e:?}"));
                 }
                 reason.push_str("+sender-reset");
             }
-            log_decision(&queue_id, direction, &envelope.mail_from, envelope.rcpts.len(), "accept", &reason);
+            log_decision(&shared.settings.metrics, &queue_id, direction, &envelope.mail_from, envelope.rcpts.len(), "accept", &reason);
             Status::Continue
         }
         Decision::Reject { reply, reason } => {
@@ -511,7 +532,7 @@ async fn eom(shared: Arc<Shared>, cx: &mut EomContext<Session>) -> Status {
                     }
                 }
             }
-            log_decision(&queue_id, direction, &envelope.mail_from, envelope.rcpts.len(), "reject", &reason.replace(' ', "_"));
+            log_decision(&shared.settings.metrics, &queue_id, direction, &envelope.mail_from, envelope.rcpts.len(), "reject", &reason.replace(' ', "_"));
             reply_status(&mut cx.reply, &reply)
         }
     }
@@ -532,4 +553,26 @@ pub async fn run(listener: impl Listener, settings: MilterSettings, shutdown: im
         ..Default::default()
     };
     indymilter::run(listener, callbacks(settings), config, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reason_label;
+
+    #[test]
+    fn reasons_become_bounded_labels() {
+        let cases = [
+            ("encrypted", "encrypted"),
+            ("encrypted+dkim-pass:example.org+signed", "encrypted"),
+            ("cleartext:_no_body", "cleartext"),
+            ("cleartext_to_2_enforcing_recipient(s):_x", "cleartext"),
+            ("marker-lookup-failed:Permission_denied", "marker-lookup-failed"),
+            ("dkim-invalid:bad signature", "dkim-invalid"),
+            ("envelope-sender-mismatch", "envelope-sender-mismatch"),
+            ("", ""),
+        ];
+        for (reason, label) in cases {
+            assert_eq!(reason_label(reason), label, "{reason}");
+        }
+    }
 }

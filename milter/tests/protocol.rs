@@ -3,9 +3,10 @@
 //! milter is unreachable is tested end to end in tests/tests/milter.rs.)
 
 use std::path::Path;
-
+use std::sync::Arc;
 use std::time::Duration;
 
+use chatmail_config::metrics::Registry;
 use chatmail_milter::{DkimSettings, KeySource, MailOrigin, MilterSettings, Passthrough, Rate, RatingRules};
 use chatmail_testrelay::dkim::TEST_KEY_PEM;
 use indymilter_test::{EomAction, EomActions, MacroStage, Status, TestConnection};
@@ -44,6 +45,7 @@ fn settings(mailboxes: &Path) -> MilterSettings {
             new_account_ms: 0,
             cleartext_penalty_ms: 0,
         },
+        metrics: Arc::new(Registry::new(chatmail_milter::METRICS)),
     }
 }
 
@@ -51,6 +53,7 @@ struct Milter {
     addr: std::net::SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    metrics: Arc<Registry>,
     _mailboxes: tempfile::TempDir,
 }
 
@@ -62,10 +65,12 @@ impl Milter {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(chatmail_milter::run(listener, settings(mailboxes.path()), async {
+        let settings = settings(mailboxes.path());
+        let metrics = Arc::clone(&settings.metrics);
+        let task = tokio::spawn(chatmail_milter::run(listener, settings, async {
             let _ = stopped.await;
         }));
-        Milter { addr, stop: Some(stop), task, _mailboxes: mailboxes }
+        Milter { addr, stop: Some(stop), task, metrics, _mailboxes: mailboxes }
     }
 
     async fn shutdown(mut self) {
@@ -335,5 +340,33 @@ async fn recipient_and_size_limits() {
     let headers = [("From", from.as_str()), ("Content-Type", ENCRYPTED_CT)];
     let (status, _) = message(&mut conn, Some(ALICE), ALICE, &[BOB], &headers, &encrypted_body()).await;
     assert_eq!(status, Status::Continue);
+    milter.shutdown().await;
+}
+
+#[tokio::test]
+async fn decisions_are_counted_by_direction_decision_and_reason() {
+    let milter = Milter::start().await;
+    let mut conn = connect(&milter).await;
+    let from = format!("<{ALICE}>");
+    let encrypted = [("From", from.as_str()), ("Content-Type", ENCRYPTED_CT)];
+    let cleartext = [("From", from.as_str()), ("Content-Type", "text/plain")];
+    message(&mut conn, Some(ALICE), ALICE, &[BOB], &encrypted, &encrypted_body()).await;
+    message(&mut conn, Some(ALICE), ALICE, &[BOB], &cleartext, "hello\r\n").await;
+    // The burst of two is used up: refused at MAIL.
+    message(&mut conn, Some(ALICE), ALICE, &[BOB], &encrypted, &encrypted_body()).await;
+    conn.close().await.expect("close");
+    let mut conn = connect(&milter).await;
+    let carol = [("From", "<carol@other.example>"), ("Content-Type", "text/plain")];
+    message(&mut conn, None, "carol@other.example", &[BOB], &carol, "hi\r\n").await;
+    conn.close().await.expect("close");
+
+    let count = |labels: &[&str]| milter.metrics.get("chatmail_milter_messages_total", labels).unwrap_or(0.0);
+    assert_eq!(count(&["outgoing", "accept", "encrypted"]), 1.0);
+    assert_eq!(count(&["outgoing", "reject", "cleartext"]), 1.0);
+    assert_eq!(count(&["outgoing", "ratelimit", "established"]), 1.0, "{}", milter.metrics.render());
+    assert_eq!(count(&["incoming", "reject", "cleartext"]), 1.0);
+    let text = milter.metrics.render();
+    assert!(text.contains("# TYPE chatmail_milter_messages_total counter"), "{text}");
+    assert!(text.contains("chatmail_milter_messages_total{direction=\"outgoing\",decision=\"accept\",reason=\"encrypted\"} 1"), "{text}");
     milter.shutdown().await;
 }
