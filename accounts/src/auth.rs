@@ -22,12 +22,16 @@
 //! `result=error`) on stderr, as `key=value` words; successful logins of
 //! existing accounts are not logged (Dovecot logs logins). Passwords are
 //! never logged.
+//!
+//! Metrics ([`METRICS`]): accounts created, creations refused by reason,
+//! password checks by result, sessions refused, internal errors.
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
+use chatmail_config::metrics::{FamilyDoc, Kind, Registry};
 use chatmail_config::Config;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -76,6 +80,14 @@ pub struct LookupOutcome {
     pub log: Option<String>,
 }
 
+impl LookupOutcome {
+    /// The outcome, after counting it in `name` with `labels`.
+    fn counted(self, metrics: &Registry, name: &str, labels: &[&str]) -> LookupOutcome {
+        metrics.inc(name, labels);
+        self
+    }
+}
+
 type MeasureFn = dyn Fn(&std::path::Path) -> std::io::Result<Resources> + Send + Sync;
 
 /// The service: policy, store, and the per-IP limiter.
@@ -85,7 +97,27 @@ pub struct AuthService {
     limiter: Mutex<NewAccountLimiter>,
     clock_start: Instant,
     measure: Box<MeasureFn>,
+    metrics: Arc<Registry>,
 }
+
+/// chatmail-auth's metric families (see the operator guide's metrics section).
+pub const METRICS: &[FamilyDoc] = &[
+    FamilyDoc { name: "chatmail_accounts_created_total", kind: Kind::Counter, labels: &[], help: "Accounts created at a first login." },
+    FamilyDoc {
+        name: "chatmail_account_creations_refused_total",
+        kind: Kind::Counter,
+        labels: &["reason"],
+        help: "First logins that created no account, by reason (bad-address, reserved-name, password-too-short, password-too-long, password-characters, nocreate-file, load-too-high, memory-too-low, disk-too-full, ip-limit).",
+    },
+    FamilyDoc {
+        name: "chatmail_logins_total",
+        kind: Kind::Counter,
+        labels: &["result"],
+        help: "Logins of existing accounts checked by chatmail-auth: ok, wrong-password, refused (not an address of this relay). Dovecot's auth cache answers repeated logins itself; those are not counted.",
+    },
+    FamilyDoc { name: "chatmail_sessions_refused_total", kind: Kind::Counter, labels: &[], help: "IMAP logins refused because the account had max_user_connections sessions open." },
+    FamilyDoc { name: "chatmail_auth_errors_total", kind: Kind::Counter, labels: &["op"], help: "Lookups that failed inside chatmail-auth (Dovecot tempfails the login; the log line result=error says why), by lookup." },
+];
 
 impl std::fmt::Debug for AuthService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -119,11 +151,17 @@ impl AuthService {
             settings,
             clock_start: Instant::now(),
             measure,
+            metrics: Arc::new(Registry::new(METRICS)),
         }
     }
 
     fn now_ms(&self) -> u64 {
         u64::try_from(self.clock_start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The service's counters (written to `metrics_dir` by the daemon).
+    pub fn metrics(&self) -> &Arc<Registry> {
+        &self.metrics
     }
 
     /// Answers the lookup of `key` (blocking: file I/O and password hashing).
@@ -177,7 +215,8 @@ impl AuthService {
                     .to_string(),
                 ),
                 log: Some(format!("op=sessions user={} service={service} result=refused reason=max-user-connections max={max}", loggable(user))),
-            },
+            }
+            .counted(&self.metrics, "chatmail_sessions_refused_total", &[]),
             // Fail open, as the plugin does: a broken slot directory must
             // not lock the account out; the plugin still counts.
             Err(e) => LookupOutcome {
@@ -218,13 +257,20 @@ impl AuthService {
     }
 
     fn error(&self, op: &str, user: &str, problem: &str) -> LookupOutcome {
+        self.metrics.inc("chatmail_auth_errors_total", &[op]);
         LookupOutcome {
             reply: Reply::Failed(format!("chatmail-auth: {problem}")),
             log: Some(format!("op={op} user={} result=error problem={problem:?}", loggable(user))),
         }
     }
 
-    fn refused(&self, user: &str, ip: &str, refusal: &Refusal) -> LookupOutcome {
+    /// `creating`: the refusal stopped a first login (no account yet).
+    fn refused(&self, user: &str, ip: &str, refusal: &Refusal, creating: bool) -> LookupOutcome {
+        if creating {
+            self.metrics.inc("chatmail_account_creations_refused_total", &[refusal.code()]);
+        } else {
+            self.metrics.inc("chatmail_logins_total", &["refused"]);
+        }
         LookupOutcome {
             reply: Reply::NotFound,
             log: Some(format!(
@@ -270,6 +316,7 @@ impl AuthService {
                     // The login itself is fine; expiry may see an older day.
                     eprintln!("chatmail-auth: op=passdb user={} result=warning problem={:?}", loggable(user), format!("recording last login: {e}"));
                 }
+                self.metrics.inc("chatmail_logins_total", &["ok"]);
                 let text = String::from_utf8_lossy(password);
                 LookupOutcome { reply: Reply::Found(self.login_answer(user, &text)), log: None }
             }
@@ -277,7 +324,8 @@ impl AuthService {
                 // Dovecot compares and reports the mismatch itself.
                 reply: Reply::Found(json!({ "password": stored }).to_string()),
                 log: Some(format!("op=passdb user={} ip={ip} result=wrong-password", loggable(user))),
-            },
+            }
+            .counted(&self.metrics, "chatmail_logins_total", &["wrong-password"]),
             Err(problem) => self.error("passdb", user, &format!("stored password of {user}: {problem}")),
         }
     }
@@ -285,7 +333,7 @@ impl AuthService {
     fn passdb(&self, ip: &str, user: &str, password: &[u8]) -> LookupOutcome {
         let policy = &self.settings.policy;
         if let Err(refusal) = policy.check_existing_address(user) {
-            return self.refused(user, ip, &refusal);
+            return self.refused(user, ip, &refusal, false);
         }
         match self.store.read_password(user) {
             Ok(Some(stored)) => return self.checked_login(user, ip, password, &stored),
@@ -294,19 +342,19 @@ impl AuthService {
         }
         // No such account: a first login may create it.
         if let Err(refusal) = policy.check_address(user) {
-            return self.refused(user, ip, &refusal);
+            return self.refused(user, ip, &refusal, true);
         }
         let password_text = match policy.check_new_password(password) {
             Ok(text) => text,
-            Err(refusal) => return self.refused(user, ip, &refusal),
+            Err(refusal) => return self.refused(user, ip, &refusal, true),
         };
         if self.settings.nocreate_file.exists() {
-            return self.refused(user, ip, &Refusal::NoCreateFile);
+            return self.refused(user, ip, &Refusal::NoCreateFile, true);
         }
         match (self.measure)(&self.settings.mailboxes_dir) {
             Ok(resources) => {
                 if let Err(refusal) = self.settings.gate.check(&resources) {
-                    return self.refused(user, ip, &refusal);
+                    return self.refused(user, ip, &refusal, true);
                 }
             }
             Err(e) => return self.error("passdb", user, &format!("measuring resources: {e}")),
@@ -317,7 +365,7 @@ impl AuthService {
             Err(_) => return self.error("passdb", user, "per-IP limiter poisoned"),
         };
         if let Err(refusal) = acquired {
-            return self.refused(user, ip, &refusal);
+            return self.refused(user, ip, &refusal, true);
         }
         let release = || {
             if let Ok(mut limiter) = self.limiter.lock() {
@@ -333,6 +381,7 @@ impl AuthService {
         };
         match self.store.create(user, &stored) {
             Ok(CreateOutcome::Created) => {
+                self.metrics.inc("chatmail_accounts_created_total", &[]);
                 let text = password_text.to_owned();
                 LookupOutcome {
                     reply: Reply::Found(self.login_answer(user, &text)),
@@ -514,6 +563,10 @@ mod tests {
         let home = f.mailboxes.join("alice0001@chat.example");
         assert_eq!(user.reply, Reply::Found(json!({ "home": home.display().to_string(), "uid": 5000, "gid": 5001 }).to_string()));
         assert_eq!(f.service.lookup(b"shared/userdb/nobody001@chat.example").reply, Reply::NotFound);
+        let metrics = f.service.metrics();
+        assert_eq!(metrics.get("chatmail_accounts_created_total", &[]), Some(1.0));
+        assert_eq!(metrics.get("chatmail_logins_total", &["ok"]), Some(2.0));
+        assert_eq!(metrics.get("chatmail_logins_total", &["wrong-password"]), Some(1.0));
     }
 
     #[test]
@@ -582,6 +635,13 @@ mod tests {
         assert!(outcome.log.unwrap_or_default().contains("reason=reserved-name"));
         // Nothing was created anywhere.
         assert!(!f.mailboxes.exists() || std::fs::read_dir(&f.mailboxes).expect("list").count() == 0);
+        // Counted by reason: an address that can never be an account here is
+        // a refused login; the rest refused a creation.
+        let metrics = f.service.metrics();
+        assert_eq!(metrics.get("chatmail_logins_total", &["refused"]).unwrap_or(0.0) + metrics.get("chatmail_account_creations_refused_total", &["bad-address"]).unwrap_or(0.0), 11.0);
+        assert_eq!(metrics.get("chatmail_account_creations_refused_total", &["password-too-short"]), Some(1.0));
+        assert_eq!(metrics.get("chatmail_account_creations_refused_total", &["password-too-long"]), Some(1.0));
+        assert_eq!(metrics.get("chatmail_accounts_created_total", &[]), None);
     }
 
     #[test]

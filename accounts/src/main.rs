@@ -9,11 +9,12 @@
 //! failure, 2 on bad arguments or configuration.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use chatmail_accounts::{AuthService, AuthSettings};
+use chatmail_config::metrics::MetricsFile;
 use nix::unistd::{Group, User};
 use tokio::net::UnixListener;
 
@@ -81,7 +82,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(&args, &user, settings)) {
+    match runtime.block_on(serve(&args, &user, settings, config.metrics_dir.as_deref())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("chatmail-auth: error: {message}");
@@ -90,7 +91,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: &Args, user: &User, settings: AuthSettings) -> Result<(), String> {
+async fn serve(args: &Args, user: &User, settings: AuthSettings, metrics_dir: Option<&Path>) -> Result<(), String> {
     let path = &args.socket;
     // A socket left by an earlier run would make bind fail.
     if std::fs::symlink_metadata(path).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())) {
@@ -110,5 +111,8 @@ async fn serve(args: &Args, user: &User, settings: AuthSettings) -> Result<(), S
         settings.mailboxes_dir.display()
     );
     let service = Arc::new(AuthService::new(settings));
+    if let Some(file) = MetricsFile::new(metrics_dir, "chatmail-auth") {
+        chatmail_config::metrics::write_periodically("chatmail-auth", Arc::clone(service.metrics()), file);
+    }
     chatmail_accounts::serve(listener, service, chatmail_accounts::shutdown_signal("chatmail-auth")).await.map_err(|e| e.to_string())
 }

@@ -164,7 +164,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { name: "turn_secret_file", default: Some("/etc/chatmail/turn-secret"), origin: Origin::New,
         meaning: "File holding the secret shared with the TURN server (coturn's `static-auth-secret` with `use-auth-secret`); read only when `turn_server` is set." },
     KeyDoc { name: "metrics_dir", default: Some("/var/lib/chatmail/metrics"), origin: Origin::New,
-        meaning: "Directory where each daemon keeps its counters as a Prometheus text file (`chatmail-milter.prom`, …), rewritten every 15 seconds: point node_exporter's textfile collector here, or run `chatmail-relay metrics`. Empty: no metrics." },
+        meaning: "Directory where each daemon keeps its counters as a Prometheus text file (`chatmail-milter.prom`, …), rewritten every 5 seconds: point node_exporter's textfile collector here, or run `chatmail-relay metrics`. Empty: no metrics." },
 ];
 
 /// chatmail relay keys for things this relay does differently (its

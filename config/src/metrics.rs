@@ -25,7 +25,7 @@ use std::time::Duration;
 /// under every label set to `other`.
 pub const MAX_SERIES_PER_FAMILY: usize = 200;
 /// How often a daemon rewrites its file.
-pub const WRITE_INTERVAL: Duration = Duration::from_secs(15);
+pub const WRITE_INTERVAL: Duration = Duration::from_secs(5);
 /// Label value for what was folded away.
 pub const OTHER: &str = "other";
 
