@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chatmail_config::files::write_atomically;
+use chatmail_config::metrics::{FamilyDoc, Kind, Registry};
 use chatmail_config::push::{valid_account_name, ARRIVED_DIR, NUDGE_SOCKET, QUEUE_DIR, TMP_DIR};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -208,7 +209,16 @@ pub struct Notifier {
     service: Arc<MetadataService>,
     /// `None`: push is off; arrivals are consumed and nothing is sent.
     client: Option<PushClient>,
+    metrics: Arc<Registry>,
 }
+
+/// The notifier's metric families (see the operator guide's metrics section).
+pub const METRICS: &[FamilyDoc] = &[FamilyDoc {
+    name: "chatmail_push_notifications_total",
+    kind: Kind::Counter,
+    labels: &["result"],
+    help: "POSTs to push_notification_url by result: sent (2xx), gone (410: the token is forgotten), retry (error or other status; tried again later), dropped (gave up after the last retry).",
+}];
 
 fn log(line: &str) {
     eprintln!("chatmail-metadata: {line}");
@@ -216,7 +226,12 @@ fn log(line: &str) {
 
 impl Notifier {
     pub fn new(spool_dir: PathBuf, service: Arc<MetadataService>, client: Option<PushClient>) -> Notifier {
-        Notifier { spool_dir, service, client }
+        Notifier { spool_dir, service, client, metrics: Arc::new(Registry::new(METRICS)) }
+    }
+
+    /// The notifier's counters (written to `metrics_dir` by the daemon).
+    pub fn metrics(&self) -> Arc<Registry> {
+        Arc::clone(&self.metrics)
     }
 
     fn queue_path(&self, id: &str) -> PathBuf {
@@ -402,6 +417,7 @@ impl Notifier {
             Outcome::Failed => "none".into(),
         };
         let line = |result: &str| {
+            self.metrics.inc("chatmail_push_notifications_total", &[result]);
             let mut text = format!(
                 "op=push account={} token={} result={result} status={status} attempts={} ms={}",
                 entry.account,

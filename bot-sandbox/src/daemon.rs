@@ -15,6 +15,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use chatmail_config::metrics::{FamilyDoc, Kind, Registry as Metrics};
 use chatmail_config::spool::{Job, JobKind, BOT_MARKER};
 use chatmail_config::Config;
 use mail_parser::MessageParser;
@@ -56,6 +57,8 @@ pub struct Settings {
     /// The daemon runs in its own empty network namespace (workers need
     /// not make one each).
     pub network_isolated: bool,
+    /// Where `chatmail-bots run` writes its metrics; `None`: nowhere.
+    pub metrics_dir: Option<PathBuf>,
 }
 
 impl Settings {
@@ -79,6 +82,7 @@ impl Settings {
             lmtp_socket: config.lmtp_socket.clone(),
             submission_socket: config.bot_submission_socket.clone(),
             network_isolated: false,
+            metrics_dir: config.metrics_dir.clone(),
         }
     }
 
@@ -108,7 +112,30 @@ pub struct Daemon {
     fetcher: Option<Arc<Mutex<FetchHelper>>>,
     /// Bots being installed or run, so two jobs of one bot never overlap.
     busy: Mutex<Vec<String>>,
+    metrics: Arc<Metrics>,
 }
+
+/// The bot daemon's metric families (see the operator guide's metrics section).
+pub const METRICS: &[FamilyDoc] = &[
+    FamilyDoc {
+        name: "chatmail_bot_runs_total",
+        kind: Kind::Counter,
+        labels: &["outcome"],
+        help: "Bot runs by how they ended: exited, exited-nonzero, trapped, out-of-cpu, output-limit, load-failed, timed-out, crashed.",
+    },
+    FamilyDoc {
+        name: "chatmail_bot_refusals_total",
+        kind: Kind::Counter,
+        labels: &["stage", "reason"],
+        help: "Mail or output a bot did not get to act on: stage gate (not encrypted to the bot or not signed by its sender), limit (a rate or CPU allowance used up), skipped (bot not runnable), action (an output line refused); reason as in the log line.",
+    },
+    FamilyDoc {
+        name: "chatmail_bot_installs_total",
+        kind: Kind::Counter,
+        labels: &["result"],
+        help: "Bot install mails by result: installed, unchanged, uninstalled, refused, nothing-installed, error.",
+    },
+];
 
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -162,13 +189,23 @@ impl Daemon {
             settings,
             fetcher: None,
             busy: Mutex::new(Vec::new()),
+            metrics: Arc::new(Metrics::new(METRICS)),
         }
+    }
+
+    /// The daemon's counters (written to `metrics_dir` by `chatmail-bots run`).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// Gives the daemon its network helper.
     pub fn with_fetcher(mut self, helper: FetchHelper) -> Daemon {
         self.fetcher = Some(Arc::new(Mutex::new(helper)));
         self
+    }
+
+    fn count_install(&self, result: &str) {
+        self.metrics.inc("chatmail_bot_installs_total", &[result]);
     }
 
     fn home(&self, account: &str) -> PathBuf {
@@ -195,6 +232,7 @@ impl Daemon {
     }
 
     fn refuse_install(&self, job_name: &str, account: &str, reason: &str, problems: &[String]) -> Disposition {
+        self.count_install("refused");
         log(&format!("op=install job={job_name} bot={account} result=refused reason={reason} problems={}", word(&problems.join("; "))));
         let mut body = String::from("Your bot was not installed. Problems found:\n\n");
         for problem in problems {
@@ -219,6 +257,7 @@ impl Daemon {
         let newest = match maildir::newest_mail_except(&home, &self.settings.install_folder, &job.expunged) {
             Ok(newest) => newest,
             Err(e) => {
+                self.count_install("error");
                 log(&format!("op=install job={job_name} bot={account} result=error problem={}", word(&e.to_string())));
                 return Disposition::Retry(format!("reading the install folder: {e}"));
             }
@@ -227,19 +266,23 @@ impl Daemon {
         let Some((uid, path)) = newest else {
             // An empty folder uninstalls.
             if installed.is_none() {
+                self.count_install("nothing-installed");
                 log(&format!("op=install job={job_name} bot={account} result=nothing-installed"));
                 return Disposition::Finish;
             }
             let _ = std::fs::remove_file(home.join(BOT_MARKER));
             if let Err(e) = self.registry.uninstall(account) {
+                self.count_install("error");
                 log(&format!("op=install job={job_name} bot={account} result=error problem={}", word(&e.to_string())));
                 return Disposition::Retry(format!("uninstalling: {e}"));
             }
+            self.count_install("uninstalled");
             log(&format!("op=install job={job_name} bot={account} result=uninstalled"));
             self.report(account, "Bot uninstalled", "The bot folder is empty, so the bot was uninstalled.\n");
             return Disposition::Finish;
         };
         if installed.as_ref().is_some_and(|b| b.installed.uid == uid) {
+            self.count_install("unchanged");
             log(&format!("op=install job={job_name} bot={account} result=unchanged uid={uid}"));
             return Disposition::Finish;
         }
@@ -262,10 +305,12 @@ impl Daemon {
         let toml_text = package_toml(&mail).unwrap_or_default();
         let record = Installed { uid, installed_at: now_secs(), wasm_bytes: package.wasm.len() as u64 };
         if let Err(e) = self.registry.install(account, &record, &toml_text, &artifact) {
+            self.count_install("error");
             log(&format!("op=install job={job_name} bot={account} result=error problem={}", word(&e.to_string())));
             return Disposition::Retry(format!("storing the bot: {e}"));
         }
         if let Err(e) = std::fs::write(home.join(BOT_MARKER), b"") {
+            self.count_install("error");
             log(&format!("op=install job={job_name} bot={account} result=error problem={}", word(&format!("marker: {e}"))));
             return Disposition::Retry(format!("writing the marker: {e}"));
         }
@@ -282,12 +327,14 @@ impl Daemon {
         let (key, link) = match self.prepare_identity(account, package_key) {
             Ok(identity) => identity,
             Err(e) => {
+                self.count_install("error");
                 log(&format!("op=install job={job_name} bot={account} result=error problem={}", word(&format!("identity: {e}"))));
                 return Disposition::Retry(format!("preparing the bot's identity: {e}"));
             }
         };
         let fingerprint = key.public().fingerprint();
         let m = &package.metadata;
+        self.count_install("installed");
         log(&format!(
             "op=install job={job_name} bot={account} result=installed uid={uid} name={} author={} wasm_bytes={} fingerprint={fingerprint} key={}",
             word(&m.name),
@@ -351,6 +398,7 @@ impl Daemon {
     fn deliver(&self, job_name: &str, job: &Job) -> Disposition {
         let account = &job.account;
         let refuse = |reason: &str| {
+            self.metrics.inc("chatmail_bot_refusals_total", &["skipped", reason]);
             log(&format!("op=run job={job_name} bot={account} result=skipped reason={reason}"));
             Disposition::Finish
         };
@@ -413,6 +461,7 @@ impl Daemon {
                     return Disposition::Finish;
                 }
                 Gate::Refused(reason, detail) => {
+                    self.metrics.inc("chatmail_bot_refusals_total", &["gate", reason]);
                     log(&format!("op=gate job={job_name} bot={account} sender={} result=refused reason={reason} detail={}", word(&sender), word(&detail)));
                     if let Err(e) = self.registry.count_refusal(account, reason) {
                         log(&format!("op=gate job={job_name} bot={account} result=error problem={}", word(&e.to_string())));
@@ -435,6 +484,7 @@ impl Daemon {
         let allowance = match limits::check(&history, &sender, mail.len() as u64, now, &bot.metadata.limits, &self.settings.budget) {
             Ok(allowance) => allowance,
             Err(over) => {
+                self.metrics.inc("chatmail_bot_refusals_total", &["limit", over.code()]);
                 log(&format!("op=run job={job_name} bot={account} sender={} result=dropped reason={}", word(&sender), over.code()));
                 let _ = self.registry.record_error(account, now, &format!("dropped a mail from {sender}: {}", over.code()));
                 return Disposition::Finish;
@@ -503,6 +553,8 @@ impl Daemon {
                 }
                 let (actions, refused) = crate::actions::parse(output);
                 for reason in &refused {
+                    // The reason is the bot's own output quoted: counted by its first word.
+                    self.metrics.inc("chatmail_bot_refusals_total", &["action", reason.split([' ', ':']).next().unwrap_or("")]);
                     log(&format!("op=action job={job_name} bot={account} result=refused reason={}", word(reason)));
                     let _ = self.registry.record_error(account, now, &format!("output refused: {reason}"));
                 }
@@ -540,6 +592,7 @@ impl Daemon {
             }
             RunEnd::TimedOut => ("timed-out".into(), wall_micros, Some(format!("ran longer than {} seconds", self.settings.wall_time.as_secs()))),
             RunEnd::Crashed(problem) => {
+                self.metrics.inc("chatmail_bot_runs_total", &["crashed"]);
                 log(&format!("op=run job={job_name} bot={account} result=crashed problem={}", word(problem)));
                 let _ = self.registry.record_error(account, now, &format!("worker crashed: {problem}"));
                 return Disposition::Retry(problem.clone());
@@ -556,6 +609,8 @@ impl Daemon {
             RunEnd::Reported { report, .. } => report.points_used,
             _ => 0,
         };
+        let outcome_label = if outcome_word.starts_with("exited-") { "exited-nonzero" } else { outcome_word.as_str() };
+        self.metrics.inc("chatmail_bot_runs_total", &[outcome_label]);
         log(&format!(
             "op=run job={job_name} bot={account} sender={} result=ran outcome={outcome_word} cpu_ms={} wall_ms={} points={points} gate_us={gate_micros} wall_us={}",
             word(&sender),
@@ -894,6 +949,7 @@ pub(crate) mod tests {
             lmtp_socket: dir.join("lmtp"),
             submission_socket: dir.join("submit"),
             network_isolated: false,
+            metrics_dir: None,
         }
     }
 

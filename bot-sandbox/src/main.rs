@@ -115,6 +115,9 @@ fn run(mut settings: Settings, user: &str) -> Result<(), String> {
         daemon = daemon.with_fetcher(helper);
     }
     let daemon = Arc::new(daemon);
+    if let Some(file) = chatmail_config::metrics::MetricsFile::new(daemon.settings.metrics_dir.as_deref(), "chatmail-bots") {
+        chatmail_config::metrics::write_periodically("chatmail-bots", daemon.metrics(), file);
+    }
     chatmail_bot_sandbox::serve(daemon, stop, RESCAN).map_err(|e| e.to_string())
 }
 

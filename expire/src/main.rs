@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use chatmail_config::metrics::{FamilyDoc, Kind, MetricsFile, Registry};
 use chatmail_expire::{utc_date, Event, FileKind, LastLogin, Policy, Sink, Sweep, Totals};
 
 const HELP: &str = "\
@@ -162,6 +163,53 @@ fn summary(totals: &Totals, remove: bool, seconds: f64) -> String {
     )
 }
 
+/// The metric families of a sweep (see the operator guide's metrics section).
+const METRICS: &[FamilyDoc] = &[
+    FamilyDoc { name: "chatmail_accounts", kind: Kind::Gauge, labels: &[], help: "Accounts after the last expiry sweep." },
+    FamilyDoc {
+        name: "chatmail_accounts_logged_in",
+        kind: Kind::Gauge,
+        labels: &["within"],
+        help: "Accounts (after the last sweep) whose last login is at most 1d, 7d or 30d old.",
+    },
+    FamilyDoc { name: "chatmail_mailbox_messages", kind: Kind::Gauge, labels: &[], help: "Messages stored in all accounts after the last sweep." },
+    FamilyDoc { name: "chatmail_mailbox_bytes", kind: Kind::Gauge, labels: &[], help: "Bytes of the messages stored in all accounts after the last sweep." },
+    FamilyDoc {
+        name: "chatmail_expire_removed_messages",
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "Messages the last sweep deleted (past delete_mails_after or delete_large_after).",
+    },
+    FamilyDoc { name: "chatmail_expire_removed_bytes", kind: Kind::Gauge, labels: &[], help: "Bytes of the messages the last sweep deleted." },
+    FamilyDoc {
+        name: "chatmail_expire_removed_accounts",
+        kind: Kind::Gauge,
+        labels: &["reason"],
+        help: "Accounts the last sweep removed: inactive (no login for delete_inactive_users_after days) or leftover.",
+    },
+    FamilyDoc { name: "chatmail_expire_errors", kind: Kind::Gauge, labels: &[], help: "Files or accounts the last sweep could not read or delete (stderr says which)." },
+    FamilyDoc { name: "chatmail_expire_duration_seconds", kind: Kind::Gauge, labels: &[], help: "How long the last sweep took." },
+    FamilyDoc { name: "chatmail_expire_last_sweep_timestamp_seconds", kind: Kind::Gauge, labels: &[], help: "When the last sweep ended (Unix time): alert when it is more than two days old." },
+];
+
+fn sweep_metrics(t: &Totals, now: i64, seconds: f64) -> Registry {
+    let r = Registry::new(METRICS);
+    r.set("chatmail_accounts", &[], (t.accounts - t.inactive_accounts - t.leftover_accounts) as f64);
+    r.set("chatmail_accounts_logged_in", &["1d"], t.logged_in_1d as f64);
+    r.set("chatmail_accounts_logged_in", &["7d"], t.logged_in_7d as f64);
+    r.set("chatmail_accounts_logged_in", &["30d"], t.logged_in_30d as f64);
+    r.set("chatmail_mailbox_messages", &[], t.kept_messages as f64);
+    r.set("chatmail_mailbox_bytes", &[], t.kept_bytes as f64);
+    r.set("chatmail_expire_removed_messages", &[], t.messages as f64);
+    r.set("chatmail_expire_removed_bytes", &[], t.message_bytes as f64);
+    r.set("chatmail_expire_removed_accounts", &["inactive"], t.inactive_accounts as f64);
+    r.set("chatmail_expire_removed_accounts", &["leftover"], t.leftover_accounts as f64);
+    r.set("chatmail_expire_errors", &[], t.errors as f64);
+    r.set("chatmail_expire_duration_seconds", &[], (seconds * 1000.0).round() / 1000.0);
+    r.set("chatmail_expire_last_sweep_timestamp_seconds", &[], now as f64 + seconds.round());
+    r
+}
+
 fn main() -> ExitCode {
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(Parsed::Run(args)) => args,
@@ -201,7 +249,14 @@ fn main() -> ExitCode {
     if !args.remove {
         println!("chatmail-expire: dry run: nothing was deleted; the counts are what --remove would delete");
     }
-    println!("{}", summary(&totals, args.remove, started.elapsed().as_secs_f64()));
+    let seconds = started.elapsed().as_secs_f64();
+    println!("{}", summary(&totals, args.remove, seconds));
+    // A dry run changes nothing, so the gauges of the last real sweep stay.
+    if let (true, Some(file)) = (args.remove, MetricsFile::new(config.metrics_dir.as_deref(), "chatmail-expire")) {
+        if let Err(e) = file.write(&sweep_metrics(&totals, now, seconds)) {
+            eprintln!("chatmail-expire: warning: metrics not written: {e} (check metrics_dir in chatmail.ini)");
+        }
+    }
     if totals.errors > 0 {
         ExitCode::from(1)
     } else {
@@ -236,5 +291,32 @@ mod tests {
         assert!(line.starts_with("chatmail-expire: summary mode=dry-run accounts=3 messages=2 message_bytes=10 "), "{line}");
         assert!(line.contains(" accounts_removed=2 inactive=1 leftover=1 "), "{line}");
         assert!(line.ends_with(" errors=0 seconds=0.50"), "{line}");
+    }
+
+    #[test]
+    fn sweep_gauges() {
+        let totals = Totals {
+            accounts: 5,
+            inactive_accounts: 1,
+            leftover_accounts: 1,
+            kept_messages: 7,
+            kept_bytes: 7000,
+            logged_in_1d: 1,
+            logged_in_7d: 2,
+            logged_in_30d: 3,
+            messages: 4,
+            ..Totals::default()
+        };
+        let text = sweep_metrics(&totals, 1_000, 2.4).render();
+        for line in [
+            "chatmail_accounts 3\n",
+            "chatmail_accounts_logged_in{within=\"7d\"} 2\n",
+            "chatmail_mailbox_bytes 7000\n",
+            "chatmail_expire_removed_messages 4\n",
+            "chatmail_expire_removed_accounts{reason=\"inactive\"} 1\n",
+            "chatmail_expire_last_sweep_timestamp_seconds 1002\n",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 }

@@ -47,6 +47,15 @@ pub struct Totals {
     /// Entries of mailboxes_dir that are not account directories.
     pub skipped: u64,
     pub errors: u64,
+    /// Messages in `cur/` and `new/` that stay, and their bytes: the
+    /// relay's stored mail after the sweep.
+    pub kept_messages: u64,
+    pub kept_bytes: u64,
+    /// Accounts that stay, by the age of their last login: within a day,
+    /// within a week, within 30 days (each includes the shorter ones).
+    pub logged_in_1d: u64,
+    pub logged_in_7d: u64,
+    pub logged_in_30d: u64,
 }
 
 impl AddAssign for Totals {
@@ -62,6 +71,11 @@ impl AddAssign for Totals {
         self.account_bytes += o.account_bytes;
         self.skipped += o.skipped;
         self.errors += o.errors;
+        self.kept_messages += o.kept_messages;
+        self.kept_bytes += o.kept_bytes;
+        self.logged_in_1d += o.logged_in_1d;
+        self.logged_in_7d += o.logged_in_7d;
+        self.logged_in_30d += o.logged_in_30d;
     }
 }
 
@@ -106,6 +120,13 @@ pub struct Sweep {
     /// Worker threads, each taking the next account directory (1 = none).
     pub jobs: usize,
 }
+
+/// What became of one mail file, with its size.
+enum FileFate {
+    Expired(u64),
+    Kept(u64),
+}
+use FileFate::{Expired, Kept};
 
 /// Counts of one account, while it is being swept.
 #[derive(Default)]
@@ -195,6 +216,12 @@ impl Sweep {
             self.remove_account(addr, dir, AccountFate::Inactive, last_login, &mut scan, sink);
             return scan.totals;
         }
+        if let LastLogin::At(at) = last_login {
+            let age = self.policy.now.saturating_sub(at);
+            scan.totals.logged_in_1d += u64::from(age <= 86_400);
+            scan.totals.logged_in_7d += u64::from(age <= 7 * 86_400);
+            scan.totals.logged_in_30d += u64::from(age <= 30 * 86_400);
+        }
 
         self.maildir(dir, true, &mut scan, sink);
         if self.remove && scan.totals.messages > 0 {
@@ -262,7 +289,7 @@ impl Sweep {
     fn mail_files(&self, dir: &Path, kind: FileKind, scan: &mut Scan, sink: &dyn Sink) {
         let listed = for_each_entry(dir, sink, |entry| {
             match self.mail_file(&entry, kind, sink) {
-                Ok(Some(size)) => {
+                Ok(Some(Expired(size))) => {
                     let (count, bytes) = match kind {
                         FileKind::Message => (&mut scan.totals.messages, &mut scan.totals.message_bytes),
                         FileKind::Tmp => (&mut scan.totals.tmp_files, &mut scan.totals.tmp_bytes),
@@ -271,6 +298,12 @@ impl Sweep {
                     *bytes += size;
                 }
                 Ok(None) => scan.left += 1,
+                Ok(Some(Kept(size))) if kind == FileKind::Message => {
+                    scan.left += 1;
+                    scan.totals.kept_messages += 1;
+                    scan.totals.kept_bytes += size;
+                }
+                Ok(Some(Kept(_))) => scan.left += 1,
                 // Gone meanwhile (Dovecot moved it from new/ to cur/, or expunged it).
                 Err((_, e)) if e.kind() == io::ErrorKind::NotFound => {}
                 Err((doing, e)) => {
@@ -285,9 +318,9 @@ impl Sweep {
         }
     }
 
-    /// Deletes one file if it is expired: its size if so, `None` if it
-    /// stays (not expired, or not a regular file).
-    fn mail_file(&self, entry: &DirEntry, kind: FileKind, sink: &dyn Sink) -> Result<Option<u64>, (&'static str, io::Error)> {
+    /// Deletes one file if it is expired: `Expired(size)` if so, `Kept(size)`
+    /// if it stays, `None` if it is not a regular file.
+    fn mail_file(&self, entry: &DirEntry, kind: FileKind, sink: &dyn Sink) -> Result<Option<FileFate>, (&'static str, io::Error)> {
         let file_type: FileType = entry.file_type().map_err(|e| ("reading the type of", e))?;
         if !file_type.is_file() {
             return Ok(None);
@@ -299,7 +332,7 @@ impl Sweep {
             FileKind::Tmp => self.policy.tmp_expired(mtime),
         };
         if !expired {
-            return Ok(None);
+            return Ok(Some(Kept(size)));
         }
         let path = (self.remove || sink.wants_files()).then(|| entry.path());
         if let Some(path) = &path {
@@ -310,7 +343,7 @@ impl Sweep {
                 sink.event(Event::File { path, kind, size, mtime });
             }
         }
-        Ok(Some(size))
+        Ok(Some(Expired(size)))
     }
 
     fn remove_account(&self, addr: &str, dir: &Path, fate: AccountFate, last_login: LastLogin, scan: &mut Scan, sink: &dyn Sink) {

@@ -19,6 +19,8 @@ struct Tree {
     base: PathBuf,
     root: PathBuf,
     config: PathBuf,
+    /// metrics_dir, outside the swept tree.
+    metrics: tempfile::TempDir,
 }
 
 impl Tree {
@@ -30,8 +32,10 @@ impl Tree {
         fs::create_dir(base.join("outside")).expect("outside");
         let config = base.join("chatmail.ini");
         // Defaults: delete_mails_after 40, delete_large_after 7, delete_inactive_users_after 90.
-        fs::write(&config, format!("[params]\nmail_domain = x.test\nmailboxes_dir = {}\n", root.display())).expect("config");
-        Tree { _dir: dir, base, root, config }
+        let metrics = tempfile::tempdir().expect("metrics dir");
+        let ini = format!("[params]\nmail_domain = x.test\nmailboxes_dir = {}\nmetrics_dir = {}\n", root.display(), metrics.path().display());
+        fs::write(&config, ini).expect("config");
+        Tree { _dir: dir, base, root, config, metrics }
     }
 
     /// A file of `size` bytes (sparse when large), last modified `age` ago.
@@ -245,6 +249,8 @@ fn dry_run_changes_nothing_and_remove_deletes_exactly_that() {
     assert_eq!(files, expected_files);
     assert_eq!(stdout.lines().filter(|l| l.starts_with("chatmail-expire: skipped ")).count(), 4, "{stdout}");
     assert_eq!(counts(&verbose), counts(&dry));
+    let metrics_file = tree.metrics.path().join("chatmail-expire.prom");
+    assert!(!metrics_file.exists(), "a dry run wrote metrics");
 
     let removed = tree.run(&["--remove"]);
     assert_eq!(removed.status.code(), Some(0));
@@ -266,6 +272,23 @@ fn dry_run_changes_nothing_and_remove_deletes_exactly_that() {
         if state.0 != 'd' {
             assert_eq!(before[path], *state, "{path} changed");
         }
+    }
+
+    // The gauges describe the store as the sweep left it.
+    let metrics = fs::read_to_string(&metrics_file).expect("metrics after --remove");
+    let is_message = |path: &str| {
+        let parts: Vec<&str> = path.split('/').collect();
+        parts.len() >= 4 && parts[0] == "mailboxes" && parts[1].contains('@') && matches!(parts[parts.len() - 2], "cur" | "new")
+    };
+    let stored = after.iter().filter(|(p, s)| s.0 == 'f' && is_message(p)).count();
+    for line in [
+        "chatmail_accounts 4\n".to_owned(),
+        format!("chatmail_mailbox_messages {stored}\n"),
+        format!("chatmail_expire_removed_messages {}\n", remove_summary["messages"]),
+        "chatmail_expire_removed_accounts{reason=\"inactive\"} 1\n".to_owned(),
+        "chatmail_expire_errors 0\n".to_owned(),
+    ] {
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
     }
 
     // A second sweep finds nothing more.

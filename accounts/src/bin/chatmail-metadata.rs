@@ -170,6 +170,9 @@ async fn serve(args: &Args, user: &User, config: &chatmail_config::Config, setti
     );
     let service = Arc::new(MetadataService::new(settings));
     let notifier = Notifier::new(config.push_spool_dir.clone(), Arc::clone(&service), client);
+    if let Some(file) = chatmail_config::metrics::MetricsFile::new(config.metrics_dir.as_deref(), "chatmail-metadata") {
+        chatmail_config::metrics::write_periodically("chatmail-metadata", notifier.metrics(), file);
+    }
     let shutdown = chatmail_accounts::shutdown_signal("chatmail-metadata");
     // The notifier keeps everything on disk: it needs no shutdown of its
     // own and ends with the dict service (or ends it, failing).
