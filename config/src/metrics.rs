@@ -231,6 +231,43 @@ pub fn write_periodically(program: &'static str, registry: Arc<Registry>, file: 
     }
 }
 
+/// One daemon's file as found in `metrics_dir`.
+#[derive(Debug)]
+pub struct FoundFile {
+    /// File name without `.prom` (the daemon's name).
+    pub stem: String,
+    pub text: String,
+    /// Time since it was last written.
+    pub age: Duration,
+}
+
+impl FoundFile {
+    /// Whether its writer seems to have stopped: a daemon rewrites its file
+    /// every [`WRITE_INTERVAL`], the expiry sweep once a day.
+    pub fn stale(&self) -> bool {
+        let limit = if self.stem == "chatmail-expire" { Duration::from_secs(2 * 86_400) } else { WRITE_INTERVAL * 12 };
+        self.age > limit
+    }
+}
+
+/// Every `*.prom` file in `dir`, by name.
+pub fn gather(dir: &Path) -> io::Result<Vec<FoundFile>> {
+    let context = |e: io::Error, p: &Path| io::Error::new(e.kind(), format!("{}: {e}", p.display()));
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| context(e, dir))? {
+        let entry = entry.map_err(|e| context(e, dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".prom").filter(|s| !s.starts_with('.')) else { continue };
+        let path = entry.path();
+        let text = std::fs::read_to_string(&path).map_err(|e| context(e, &path))?;
+        let modified = entry.metadata().and_then(|m| m.modified()).map_err(|e| context(e, &path))?;
+        let age = std::time::SystemTime::now().duration_since(modified).unwrap_or_default();
+        found.push(FoundFile { stem: stem.to_owned(), text, age });
+    }
+    found.sort_by(|a, b| a.stem.cmp(&b.stem));
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,5 +351,23 @@ mod tests {
         let file = MetricsFile::new(Some(Path::new("/nonexistent/metrics")), "chatmail-test").unwrap();
         let e = file.write(&Registry::new(DOCS)).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/metrics"), "{e}");
+    }
+
+    #[test]
+    fn gather_reads_prom_files_by_name_and_skips_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("chatmail-milter.prom"), "m 1\n").unwrap();
+        std::fs::write(dir.path().join("chatmail-auth.prom"), "a 1\n").unwrap();
+        std::fs::write(dir.path().join(".chatmail-auth.prom.5.tmp"), "half").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
+        let found = gather(dir.path()).unwrap();
+        let names: Vec<&str> = found.iter().map(|f| f.stem.as_str()).collect();
+        assert_eq!(names, ["chatmail-auth", "chatmail-milter"]);
+        assert_eq!(found[1].text, "m 1\n");
+        assert!(!found[0].stale());
+        let old = FoundFile { stem: "chatmail-milter".into(), text: String::new(), age: Duration::from_secs(3600) };
+        let sweep = FoundFile { stem: "chatmail-expire".into(), text: String::new(), age: Duration::from_secs(3600) };
+        assert!(old.stale() && !sweep.stale());
+        assert!(gather(Path::new("/nonexistent/metrics")).unwrap_err().to_string().contains("/nonexistent/metrics"));
     }
 }

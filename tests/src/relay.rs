@@ -259,6 +259,7 @@ impl Relay {
                 let nocreate = nocreate.display().to_string();
                 let bot_spool = run_dir.join("bot-spool").display().to_string();
                 let push_spool = run_dir.join("push-spool").display().to_string();
+                let metrics = run_dir.join("metrics").display().to_string();
                 let bot_state = run_dir.join("bot-state").display().to_string();
                 let lmtp_bots = run_dir.join("dovecot").join("run").join(dovecot::LMTP_BOTS_SOCKET).display().to_string();
                 let bot_submission = run_dir.join("postfix").join("queue").join("public").join("chatmail-bots").display().to_string();
@@ -286,6 +287,8 @@ impl Relay {
                     ("dkim_key_file", dkim_key.as_str()),
                     ("dns_servers", dns_server.as_str()),
                     ("push_spool_dir", push_spool.as_str()),
+                    // The relay's own, not the host's /var/lib/chatmail/metrics.
+                    ("metrics_dir", metrics.as_str()),
                     // No POSTs to Delta Chat's real notification service
                     // from tests; push tests name their own.
                     ("push_notification_url", ""),
@@ -337,6 +340,12 @@ impl Relay {
         // ... and push arrivals here, for chatmail-metadata (the mail user too).
         make_dir(&config.push_spool_dir, 0o750)?;
         set_owner(&config.push_spool_dir, users.mail_uid, users.mail_gid)?;
+        // Every daemon writes its metrics file here, as the package's
+        // /var/lib/chatmail/metrics (the mail user's group may write).
+        if let Some(metrics_dir) = &config.metrics_dir {
+            make_dir(metrics_dir, 0o2775)?;
+            set_owner(metrics_dir, users.mail_uid, users.mail_gid)?;
+        }
         let milter_dir = run_dir.join("milter");
         make_dir(&milter_dir, 0o755)?;
         let milter_socket = milter_dir.join("milter.sock");

@@ -7,6 +7,7 @@
 //!   chatmail-relay [--config FILE] value KEY
 //!   chatmail-relay [--config FILE] render dovecot [--dir DIR] [--mail-user USER] [--dovecot-version V]
 //!   chatmail-relay [--config FILE] render postfix [--queue-dir DIR]
+//!   chatmail-relay [--config FILE] metrics
 //!
 //! Exit codes: 0; 1 for an invalid chatmail.ini (the problem is printed) or
 //! files that cannot be written; 2 for bad arguments.
@@ -35,7 +36,10 @@ commands:
                   print Postfix's chatmail wiring, one item per line:
                   `set NAME=VALUE`, `append NAME WORD` (to a list setting),
                   `service NAME/TYPE ENTRY` (master.cf); DIR is Postfix's
-                  queue_directory (default /var/spool/postfix)";
+                  queue_directory (default /var/spool/postfix)
+  metrics         print the daemons' metrics (every *.prom file in
+                  metrics_dir, Prometheus text format); warns on stderr about
+                  files no longer rewritten (a daemon not running)";
 
 fn main() -> ExitCode {
     let mut config = PathBuf::from("/etc/chatmail/chatmail.ini");
@@ -61,7 +65,8 @@ fn main() -> ExitCode {
         ["value", _] => &[],
         ["render", "dovecot"] => &["--dir", "--mail-user", "--dovecot-version"],
         ["render", "postfix"] => &["--queue-dir"],
-        _ => return usage("expected: value KEY | render dovecot | render postfix"),
+        ["metrics"] => &[],
+        _ => return usage("expected: value KEY | render dovecot | render postfix | metrics"),
     };
     if let Some((option, _)) = options.iter().find(|(o, _)| !allowed.contains(&o.as_str())) {
         return usage(&format!("{option} is not an option of {}", words.join(" ")));
@@ -111,8 +116,28 @@ fn main() -> ExitCode {
             print!("{}", render_postfix(&config, &host).to_lines());
             ExitCode::SUCCESS
         }
+        ["metrics"] => print_metrics(config.metrics_dir.as_deref()),
         _ => usage("unknown command"),
     }
+}
+
+fn print_metrics(dir: Option<&Path>) -> ExitCode {
+    let Some(dir) = dir else { return fail("metrics_dir is empty in chatmail.ini: no daemon writes metrics") };
+    let found = match chatmail_config::metrics::gather(dir) {
+        Ok(found) => found,
+        Err(e) => return fail(&format!("reading metrics_dir {e}")),
+    };
+    if found.is_empty() {
+        return fail(&format!("no *.prom files in {}: are the daemons running?", dir.display()));
+    }
+    for file in &found {
+        println!("# chatmail-relay: {}.prom, written {} s ago", file.stem, file.age.as_secs());
+        print!("{}", file.text);
+        if file.stale() {
+            eprintln!("chatmail-relay: warning: {}.prom was last written {} s ago: is {} running?", file.stem, file.age.as_secs(), file.stem);
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn write_dovecot(dir: &Path, config: &Config, host: &DovecotHost) -> ExitCode {
