@@ -210,6 +210,20 @@ grep -q 'op=push .*result=retry' "$root/var/log/chatmail-metadata.log" || {
 }
 [ "$(ls "$root/var/spool/chatmail-push/queue" | wc -l)" = 1 ] || fail "not one queued notification for B's device"
 
+log "metrics: each daemon's file in metrics_dir (the milter's through the vmail group), shown by chatmail-relay metrics"
+in_root 'test "$(stat -c %U:%G:%a /var/lib/chatmail-relay/metrics)" = vmail:vmail:2775' || fail "metrics_dir not made by postinst"
+metrics_seen() {
+    in_root 'chatmail-relay metrics' > "$base/metrics.txt" 2>&1 || return 1
+    grep -q '^chatmail_milter_messages_total{direction="outgoing",decision="accept",reason="encrypted"} [1-9]' "$base/metrics.txt" \
+        && grep -q '^chatmail_accounts_created_total [1-9]' "$base/metrics.txt" \
+        && grep -q '^chatmail_push_notifications_total{result="retry"} [1-9]' "$base/metrics.txt"
+}
+for i in $(seq 150); do
+    metrics_seen && break
+    sleep 0.1
+done
+metrics_seen || { cat "$base/metrics.txt" >&2; fail "chatmail-relay metrics lacks the messages, accounts or push tries"; }
+
 # The bot daemon's unit runs as vmail with the group postdrop (for the
 # submission service chatmail-postfix-wiring adds to master.cf); its state
 # directory is the unit's StateDirectory.

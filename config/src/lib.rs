@@ -163,7 +163,7 @@ pub const KEYS: &[KeyDoc] = &[
         meaning: "TURN server for Delta Chat calls, `HOST:PORT` (e.g. `chat.example.org:3478`): clients get time-limited credentials for it as server metadata `/shared/vendor/deltachat/turn`. Empty: no TURN metadata." },
     KeyDoc { name: "turn_secret_file", default: Some("/etc/chatmail/turn-secret"), origin: Origin::New,
         meaning: "File holding the secret shared with the TURN server (coturn's `static-auth-secret` with `use-auth-secret`); read only when `turn_server` is set." },
-    KeyDoc { name: "metrics_dir", default: Some("/var/lib/chatmail/metrics"), origin: Origin::New,
+    KeyDoc { name: "metrics_dir", default: Some("/var/lib/chatmail-relay/metrics"), origin: Origin::New,
         meaning: "Directory where each daemon keeps its counters as a Prometheus text file (`chatmail-milter.prom`, …), rewritten every 5 seconds: point node_exporter's textfile collector here, or run `chatmail-relay metrics`. Empty: no metrics." },
 ];
 

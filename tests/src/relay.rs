@@ -287,7 +287,7 @@ impl Relay {
                     ("dkim_key_file", dkim_key.as_str()),
                     ("dns_servers", dns_server.as_str()),
                     ("push_spool_dir", push_spool.as_str()),
-                    // The relay's own, not the host's /var/lib/chatmail/metrics.
+                    // The relay's own, not the host's /var/lib/chatmail-relay/metrics.
                     ("metrics_dir", metrics.as_str()),
                     // No POSTs to Delta Chat's real notification service
                     // from tests; push tests name their own.
@@ -341,7 +341,7 @@ impl Relay {
         make_dir(&config.push_spool_dir, 0o750)?;
         set_owner(&config.push_spool_dir, users.mail_uid, users.mail_gid)?;
         // Every daemon writes its metrics file here, as the package's
-        // /var/lib/chatmail/metrics (the mail user's group may write).
+        // /var/lib/chatmail-relay/metrics (the mail user's group may write).
         if let Some(metrics_dir) = &config.metrics_dir {
             make_dir(metrics_dir, 0o2775)?;
             set_owner(metrics_dir, users.mail_uid, users.mail_gid)?;
