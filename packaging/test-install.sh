@@ -59,14 +59,35 @@ stop_relay() {
     kill -KILL $alive 2>/dev/null || true
 }
 
+# Stand-ins for another relay's daemons on this machine (a `make run`
+# beside `make test`): processes with the daemons' names, outside the root.
+# The test must leave them running (checked at the end).
+decoys=""
+start_decoys() {
+    mkdir -p "$base/decoys"
+    for name in chatmail-milter chatmail-auth chatmail-metadata chatmail-bots dovecot master; do
+        cp /bin/sleep "$base/decoys/$name"
+        "$base/decoys/$name" 3600 &
+        decoys="$decoys $!"
+    done
+}
+stop_decoys() {
+    if [ -n "$decoys" ]; then
+        kill $decoys 2>/dev/null || true
+    fi
+    decoys=""
+}
+
 cleanup() {
     stop_relay
+    stop_decoys
     for m in run dev proc; do
         mountpoint -q "$root/$m" && umount -l "$root/$m"
     done
     true
 }
 trap cleanup EXIT
+start_decoys
 
 ls "$debs"/chatmail-relay_*.deb >/dev/null 2>&1 || fail "no packages in $debs: run packaging/build-debs.sh $release"
 
@@ -264,4 +285,8 @@ for path in /etc/chatmail /etc/chatmail/turn-secret /var/lib/chatmail-relay /etc
     [ -e "$root$path" ] && fail "$path left after purge"
 done
 in_root 'getent passwd chatmail-milter' >/dev/null && fail "user chatmail-milter left after purge"
+for pid in $decoys; do
+    kill -0 "$pid" 2>/dev/null || fail "a process outside the test root named like a relay daemon (pid $pid) was ended"
+done
+stop_decoys
 log "ok"
