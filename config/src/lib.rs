@@ -7,7 +7,7 @@
 //! does not use are accepted silently; unknown keys produce a warning naming
 //! them; an invalid value is an error naming file, line, key and problem.
 //! Every key, its default and meaning is listed in [`KEYS`] (and in the
-//! README's config reference, which a test keeps in sync).
+//! configuration reference, docs/configuration.md, which a test keeps in sync).
 
 mod address;
 pub mod base64;
@@ -194,7 +194,7 @@ pub const CHATMAIL_IGNORED_KEYS: &[&str] = &[
     "privacy_supervisor",
 ];
 
-/// The `[params]` reference as a Markdown table, as the README shows it.
+/// The `[params]` reference as a Markdown table, as docs/configuration.md shows it.
 pub fn reference_table() -> String {
     let mut table = String::from("| key | default | from | meaning |\n|---|---|---|---|\n");
     for key in KEYS {

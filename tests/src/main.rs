@@ -89,7 +89,7 @@ fn peers_from_env() -> Result<Vec<(String, u16)>, String> {
 
 fn run() -> Result<(), String> {
     if std::env::args().len() > 1 {
-        return Err("takes no arguments; configure it with CHATMAIL_* environment variables (see README)".into());
+        return Err("takes no arguments; configure it with CHATMAIL_* environment variables (see docs/development.md)".into());
     }
     let defaults = PortChoice::LOCAL_DEFAULTS;
     let ports = PortChoice {
