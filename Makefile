@@ -9,7 +9,7 @@ VENV ?= .venv
 PYTHON ?= python3
 LOCAL_RELAY := target/debug/chatmail-local-relay
 
-.PHONY: run test setup build venv unit-test e2e-test clean bots debs package-test test-trixie
+.PHONY: run test setup build venv unit-test e2e-test clean bots js-engine debs package-test test-trixie
 
 run: setup build
 	$(LOCAL_RELAY)
@@ -61,6 +61,14 @@ bots:
 	  CARGO_TARGET_DIR=$(CURDIR)/target/bots $(CARGO) build --release --locked --target wasm32-wasip1 --manifest-path bots/$$bot/Cargo.toml && \
 	  cp target/bots/wasm32-wasip1/release/chatmail-$$bot-bot.wasm bots/$$bot/bot.wasm || exit 1; \
 	done
+
+# The JavaScript engine of bot.js bots (QuickJS for wasm32-wasip1, built
+# from bots/js-engine/ with Debian's clang, lld and wasi-libc: apt-get
+# install clang lld wasi-libc libclang-rt-dev-wasm32; rustup target add
+# wasm32-wasip1). The module is committed as bots/js-engine/engine.wasm
+# (the bot daemon has it built in), so the tests need no wasm toolchain.
+js-engine:
+	bots/js-engine/build.sh
 
 clean:
 	$(CARGO) clean

@@ -64,6 +64,7 @@ fn main() {
         storage: None,
         input_len: None,
         network: false,
+        script_len: None,
     };
     // Warm up the page cache and the dynamic loader.
     for _ in 0..10 {

@@ -594,7 +594,7 @@ mod tests {
 
     use super::*;
     use crate::runner::Runner;
-    use crate::state::Installed;
+    use crate::state::{Installed, InstalledCode};
 
     const BOT: &str = "bot@chat.example";
     const ALICE: &str = "alice@chat.example";
@@ -605,7 +605,7 @@ mod tests {
     fn daemon_with_bot(dir: &std::path::Path) -> (Daemon, Bot, PublicKey) {
         let daemon = Daemon::new(crate::daemon::tests::settings(dir), Runner { program: "/bin/false".into(), wall_time: Duration::from_secs(1) });
         std::fs::create_dir_all(dir.join("mail").join(BOT)).expect("account dir");
-        daemon.registry.install(BOT, &Installed { uid: 1, installed_at: 1000, wasm_bytes: 1 }, "name = \"echo\"\nauthor = \"a@b.c\"\n", b"x").expect("install");
+        daemon.registry.install(BOT, &Installed { uid: 1, installed_at: 1000, wasm_bytes: 1, script_bytes: None }, "name = \"echo\"\nauthor = \"a@b.c\"\n", &InstalledCode::Artifact(b"x")).expect("install");
         let (key, _) = daemon.prepare_identity(BOT, None).expect("identity");
         let bot = daemon.registry.load(BOT).expect("load").expect("installed");
         (daemon, bot, key.public())

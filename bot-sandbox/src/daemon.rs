@@ -25,10 +25,10 @@ use crate::limits::{self, CpuBudget, RunRecord};
 use crate::dsn;
 use crate::lmtp;
 use crate::maildir;
-use crate::package;
+use crate::package::{self, Code};
 use crate::queue::{Spool, Taken};
 use crate::runner::{RunEnd, Runner};
-use crate::state::{Installed, Registry};
+use crate::state::{Installed, InstalledCode, Registry};
 use crate::worker::{Outcome, StorageRequest, WorkerRequest};
 use crate::conversation::{Chat, Gate, Verified};
 
@@ -294,17 +294,46 @@ impl Daemon {
             Ok(package) => package,
             Err(problems) => return self.refuse_install(job_name, account, "bad-package", &problems),
         };
-        let module = match engine::compile(self.settings.memory_limit, &package.wasm) {
-            Ok(module) => module,
-            Err(problems) => return self.refuse_install(job_name, account, "bad-module", &problems),
-        };
-        let artifact = match module.serialize() {
-            Ok(artifact) => artifact,
-            Err(e) => return Disposition::Retry(format!("serializing the module: {e}")),
+        let artifact;
+        let (code, record) = match &package.code {
+            Code::Wasm(wasm) => {
+                let module = match engine::compile(self.settings.memory_limit, wasm) {
+                    Ok(module) => module,
+                    Err(problems) => return self.refuse_install(job_name, account, "bad-module", &problems),
+                };
+                artifact = match module.serialize() {
+                    Ok(artifact) => artifact,
+                    Err(e) => return Disposition::Retry(format!("serializing the module: {e}")),
+                };
+                let record = Installed { uid, installed_at: now_secs(), wasm_bytes: wasm.len() as u64, script_bytes: None };
+                (InstalledCode::Artifact(&artifact), record)
+            }
+            Code::Script(script) => {
+                let engine_artifact = match crate::js::engine_artifact(&self.registry.dir, self.settings.memory_limit) {
+                    Ok(path) => path,
+                    Err(e) => {
+                        // The relay's own engine: nothing the author can fix.
+                        self.count_install("error");
+                        log(&format!("op=install job={job_name} bot={account} result=error problem={}", word(&e)));
+                        return Disposition::Retry(e);
+                    }
+                };
+                let network_isolated = self.settings.network_isolated;
+                match crate::js::check_script(&self.runner, &engine_artifact, self.settings.memory_limit, network_isolated, script) {
+                    Ok(problems) if problems.is_empty() => {}
+                    Ok(problems) => return self.refuse_install(job_name, account, "bad-script", &problems),
+                    Err(e) => {
+                        self.count_install("error");
+                        log(&format!("op=install job={job_name} bot={account} result=error problem={}", word(&e)));
+                        return Disposition::Retry(e);
+                    }
+                }
+                let record = Installed { uid, installed_at: now_secs(), wasm_bytes: 0, script_bytes: Some(script.len() as u64) };
+                (InstalledCode::Script(script), record)
+            }
         };
         let toml_text = package_toml(&mail).unwrap_or_default();
-        let record = Installed { uid, installed_at: now_secs(), wasm_bytes: package.wasm.len() as u64 };
-        if let Err(e) = self.registry.install(account, &record, &toml_text, &artifact) {
+        if let Err(e) = self.registry.install(account, &record, &toml_text, &code) {
             self.count_install("error");
             log(&format!("op=install job={job_name} bot={account} result=error problem={}", word(&e.to_string())));
             return Disposition::Retry(format!("storing the bot: {e}"));
@@ -336,17 +365,20 @@ impl Daemon {
         let m = &package.metadata;
         self.count_install("installed");
         log(&format!(
-            "op=install job={job_name} bot={account} result=installed uid={uid} name={} author={} wasm_bytes={} fingerprint={fingerprint} key={}",
+            "op=install job={job_name} bot={account} result=installed uid={uid} name={} author={} {}_bytes={} fingerprint={fingerprint} key={}",
             word(&m.name),
             word(&m.author),
-            package.wasm.len(),
+            if matches!(package.code, Code::Script(_)) { "script" } else { "wasm" },
+            package.code.len(),
             if key_source.starts_with("from") { "package" } else { "relay" }
         ));
         let mut body = format!(
             "Your bot is installed and runs for every mail this account receives.\n\n\
-             Name: {}\nDescription: {}\nAuthor: {}\nModule: {} bytes\n\n\
+             Name: {}\nDescription: {}\nAuthor: {}\n{}: {} bytes\n\n\
              Limits per sender: {} mails per hour, {} per day, {} CPU seconds per hour, {} bytes per hour.\n",
-            m.name, m.description, m.author, package.wasm.len(), m.limits.mails_per_hour, m.limits.mails_per_day, m.limits.cpu_seconds_per_hour, m.limits.bytes_per_hour
+            m.name, m.description, m.author,
+            if matches!(package.code, Code::Script(_)) { "Script (bot.js, run by the relay's JavaScript engine)" } else { "Module" },
+            package.code.len(), m.limits.mails_per_hour, m.limits.mails_per_day, m.limits.cpu_seconds_per_hour, m.limits.bytes_per_hour
         );
         body.push_str(&format!(
             "Limits per run on this relay: {} bytes of memory, {} seconds, {} bytes of output.\n",
@@ -499,8 +531,24 @@ impl Daemon {
             },
             None => BTreeMap::new(),
         };
+        let script = if bot.is_script() {
+            match std::fs::read(bot.script_path()) {
+                Ok(script) => Some(script),
+                Err(e) => return Disposition::Retry(format!("reading {}: {e}", bot.script_path().display())),
+            }
+        } else {
+            None
+        };
+        let artifact = if script.is_some() {
+            match crate::js::engine_artifact(&self.registry.dir, self.settings.memory_limit) {
+                Ok(path) => path,
+                Err(e) => return Disposition::Retry(e),
+            }
+        } else {
+            bot.artifact()
+        };
         let request = WorkerRequest {
-            artifact: bot.artifact(),
+            artifact,
             memory_limit: self.settings.memory_limit,
             output_limit: self.settings.output_limit,
             points: cpu_micros.saturating_mul(POINTS_PER_CPU_SECOND / 1_000_000),
@@ -513,6 +561,7 @@ impl Daemon {
             }),
             input_len: None,
             network: false,
+            script_len: None,
         };
         let origins = crate::fetch::allowed_origins(&bot.metadata.network, &self.settings.allowed_origins);
         let fetch: Option<crate::runner::FetchFn> = match (&self.fetcher, origins.is_empty()) {
@@ -537,7 +586,7 @@ impl Daemon {
         };
         let mut request = request;
         request.network = fetch.is_some();
-        let run = self.runner.run_full(&request, &files, &input, fetch);
+        let run = self.runner.run_bot(&request, script.as_deref(), &files, &input, fetch);
         let mut pending_actions = Vec::new();
         let (outcome_word, used_micros, detail) = match &run.end {
             RunEnd::Reported { report, output, storage } => {
@@ -959,8 +1008,8 @@ pub(crate) mod tests {
         let daemon = Daemon::new(settings(dir.path()), Runner { program: "/bin/false".into(), wall_time: Duration::from_secs(1) });
         daemon.spool.prepare().expect("spool");
         let toml = "name = \"clock\"\nauthor = \"a@b.c\"\n[schedule]\nevery_minutes = 5\n";
-        daemon.registry.install("clock@chat.example", &Installed { uid: 1, installed_at: 1000, wasm_bytes: 1 }, toml, b"x").expect("install");
-        daemon.registry.install("plain@chat.example", &Installed { uid: 1, installed_at: 1000, wasm_bytes: 1 }, "name = \"p\"\nauthor = \"a@b.c\"\n", b"x").expect("install");
+        daemon.registry.install("clock@chat.example", &Installed { uid: 1, installed_at: 1000, wasm_bytes: 1, script_bytes: None }, toml, &InstalledCode::Artifact(b"x")).expect("install");
+        daemon.registry.install("plain@chat.example", &Installed { uid: 1, installed_at: 1000, wasm_bytes: 1, script_bytes: None }, "name = \"p\"\nauthor = \"a@b.c\"\n", &InstalledCode::Artifact(b"x")).expect("install");
         let ticks = |daemon: &Daemon| daemon.spool.waiting().expect("waiting").len();
         daemon.schedule_ticks(1000 + 299);
         assert_eq!(ticks(&daemon), 0, "not due before five minutes");

@@ -8,7 +8,7 @@
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use wasmer::sys::vm::{MemoryError, MemoryStyle, TableStyle, VMMemory, VMMemoryDefinition, VMTable, VMTableDefinition};
+use wasmer::sys::vm::{MemoryError, MemoryStyle, TableStyle, VMConfig, VMMemory, VMMemoryDefinition, VMTable, VMTableDefinition};
 use wasmer::sys::{BaseTunables, CompilerConfig, Cranelift, EngineBuilder, Tunables};
 use wasmer::wasmparser::Operator;
 use wasmer::{Engine, ExternType, MemoryType, Module, Pages, TableType};
@@ -55,7 +55,18 @@ impl LimitingTunables {
     }
 }
 
+/// The native stack a bot's code runs on (wasmer's default is 1 MiB).
+/// Compiled code keeps its frames there: the JavaScript engine's
+/// interpreter needs several KiB per JavaScript call, so 1 MiB ended
+/// ordinary recursion at a depth of about a thousand. Deeper still, the run
+/// traps ("call stack exhausted"); metering bounds the time it takes.
+pub const WASM_STACK_SIZE: usize = 8 << 20;
+
 impl Tunables for LimitingTunables {
+    fn vmconfig(&self) -> &VMConfig {
+        &VMConfig { wasm_stack_size: Some(WASM_STACK_SIZE) }
+    }
+
     fn memory_style(&self, memory: &MemoryType) -> MemoryStyle {
         self.base.memory_style(memory)
     }
@@ -121,6 +132,12 @@ pub fn runtime_engine(memory_limit: u64) -> Engine {
 
 /// Why a module cannot be installed, in words for the bot's author.
 pub fn check_imports(module: &Module) -> Vec<String> {
+    check_imports_of(module, false)
+}
+
+/// `script_allowed`: the module is the relay's own JavaScript engine,
+/// which alone may ask for its bot's script (`chatmail.script`).
+fn check_imports_of(module: &Module, script_allowed: bool) -> Vec<String> {
     let mut problems = Vec::new();
     for import in module.imports() {
         let (namespace, name) = (import.module(), import.name());
@@ -130,6 +147,7 @@ pub fn check_imports(module: &Module) -> Vec<String> {
                 problems.push(format!("imports {namespace}.{name}, which is not a WASI preview 1 function"))
             }
             ExternType::Function(_) if namespace == wasi::HOST_MODULE && name == "fetch" => {}
+            ExternType::Function(_) if namespace == wasi::HOST_MODULE && name == "script" && script_allowed => {}
             ExternType::Function(_) => problems.push(format!(
                 "imports the function {name} from module {namespace:?}; bots may import only from {:?} (WASI preview 1) and {}.fetch",
                 wasi::MODULE,
@@ -164,6 +182,21 @@ pub fn compile(memory_limit: u64, wasm: &[u8]) -> Result<Module, Vec<String>> {
     }
 }
 
+/// Compiles the relay's JavaScript engine (for a bot whose package carries
+/// `bot.js`): a WASI command module like a bot's, which may also import
+/// `chatmail.script`. Metered and capped like any bot, so a script's loops
+/// and allocations meet the same limits.
+pub fn compile_js_engine(memory_limit: u64, wasm: &[u8]) -> Result<Module, String> {
+    let engine = engine(memory_limit);
+    let module = Module::new(&engine, wasm).map_err(|e| format!("the JavaScript engine is not a valid module: {e}"))?;
+    let problems = check_imports_of(&module, true);
+    if problems.is_empty() {
+        Ok(module)
+    } else {
+        Err(format!("the JavaScript engine {}", problems.join("; ")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +216,8 @@ mod tests {
             (r#"(module (memory (export "memory") 1) (func (export "main")))"#, "exports no _start"),
             (r#"(module (func (export "_start")))"#, "exports no memory"),
             (r#"(module (import "env" "mem" (memory 1)) (memory (export "memory") 1) (func (export "_start")))"#, "only functions"),
+            // Only the relay's JavaScript engine may ask for a script.
+            (r#"(module (import "chatmail" "script" (func (param i32 i32) (result i32))) (memory (export "memory") 1) (func (export "_start")))"#, "from module \"chatmail\""),
         ];
         for (text, want) in table {
             let problems = match compile(1 << 20, &wasm(text)) {
@@ -191,6 +226,8 @@ mod tests {
             };
             assert!(problems.iter().any(|p| p.contains(want)), "{text}: {problems:?}");
         }
+        let engine_like = wasm(r#"(module (import "chatmail" "script" (func (param i32 i32) (result i32))) (memory (export "memory") 1) (func (export "_start")))"#);
+        assert!(compile_js_engine(1 << 20, &engine_like).is_ok());
         let garbage = compile(1 << 20, b"\0asm\x01\0\0\0garbage").expect_err("garbage refused");
         assert!(garbage[0].starts_with("bot.wasm is not a valid WebAssembly module"), "{garbage:?}");
     }

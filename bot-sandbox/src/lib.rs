@@ -1,4 +1,4 @@
-//! The bot sandbox: WebAssembly Delta Chat bots, installed by storing a
+//! The bot sandbox: WebAssembly (and JavaScript, `js`) Delta Chat bots, installed by storing a
 //! package mail in an account's bot folder and run for each mail the
 //! account receives, one fresh worker process per run, under hard limits.
 //!
@@ -17,6 +17,7 @@ mod dsn;
 mod engine;
 mod identity;
 mod fetch;
+mod js;
 mod limits;
 mod lmtp;
 mod maildir;
@@ -40,10 +41,11 @@ pub use limits::{check, CpuBudget, OverLimit, RunRecord};
 pub use lmtp::{probe as probe_mail_socket, REPORT_HEADER};
 pub use maildir::{find_mail, newest_mail};
 pub use metadata::{Metadata, SenderLimits};
-pub use package::{build as build_package, unpack, Package};
+pub use package::{build as build_package, unpack, Code, Package};
+pub use js::{check_script, engine_artifact, ENGINE as JS_ENGINE};
 pub use queue::{Spool, MAX_ATTEMPTS};
 pub use runner::{FetchFn, Run, RunEnd, Runner};
-pub use state::{Bot, Installed, Registry};
+pub use state::{Bot, Installed, InstalledCode, Registry};
 pub use worker::{isolate_network, main as worker_main, Outcome, StorageRequest, WorkerReport, WorkerRequest};
 
 /// A Delta Chat message from `from` (a fresh key of its own) to the bot

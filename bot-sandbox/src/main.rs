@@ -7,7 +7,7 @@
 //!   chatmail-bots [--config FILE] [--user USER] check    can the daemon reach what it needs?
 //!   chatmail-bots [--config FILE] disable ADDRESS        stop running a bot (kept installed)
 //!   chatmail-bots [--config FILE] enable ADDRESS
-//!   chatmail-bots package ADDRESS BOT.WASM BOT.TOML      print a package mail (for tests and scripts)
+//!   chatmail-bots package ADDRESS BOT.WASM|BOT.JS BOT.TOML   print a package mail (to store in the bot folder)
 //!
 //! Exit codes: 0 after SIGTERM/SIGINT (or a finished command), 1 on a
 //! runtime failure, 2 on bad arguments or configuration.
@@ -26,7 +26,7 @@ const USAGE: &str = "usage: chatmail-bots [--config FILE] [--user USER] run
        chatmail-bots [--config FILE] [--user USER] check
        chatmail-bots [--config FILE] disable ADDRESS
        chatmail-bots [--config FILE] enable ADDRESS
-       chatmail-bots package ADDRESS BOT.WASM BOT.TOML
+       chatmail-bots package ADDRESS BOT.WASM|BOT.JS BOT.TOML
 
   --config FILE  chatmail.ini (default /etc/chatmail/chatmail.ini)
   --user USER    when started as root, run as this user (default vmail: the
@@ -195,6 +195,12 @@ fn list(settings: &Settings) -> Result<(), String> {
             ),
             None => println!("{account}: not installed"),
         }
+        if let Some(bot) = &bot {
+            match bot.installed.script_bytes {
+                Some(bytes) => println!("  code: bot.js, {bytes} bytes (JavaScript)"),
+                None => println!("  code: bot.wasm, {} bytes", bot.installed.wasm_bytes),
+            }
+        }
         println!("  runs: {} in the last hour ({:.2} s CPU), {} in the last day ({:.2} s CPU)", hour.len(), cpu(&hour), day.len(), cpu(&day));
         let refusals = registry.refusals(&account).unwrap_or_default();
         if !refusals.is_empty() {
@@ -228,12 +234,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let [command, address, wasm, toml] = args.command.as_slice() {
+    if let [command, address, code, toml] = args.command.as_slice() {
         if command == "package" {
-            return match (std::fs::read(wasm), std::fs::read_to_string(toml)) {
-                (Ok(wasm), Ok(toml)) => {
+            return match (std::fs::read(code), std::fs::read_to_string(toml)) {
+                (Ok(bytes), Ok(toml)) => {
                     use std::io::Write;
-                    let mail = chatmail_bot_sandbox::build_package(address, address, &wasm, &toml);
+                    // A script by its name (bot.js), else a module.
+                    let code = if code.ends_with(".js") {
+                        match String::from_utf8(bytes) {
+                            Ok(text) => chatmail_bot_sandbox::Code::Script(text),
+                            Err(_) => {
+                                eprintln!("chatmail-bots: error: {code} is not UTF-8 text");
+                                return ExitCode::FAILURE;
+                            }
+                        }
+                    } else {
+                        chatmail_bot_sandbox::Code::Wasm(bytes)
+                    };
+                    let mail = chatmail_bot_sandbox::build_package(address, address, &code, &toml);
                     match std::io::stdout().write_all(&mail) {
                         Ok(()) => ExitCode::SUCCESS,
                         Err(_) => ExitCode::FAILURE,

@@ -74,7 +74,14 @@ impl Runner {
     /// Runs one worker; `fetch` answers the bot's network requests (the
     /// request's `network` says whether it may make any).
     pub fn run_full(&self, request: &WorkerRequest, files: &BTreeMap<String, Vec<u8>>, input: &[u8], fetch: Option<FetchFn>) -> Run {
+        self.run_bot(request, None, files, input, fetch)
+    }
+
+    /// Runs one worker; `script`: the JavaScript bot's script (the request
+    /// names the engine's artifact), `None` for a WebAssembly bot.
+    pub fn run_bot(&self, request: &WorkerRequest, script: Option<&[u8]>, files: &BTreeMap<String, Vec<u8>>, input: &[u8], fetch: Option<FetchFn>) -> Run {
         let mut request = request.clone();
+        request.script_len = script.map(|s| s.len() as u64);
         let fetch = if request.network { fetch } else { None };
         request.network = fetch.is_some();
         // With network requests the input has a length, so stdin can stay
@@ -115,6 +122,7 @@ impl Runner {
                 header.extend_from_slice(files.get(name).map_or(&[][..], Vec::as_slice));
             }
         }
+        header.extend_from_slice(script.unwrap_or_default());
         let input = input.to_vec();
         let keep_open = fetch.is_some();
         let shared_stdin = Arc::new(Mutex::new(Some(stdin)));

@@ -38,7 +38,11 @@ pub struct Installed {
     pub uid: u32,
     /// Unix seconds.
     pub installed_at: u64,
+    /// Bytes of `bot.wasm`; 0 for a JavaScript bot.
     pub wasm_bytes: u64,
+    /// Bytes of `bot.js` for a JavaScript bot (run by the relay's engine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script_bytes: Option<u64>,
 }
 
 /// A bot as the daemon knows it.
@@ -52,9 +56,28 @@ pub struct Bot {
 }
 
 impl Bot {
+    /// The compiled module of a WebAssembly bot.
     pub fn artifact(&self) -> PathBuf {
         self.dir.join("module.bin")
     }
+
+    /// The script of a JavaScript bot.
+    pub fn script_path(&self) -> PathBuf {
+        self.dir.join("bot.js")
+    }
+
+    pub fn is_script(&self) -> bool {
+        self.installed.script_bytes.is_some()
+    }
+}
+
+/// The code of an install: what [`Registry::install`] keeps.
+#[derive(Debug)]
+pub enum InstalledCode<'a> {
+    /// A WebAssembly bot's compiled module.
+    Artifact(&'a [u8]),
+    /// A JavaScript bot's script.
+    Script(&'a str),
 }
 
 /// All bots' files.
@@ -108,12 +131,28 @@ impl Registry {
         Ok(self.bots_dir().join(account))
     }
 
-    /// Stores a newly compiled bot (module first, the record last, so a
-    /// half-written install is never taken for a bot).
-    pub fn install(&self, account: &str, installed: &Installed, toml_text: &str, artifact: &[u8]) -> io::Result<()> {
+    /// Stores a newly compiled bot (code first, the record last, so a
+    /// half-written install is never taken for a bot): a WebAssembly bot's
+    /// compiled module, or a JavaScript bot's script.
+    pub fn install(&self, account: &str, installed: &Installed, toml_text: &str, code: &InstalledCode<'_>) -> io::Result<()> {
         let dir = self.bot_dir(account)?;
         fs::create_dir_all(dir.join("outbox")).map_err(|e| context(e, "creating", &dir))?;
-        write_atomically(&dir.join("module.bin"), artifact, 0o600)?;
+        let (keep, drop) = match code {
+            InstalledCode::Artifact(artifact) => {
+                write_atomically(&dir.join("module.bin"), artifact, 0o600)?;
+                ("module.bin", "bot.js")
+            }
+            InstalledCode::Script(script) => {
+                write_atomically(&dir.join("bot.js"), script.as_bytes(), 0o600)?;
+                ("bot.js", "module.bin")
+            }
+        };
+        // What the other kind of bot left behind (a bot rewritten in JavaScript).
+        debug_assert_ne!(keep, drop);
+        match fs::remove_file(dir.join(drop)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(context(e, "removing", &dir.join(drop))),
+            _ => {}
+        }
         write_atomically(&dir.join("bot.toml"), toml_text.as_bytes(), 0o600)?;
         let record = serde_json::to_vec_pretty(installed).map_err(io::Error::other)?;
         write_atomically(&dir.join("installed.json"), &record, 0o600)
@@ -122,7 +161,7 @@ impl Registry {
     /// Forgets the installed bot (usage and errors stay for the operator).
     pub fn uninstall(&self, account: &str) -> io::Result<()> {
         let dir = self.bot_dir(account)?;
-        for name in ["installed.json", "module.bin", "bot.toml"] {
+        for name in ["installed.json", "module.bin", "bot.js", "bot.toml"] {
             match fs::remove_file(dir.join(name)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(context(e, "removing", &dir.join(name))),
                 _ => {}
@@ -349,11 +388,20 @@ mod tests {
         let registry = Registry::new(dir.path().to_path_buf());
         let account = "bot@chat.example";
         assert!(registry.load(account).expect("load").is_none());
-        let installed = Installed { uid: 3, installed_at: 10, wasm_bytes: 100 };
-        registry.install(account, &installed, "name = \"echo\"\nauthor = \"a@b.c\"\n", b"artifact").expect("install");
+        let installed = Installed { uid: 3, installed_at: 10, wasm_bytes: 100, script_bytes: None };
+        registry.install(account, &installed, "name = \"echo\"\nauthor = \"a@b.c\"\n", &InstalledCode::Artifact(b"artifact")).expect("install");
         let bot = registry.load(account).expect("load").expect("installed");
         assert_eq!((&bot.installed, bot.metadata.name.as_str(), bot.disabled), (&installed, "echo", false));
         assert_eq!(fs::read(bot.artifact()).expect("artifact"), b"artifact");
+        assert!(!bot.is_script());
+        // Rewritten in JavaScript: the script replaces the module.
+        let as_script = Installed { uid: 4, installed_at: 11, wasm_bytes: 0, script_bytes: Some(9) };
+        registry.install(account, &as_script, "name = \"echo\"\nauthor = \"a@b.c\"\n", &InstalledCode::Script("chatmail;")).expect("install js");
+        let bot = registry.load(account).expect("load").expect("installed");
+        assert!(bot.is_script() && !bot.artifact().exists());
+        assert_eq!(fs::read_to_string(bot.script_path()).expect("script"), "chatmail;");
+        registry.install(account, &installed, "name = \"echo\"\nauthor = \"a@b.c\"\n", &InstalledCode::Artifact(b"artifact")).expect("install");
+        assert!(!bot.script_path().exists());
         registry.set_disabled(account, true).expect("disable");
         assert!(registry.load(account).expect("load").expect("installed").disabled);
         registry.set_disabled(account, false).expect("enable");

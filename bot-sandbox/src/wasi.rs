@@ -102,6 +102,8 @@ pub struct WasiState {
     /// Network requests, if the bot may make any.
     pub fetcher: Option<Box<dyn Fetch>>,
     fetches: u32,
+    /// The script a JavaScript bot's engine runs (`chatmail.script`).
+    pub script: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for dyn Fetch {
@@ -124,6 +126,7 @@ impl WasiState {
             storage: None,
             fetcher: None,
             fetches: 0,
+            script: None,
         }
     }
 }
@@ -575,6 +578,21 @@ fn random_get(mut ctx: Ctx<'_>, at: u32, len: u32) -> i32 {
 /// first `buf_len` bytes in `buf`, its whole length in `body_len_out`),
 /// -1 if refused (no network for this bot, origin not allowed, too many
 /// requests this run) or -2 if it failed; the reason goes to stderr.
+/// `chatmail.script(buf, buf_len) -> len`: the JavaScript engine's way to
+/// its bot's script. Copies what fits into `buf`; answers the script's
+/// whole length (-1: no script, -2: a bad pointer). Only the relay's engine
+/// may import it (see [`crate::engine::check_imports`]).
+fn chatmail_script(mut ctx: Ctx<'_>, buf: u32, buf_len: u32) -> i32 {
+    let (state, store) = ctx.data_and_store_mut();
+    let Some(script) = state.script.as_ref() else { return -1 };
+    let Ok(v) = view(&state.memory, &store) else { return -2 };
+    let n = script.len().min(buf_len as usize);
+    if write_bytes(&v, buf, &script[..n]).is_err() {
+        return -2;
+    }
+    i32::try_from(script.len()).unwrap_or(i32::MAX)
+}
+
 fn chatmail_fetch(mut ctx: Ctx<'_>, url: u32, url_len: u32, buf: u32, buf_len: u32, len_at: u32) -> i32 {
     let (state, store) = ctx.data_and_store_mut();
     let Ok(v) = view(&state.memory, &store) else { return -2 };
@@ -663,6 +681,7 @@ pub fn imports(store: &mut Store, env: &FunctionEnv<WasiState>, module: &Module)
         },
         HOST_MODULE => {
             "fetch" => Function::new_typed_with_env(store, env, chatmail_fetch),
+            "script" => Function::new_typed_with_env(store, env, chatmail_script),
         }
     };
     // The rest of preview 1, with the signature the module declares.

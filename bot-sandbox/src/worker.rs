@@ -50,6 +50,11 @@ pub struct WorkerRequest {
     /// Whether the bot may make network requests (some origin allowed).
     #[serde(default)]
     pub network: bool,
+    /// Bytes of the JavaScript bot's script, after the storage files and
+    /// before the input (the engine asks for it with `chatmail.script`).
+    /// `None`: a WebAssembly bot.
+    #[serde(default)]
+    pub script_len: Option<u64>,
 }
 
 /// The storage handed to a run.
@@ -181,6 +186,7 @@ pub fn run(
     artifact: &[u8],
     files: BTreeMap<String, Vec<u8>>,
     input: Vec<u8>,
+    script: Option<Vec<u8>>,
     fetcher: Option<Box<dyn wasi::Fetch>>,
     unprotected: Vec<String>,
 ) -> (WorkerReport, Vec<u8>, Option<Files>) {
@@ -215,6 +221,7 @@ pub fn run(
     let mut state = WasiState::new(input, request.output_limit, request.environment.clone());
     state.storage = request.storage.as_ref().map(|s| Storage::new(files, s.quota));
     state.fetcher = fetcher;
+    state.script = script;
     let env = FunctionEnv::new(&mut store, state);
     let imports = wasi::imports(&mut store, &env, &module);
     let instance = match Instance::new(&mut store, &module, &imports) {
@@ -311,6 +318,14 @@ pub fn main() -> io::Result<()> {
             files.insert(name.clone(), data);
         }
     }
+    let script = match request.script_len {
+        Some(len) => {
+            let mut script = vec![0; usize::try_from(len).map_err(io::Error::other)?];
+            stdin.read_exact(&mut script)?;
+            Some(script)
+        }
+        None => None,
+    };
     let mut input = Vec::new();
     match request.input_len {
         Some(len) => {
@@ -326,7 +341,7 @@ pub fn main() -> io::Result<()> {
     let artifact = std::fs::read(&request.artifact)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", request.artifact.display())))?;
     let unprotected = lock_down(request.cpu_seconds, request.network_isolated);
-    let (report, output, changed) = run(&request, &artifact, files, input, fetcher, unprotected);
+    let (report, output, changed) = run(&request, &artifact, files, input, script, fetcher, unprotected);
     let stdout = io::stdout();
     let mut stdout = stdout.lock();
     serde_json::to_writer(&mut stdout, &report).map_err(io::Error::other)?;

@@ -40,6 +40,7 @@ fn request(artifact: PathBuf, points: u64) -> WorkerRequest {
         storage: None,
         input_len: None,
         network: false,
+        script_len: None,
     }
 }
 

@@ -9,6 +9,7 @@ import imaplib
 import re
 import smtplib
 import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -20,21 +21,22 @@ from conftest import relay_binary
 from plain_client import encrypted_message, unverified_tls
 from test_chat import TIMEOUT, next_event, wait_for, wait_for_text
 
-ECHO = Path(__file__).resolve().parents[2] / "bots" / "echo"
+BOTS = Path(__file__).resolve().parents[2] / "bots"
+ECHO = BOTS / "echo"
 
 
-def install_bot(relay, credentials, tmp_path, toml=None):
-    """Installs the echo bot for `credentials`' account the way its owner
-    would (a package mail stored in the DeltaBot folder) and returns the
-    invite link from the install report."""
+def install_bot(relay, credentials, tmp_path, toml=None, bot=ECHO, code="bot.wasm"):
+    """Installs a bot (the echo bot unless told) for `credentials`' account
+    the way its owner would (a package mail stored in the DeltaBot folder)
+    and returns the invite link from the install report."""
     addr = credentials["addr"]
     password = credentials["password"]
-    toml_path = ECHO / "bot.toml"
+    toml_path = bot / "bot.toml"
     if toml is not None:
         toml_path = tmp_path / "bot.toml"
         toml_path.write_text(toml)
     binary = Path(relay_binary()).parent / "chatmail-bots"
-    package = subprocess.run([str(binary), "package", addr, str(ECHO / "bot.wasm"), str(toml_path)], capture_output=True, check=True).stdout
+    package = subprocess.run([str(binary), "package", addr, str(bot / code), str(toml_path)], capture_output=True, check=True).stdout
     with imaplib.IMAP4_SSL("127.0.0.1", relay.info["imaps_port"], ssl_context=unverified_tls()) as imap:
         imap.login(addr, password)
         imap.create("DeltaBot")
@@ -214,3 +216,34 @@ def test_the_bot_deletes_its_message_and_answers_webxdc_updates(relay, configure
         next_event(alice, 0.5)
     echo = next(p["echo"] for p in payloads if isinstance(p, dict) and "echo" in p)
     assert {"ping": 1} in [u.get("payload") for u in echo["updates"]], echo
+
+
+def test_a_javascript_bot_answers_and_keeps_state(relay, configured_account, tmp_path):
+    """bot.js instead of bot.wasm: the relay's JavaScript engine runs it in
+    the same sandbox; the echo answers like the Rust one, the counter's
+    storage survives between runs."""
+    echo = relay.take_account()
+    # As a hobbyist would, from their own computer: bots/install-bot.py
+    # stores the package over IMAP and prints the install report.
+    installed = subprocess.run(
+        [sys.executable, str(BOTS / "install-bot.py"), echo["addr"], echo["password"], str(BOTS / "js-echo" / "bot.js"),
+         str(BOTS / "js-echo" / "bot.toml"), "--host", "127.0.0.1", "--port", str(relay.info["imaps_port"]), "--insecure"],
+        capture_output=True, text=True, timeout=TIMEOUT + 30)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert "Bot installed" in installed.stdout and "Script (bot.js" in installed.stdout, installed.stdout
+    link = re.search(r"https://i\.delta\.chat/#\S+", installed.stdout).group(0)
+    alice = configured_account()
+    chat = join_bot(alice, link)
+    chat.send_text("hello from js")
+    reply = wait_for_text(alice, "echo: hello from js")
+    assert reply.chat_id == chat.id
+    assert reply.show_padlock, "encrypted and signed by the bot's key"
+    assert re.search(r"op=install .*result=installed .*script_bytes=", relay.log("bots.log"))
+
+    counter = relay.take_account()
+    link = install_bot(relay, counter, tmp_path, bot=BOTS / "js-counter", code="bot.js")
+    chat = join_bot(alice, link)
+    chat.send_text("one")
+    wait_for_text(alice, "message number 1")
+    chat.send_text("two")
+    wait_for_text(alice, "message number 2")
