@@ -334,33 +334,33 @@ mod tests {
 
     #[test]
     fn file_is_replaced_whole_and_no_prom_temp_is_left() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("works");
         let r = Registry::new(DOCS);
-        let file = MetricsFile::new(Some(dir.path()), "chatmail-test").unwrap();
-        file.write(&r).unwrap();
+        let file = MetricsFile::new(Some(dir.path()), "chatmail-test").expect("works");
+        file.write(&r).expect("works");
         r.inc("t_messages_total", &["incoming", "encrypted"]);
-        file.write(&r).unwrap();
-        let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        file.write(&r).expect("works");
+        let names: Vec<String> = std::fs::read_dir(dir.path()).expect("works").map(|e| e.expect("works").file_name().to_string_lossy().into_owned()).collect();
         assert_eq!(names, ["chatmail-test.prom"]);
-        assert!(std::fs::read_to_string(file.path()).unwrap().contains("reason=\"encrypted\"} 1"));
+        assert!(std::fs::read_to_string(file.path()).expect("works").contains("reason=\"encrypted\"} 1"));
         assert!(MetricsFile::new(None, "x").is_none());
     }
 
     #[test]
     fn unwritable_dir_is_an_error_naming_the_file() {
-        let file = MetricsFile::new(Some(Path::new("/nonexistent/metrics")), "chatmail-test").unwrap();
-        let e = file.write(&Registry::new(DOCS)).unwrap_err();
+        let file = MetricsFile::new(Some(Path::new("/nonexistent/metrics")), "chatmail-test").expect("works");
+        let e = file.write(&Registry::new(DOCS)).expect_err("fails");
         assert!(e.to_string().contains("/nonexistent/metrics"), "{e}");
     }
 
     #[test]
     fn gather_reads_prom_files_by_name_and_skips_temporaries() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("chatmail-milter.prom"), "m 1\n").unwrap();
-        std::fs::write(dir.path().join("chatmail-auth.prom"), "a 1\n").unwrap();
-        std::fs::write(dir.path().join(".chatmail-auth.prom.5.tmp"), "half").unwrap();
-        std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
-        let found = gather(dir.path()).unwrap();
+        let dir = tempfile::tempdir().expect("works");
+        std::fs::write(dir.path().join("chatmail-milter.prom"), "m 1\n").expect("works");
+        std::fs::write(dir.path().join("chatmail-auth.prom"), "a 1\n").expect("works");
+        std::fs::write(dir.path().join(".chatmail-auth.prom.5.tmp"), "half").expect("works");
+        std::fs::write(dir.path().join("notes.txt"), "x").expect("works");
+        let found = gather(dir.path()).expect("works");
         let names: Vec<&str> = found.iter().map(|f| f.stem.as_str()).collect();
         assert_eq!(names, ["chatmail-auth", "chatmail-milter"]);
         assert_eq!(found[1].text, "m 1\n");
@@ -368,6 +368,6 @@ mod tests {
         let old = FoundFile { stem: "chatmail-milter".into(), text: String::new(), age: Duration::from_secs(3600) };
         let sweep = FoundFile { stem: "chatmail-expire".into(), text: String::new(), age: Duration::from_secs(3600) };
         assert!(old.stale() && !sweep.stale());
-        assert!(gather(Path::new("/nonexistent/metrics")).unwrap_err().to_string().contains("/nonexistent/metrics"));
+        assert!(gather(Path::new("/nonexistent/metrics")).expect_err("fails").to_string().contains("/nonexistent/metrics"));
     }
 }
