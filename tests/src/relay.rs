@@ -895,9 +895,15 @@ impl Relay {
     /// Installs a bot for `account` the way its owner would: a package mail
     /// (made by `chatmail-bots package`) stored in the install folder.
     pub fn install_bot(&self, account: &Account, wasm: &[u8], toml: &str) -> Result<()> {
+        self.install_bot_code(account, "bot.wasm", wasm, toml)
+    }
+
+    /// As [`Relay::install_bot`], for the code file `name` (`bot.wasm` or
+    /// `bot.js`).
+    pub fn install_bot_code(&self, account: &Account, name: &str, code: &[u8], toml: &str) -> Result<()> {
         let dir = tempfile::tempdir_in(&self.run_dir).context(|| "temporary directory".into())?;
-        let (wasm_path, toml_path) = (dir.path().join("bot.wasm"), dir.path().join("bot.toml"));
-        fs::write(&wasm_path, wasm).context(|| "writing bot.wasm".into())?;
+        let (wasm_path, toml_path) = (dir.path().join(name), dir.path().join("bot.toml"));
+        fs::write(&wasm_path, code).context(|| format!("writing {name}"))?;
         fs::write(&toml_path, toml).context(|| "writing bot.toml".into())?;
         let binary = sibling_binary("chatmail-bots", "CHATMAIL_BOTS")?;
         let out = Command::new(&binary)

@@ -368,3 +368,32 @@ fn network_requests_go_through_the_host_to_allowed_origins_only() {
     assert!(log.contains("op=fetch job=") && log.contains("status=200"), "{log}");
     assert!(log.contains("is not an allowed origin"), "{log}");
 }
+
+#[test]
+fn a_javascript_bot_is_checked_at_install_and_its_errors_carry_lines() {
+    let relay = start();
+    let bot = relay.new_account().expect("bot account");
+    let toml = "name = \"js\"\nauthor = \"mailto:bots@chatmail.test\"\n";
+    // A syntax error: refused, the report names the line.
+    relay.install_bot_code(&bot, "bot.js", b"chatmail.reply('hi');\nlet x = (;\n", toml).expect("store package");
+    let report = relay.wait_for_message(&bot, "Subject: Bot not installed", Duration::from_secs(90)).expect("report");
+    assert!(report.contains("bot.js:2:") && report.contains("SyntaxError"), "{report}");
+    assert!(!relay.config.mailboxes_dir.join(&bot.addr).join("chatmail-bot").exists(), "nothing installed");
+
+    // A script that throws: installed; the run fails with its line, which
+    // the operator's listing shows among the bot's errors.
+    let throwing = b"if (chatmail.text.includes('boom')) {\n  null.boom;\n}\nchatmail.reply('js: ' + chatmail.text.trim());\n";
+    relay.install_bot_code(&bot, "bot.js", throwing, toml).expect("store package");
+    let report = relay.wait_for_message(&bot, "Subject: Bot installed: js", Duration::from_secs(90)).expect("install report");
+    assert!(report.contains("Script (bot.js"), "{report}");
+    wait_until("an empty spool after the install", Duration::from_secs(30), || relay.bot_spool_len() == 0);
+    relay.lmtp_deliver(&bot.addr, &mail(&relay, "alice@example.org", &bot.addr, "hello, js")).expect("deliver");
+    wait_until("the script's run", Duration::from_secs(30), || !relay.bot_outputs(&bot.addr).is_empty());
+    assert_eq!(relay.bot_outputs(&bot.addr), vec!["{\"action\":\"reply\",\"text\":\"js: hello, js\"}\n".to_owned()]);
+    relay.lmtp_deliver(&bot.addr, &mail(&relay, "alice@example.org", &bot.addr, "boom")).expect("deliver");
+    wait_until("the failed run", Duration::from_secs(30), || bots_log(&relay).contains("outcome=exited-1"));
+    let (ok, listing) = bots_command(&relay, &["list"]);
+    assert!(ok, "{listing}");
+    assert!(listing.contains("code: bot.js"), "{listing}");
+    assert!(listing.contains("bot.js:2:") && listing.contains("Uncaught TypeError"), "{listing}");
+}
