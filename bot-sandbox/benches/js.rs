@@ -72,25 +72,39 @@ fn main() {
     let rust = request(rust_artifact, network_isolated);
     let js = request(engine, network_isolated);
     let files = BTreeMap::new();
+    // Whole run, and the worker's parts: loading the compiled module,
+    // instantiating it, running it.
     let once = |request: &WorkerRequest, script: Option<&[u8]>| {
         let run = runner.run_bot(request, script, &files, text.as_bytes(), None);
         let RunEnd::Reported { report, output, .. } = &run.end else { panic!("{run:?}") };
         let answer = String::from_utf8_lossy(output);
         assert!(answer.contains("\"echo: hello, bot"), "{report:?} {answer}");
-        run.wall_micros as f64 / 1000.0
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        [ms(run.wall_micros), ms(report.load_micros), ms(report.instantiate_micros), ms(report.run_micros)]
     };
     for _ in 0..10 {
         once(&rust, None);
         once(&js, Some(script.as_bytes()));
     }
     // Interleaved, so both see the same machine.
-    let (mut rust_ms, mut js_ms) = (Vec::new(), Vec::new());
+    let (mut rust_ms, mut js_ms) = (vec![Vec::new(); 4], vec![Vec::new(); 4]);
     for _ in 0..runs {
-        rust_ms.push(once(&rust, None));
-        js_ms.push(once(&js, Some(script.as_bytes())));
+        for (i, v) in once(&rust, None).into_iter().enumerate() {
+            rust_ms[i].push(v);
+        }
+        for (i, v) in once(&js, Some(script.as_bytes())).into_iter().enumerate() {
+            js_ms[i].push(v);
+        }
     }
     println!("{runs} runs each, answering a {} byte message:", text.len());
-    let rust_p50 = stats("Rust echo bot (bot.wasm)", rust_ms);
-    let js_p50 = stats("JS echo bot (bot.js on QuickJS)", js_ms);
+    let parts = ["  load compiled module", "  instantiate", "  the bot's own run"];
+    let rust_p50 = stats("Rust echo bot (bot.wasm)", rust_ms[0].clone());
+    for (i, name) in parts.iter().enumerate() {
+        stats(name, rust_ms[i + 1].clone());
+    }
+    let js_p50 = stats("JS echo bot (bot.js on QuickJS)", js_ms[0].clone());
+    for (i, name) in parts.iter().enumerate() {
+        stats(name, js_ms[i + 1].clone());
+    }
     println!("JS / Rust (p50): {:.2}   JS p50 {:.2} ms (goal < 10 ms)", js_p50 / rust_p50, js_p50);
 }

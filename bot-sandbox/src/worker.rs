@@ -183,7 +183,6 @@ type Files = BTreeMap<String, Vec<u8>>;
 /// the report, the output and the storage if the bot changed it.
 pub fn run(
     request: &WorkerRequest,
-    artifact: &[u8],
     files: BTreeMap<String, Vec<u8>>,
     input: Vec<u8>,
     script: Option<Vec<u8>>,
@@ -204,10 +203,12 @@ pub fn run(
     };
     let started = std::time::Instant::now();
     let engine = crate::engine::runtime_engine(request.memory_limit);
+    // Mapped, not read: the JavaScript engine's artifact is ~10 MB, and
+    // copying it first cost more than the rest of a run.
     // SAFETY: the artifact was written by this program's install step from
     // a module it compiled with the same engine configuration, into the
     // daemon's own state directory; wasmer checks its header and version.
-    let module = match unsafe { Module::deserialize(&engine, artifact) } {
+    let module = match unsafe { Module::deserialize_from_file(&engine, &request.artifact) } {
         Ok(module) => module,
         Err(e) => {
             report.outcome = Outcome::LoadFailed(format!("loading the compiled module: {e}"));
@@ -338,10 +339,11 @@ pub fn main() -> io::Result<()> {
     }
     drop(stdin);
     let fetcher: Option<Box<dyn wasi::Fetch>> = (request.network && request.input_len.is_some()).then(|| Box::new(StdioFetch) as Box<dyn wasi::Fetch>);
-    let artifact = std::fs::read(&request.artifact)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", request.artifact.display())))?;
+    // A missing artifact is the daemon's problem (a crash, retried), not an
+    // outcome of the bot's.
+    std::fs::File::open(&request.artifact).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", request.artifact.display())))?;
     let unprotected = lock_down(request.cpu_seconds, request.network_isolated);
-    let (report, output, changed) = run(&request, &artifact, files, input, script, fetcher, unprotected);
+    let (report, output, changed) = run(&request, files, input, script, fetcher, unprotected);
     let stdout = io::stdout();
     let mut stdout = stdout.lock();
     serde_json::to_writer(&mut stdout, &report).map_err(io::Error::other)?;

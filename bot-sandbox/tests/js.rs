@@ -82,12 +82,14 @@ fn the_api_produces_action_lines_the_relay_accepts() {
             chatmail.send("depth " + depth(2000), "sender");
             chatmail.delete(chatmail.messageId);
         }
+        // Promise callbacks run after the script.
+        Promise.resolve().then(() => chatmail.accept());
     "#;
     let (report, output) = run(script, "hello \"bot\"\r\nline two\r\n");
     assert_eq!(report.outcome, Outcome::Exited(0), "{report:?}");
     let (actions, refused) = chatmail_bot_sandbox::parse_actions(output.as_bytes());
     assert!(refused.is_empty(), "{refused:?} in {output}");
-    assert_eq!(actions.len(), 3, "{output}");
+    assert_eq!(actions.len(), 4, "{output}");
     assert!(output.lines().next().is_some_and(|l| l.contains(r#""text":"echo: hello \"bot\"\nline two""#)), "{output}");
     assert!(output.contains(r#""text":"depth 2000","to":"sender""#), "{output}");
     // console.log is the bot's log, never an action.
@@ -126,11 +128,11 @@ fn hostile_scripts_end_within_their_limits() {
         ("log flood", "while (true) console.log('x'.repeat(1000));", |r, out| {
             r.outcome == Outcome::OutOfCpu && out.is_empty() && r.stderr.len() <= 4096
         }),
-        // QuickJS built for WASI has no stack limit of its own: the run
-        // traps when the module's stack (in its memory) or the sandbox's
-        // call stack runs out, whichever comes first.
         ("deep recursion", "function f(n) { return f(n + 1) + 1; } f(0);", |r, _| {
-            matches!(&r.outcome, Outcome::Trapped(m) if m.contains("out of bounds memory access") || m.contains("call stack exhausted"))
+            r.outcome == Outcome::Exited(1) && r.stderr.contains("RangeError") && r.stderr.contains("bot.js:1:")
+        }),
+        ("deep recursion, caught", "function f(n) { return f(n + 1) + 1; } try { f(0); } catch (e) { chatmail.reply(e.name); }", |r, out| {
+            r.outcome == Outcome::Exited(0) && out.contains(r#""text":"RangeError""#)
         }),
         ("an exception", "\n\nnull.x;", |r, _| r.outcome == Outcome::Exited(1) && r.stderr.contains("bot.js:3:") && r.stderr.contains("TypeError")),
         ("wrong types", "chatmail.reply(42);", |r, out| {

@@ -10,7 +10,8 @@ cd "$(dirname "$0")"
 export RQUICKJS_SYS_NO_WASI_SDK=1
 export CC_wasm32_wasip1="${CC_wasm32_wasip1:-clang}"
 export AR_wasm32_wasip1="${AR_wasm32_wasip1:-llvm-ar}"
-export CFLAGS_wasm32_wasip1="${CFLAGS_wasm32_wasip1:---target=wasm32-wasi}"
+# wasi-stack.h keeps QuickJS's stack limit on under WASI (see there).
+export CFLAGS_wasm32_wasip1="${CFLAGS_wasm32_wasip1:---target=wasm32-wasi -include $(pwd)/wasi-stack.h}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-../../target/bots}"
 cargo build --release --locked --target wasm32-wasip1
 cp "$CARGO_TARGET_DIR/wasm32-wasip1/release/chatmail-js-engine.wasm" engine.wasm

@@ -26,6 +26,12 @@ use rquickjs::{qjs, Context, Ctx, Error, Exception, Function, Object, Runtime, V
 const STORAGE_DIR: &str = "/data";
 /// Largest response body the host hands over (its own limit).
 const MAX_FETCH_BODY: usize = 1 << 20;
+/// QuickJS's stack limit (kept on under WASI by wasi-stack.h): deep
+/// recursion ends as a RangeError the script can catch, not a trap. The
+/// module's stack is 4 MiB (.cargo/config.toml); the sandbox runs compiled
+/// code on an 8 MiB native stack, of which a JavaScript call uses a few
+/// times what it uses here.
+const MAX_STACK: usize = 1 << 20;
 const PRELUDE: &str = include_str!("prelude.js");
 const FILE_NAME: &str = "bot.js";
 
@@ -284,15 +290,33 @@ fn eval_options(strict: bool, file_name: &str) -> EvalOptions {
     options
 }
 
+/// Runs the pending promise jobs; the exit code.
+fn run_jobs(runtime: &Runtime) -> i32 {
+    loop {
+        match runtime.execute_pending_job() {
+            Ok(true) => {}
+            Ok(false) => return 0,
+            Err(failed) => {
+                failed.0.with(|ctx| {
+                    let (position, what, stack) = describe(&ctx);
+                    stderr(&format!("{position}: Uncaught (in a promise job) {what}"));
+                    if !stack.trim().is_empty() {
+                        stderr(stack.trim_end());
+                    }
+                });
+                return 1;
+            }
+        }
+    }
+}
+
 /// Runs (or, for `check`, parses) `source`; the exit code.
 fn run(event: &str, source: &str) -> i32 {
     let Ok(runtime) = Runtime::new() else {
         stderr("bot.js: the JavaScript engine could not start (out of memory)");
         return 2;
     };
-    // No stack limit of QuickJS's own: built for WASI it has none (it cannot
-    // see its stack there). Deep recursion ends when the sandbox's call
-    // stack is exhausted: the run traps, as any bot's would.
+    runtime.set_max_stack_size(MAX_STACK);
     let Ok(context) = Context::full(&runtime) else {
         stderr("bot.js: the JavaScript engine could not start (out of memory)");
         return 2;
@@ -333,6 +357,9 @@ fn run(event: &str, source: &str) -> i32 {
             }
         }
     });
+    // Promise callbacks (async functions, .then) run after the script, in
+    // order; one that throws ends the run as an uncaught exception.
+    let code = if code == 0 && event != "check" { run_jobs(&runtime) } else { code };
     let mut out = std::io::stdout().lock();
     for line in actions.borrow().iter() {
         if out.write_all(line.as_bytes()).and_then(|()| out.write_all(b"\n")).is_err() {
