@@ -23,6 +23,7 @@ mod resources;
 mod server_metadata;
 mod store;
 mod tokens;
+pub mod relay_check;
 pub mod web;
 
 pub use auth::{serve, AuthService, AuthSettings, LookupOutcome};
