@@ -245,6 +245,11 @@ for i in $(seq 150); do
 done
 metrics_seen || { cat "$base/metrics.txt" >&2; fail "chatmail-relay metrics lacks the messages, accounts or push tries"; }
 
+log "chatmail-relay check --only wiring: the milter in Postfix, the plugin in Dovecot, the daemons answering"
+in_root 'chatmail-relay check --only wiring' > "$base/check.txt" 2>&1 || { cat "$base/check.txt" >&2; fail "chatmail-relay check --only wiring"; }
+grep -q '^ok   Dovecot mail_plugins: loads chatmail' "$base/check.txt" || { cat "$base/check.txt" >&2; fail "check did not see the plugin"; }
+grep -q '^ok   chatmail-milter /var/spool/postfix/chatmail-milter/milter.sock: answers' "$base/check.txt" || { cat "$base/check.txt" >&2; fail "check did not reach the milter"; }
+
 # The bot daemon's unit runs as vmail with the group postdrop (for the
 # submission service chatmail-postfix-wiring adds to master.cf); its state
 # directory is the unit's StateDirectory.

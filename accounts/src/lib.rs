@@ -24,6 +24,7 @@ mod server_metadata;
 mod store;
 mod tokens;
 pub mod relay_check;
+pub mod relay_probe;
 pub mod web;
 
 pub use auth::{serve, AuthService, AuthSettings, LookupOutcome};

@@ -117,7 +117,7 @@ pub fn relay_addresses(given: &[IpAddr], facts: &DnsFacts) -> Vec<IpAddr> {
     if !given.is_empty() {
         return given.to_vec();
     }
-    facts.addresses.as_ref().map(Clone::clone).unwrap_or_default()
+    facts.addresses.clone().unwrap_or_default()
 }
 
 /// Judges the DNS of a receiving relay whose addresses are `relay`.

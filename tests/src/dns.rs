@@ -1,24 +1,31 @@
-//! A small authoritative DNS server on loopback for tests: answers TXT
-//! questions from records the tests publish, NXDOMAIN for unknown names, and
-//! no answer at all for names marked silent (a DNS timeout). Test relays
+//! A small authoritative DNS server on loopback for tests: answers TXT, A,
+//! AAAA, MX and PTR questions from records the tests publish, NXDOMAIN for
+//! unknown names, and no answer at all for names marked silent (a DNS
+//! timeout). Test relays
 //! point their milter at it (`dns_servers`), so no test needs real DNS.
 //!
 //! One server per process ([`test_dns`]); relays publish their DKIM keys in
 //! it, so relays of one test binary can check each other's signatures.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::{Context, Result};
 
+const TYPE_A: u16 = 1;
+const TYPE_PTR: u16 = 12;
+const TYPE_MX: u16 = 15;
 const TYPE_TXT: u16 = 16;
+const TYPE_AAAA: u16 = 28;
 const CLASS_IN: u16 = 1;
 const TTL_SECONDS: u32 = 60;
 
 #[derive(Default)]
 struct Zone {
     txt: HashMap<String, Vec<String>>,
+    /// Other records by name and type: their RDATA.
+    other: HashMap<(String, u16), Vec<Vec<u8>>>,
     /// (selector, record): the answer for `selector._domainkey.ANY` names
     /// that have no record of their own.
     any_domain_key: Option<(String, String)>,
@@ -74,7 +81,48 @@ impl TestDns {
 
     /// Removes every record at `name` (it becomes NXDOMAIN).
     pub fn remove(&self, name: &str) {
-        self.zone().txt.remove(&normalize(name));
+        let mut zone = self.zone();
+        let name = normalize(name);
+        zone.txt.remove(&name);
+        zone.other.retain(|(n, _), _| *n != name);
+    }
+
+    /// Publishes `ips` as the A and AAAA records of `name` (replacing them).
+    pub fn set_addresses(&self, name: &str, ips: &[IpAddr]) {
+        let mut zone = self.zone();
+        let name = normalize(name);
+        let v4: Vec<Vec<u8>> = ips.iter().filter_map(|ip| if let IpAddr::V4(v4) = ip { Some(v4.octets().to_vec()) } else { None }).collect();
+        let v6: Vec<Vec<u8>> = ips.iter().filter_map(|ip| if let IpAddr::V6(v6) = ip { Some(v6.octets().to_vec()) } else { None }).collect();
+        zone.other.insert((name.clone(), TYPE_A), v4);
+        zone.other.insert((name, TYPE_AAAA), v6);
+    }
+
+    /// Publishes the MX records of `name`: (preference, exchange).
+    pub fn set_mx(&self, name: &str, exchanges: &[(u16, &str)]) {
+        let rdata = exchanges
+            .iter()
+            .map(|(preference, host)| {
+                let mut data = preference.to_be_bytes().to_vec();
+                data.extend(wire_name(host));
+                data
+            })
+            .collect();
+        self.zone().other.insert((normalize(name), TYPE_MX), rdata);
+    }
+
+    /// Publishes `host` as the PTR record of `ip` (reverse DNS).
+    pub fn set_ptr(&self, ip: IpAddr, host: &str) {
+        let name = match ip {
+            IpAddr::V4(v4) => {
+                let o = v4.octets();
+                format!("{}.{}.{}.{}.in-addr.arpa", o[3], o[2], o[1], o[0])
+            }
+            IpAddr::V6(v6) => {
+                let nibbles: Vec<String> = v6.octets().iter().rev().flat_map(|b| [format!("{:x}", b & 0xf), format!("{:x}", b >> 4)]).collect();
+                format!("{}.ip6.arpa", nibbles.join("."))
+            }
+        };
+        self.zone().other.insert((name, TYPE_PTR), vec![wire_name(host)]);
     }
 
     /// Answers `{selector}._domainkey.{any domain}` with `record` unless
@@ -116,12 +164,18 @@ fn serve(socket: &UdpSocket, zone: &Mutex<Zone>) {
             if zone.silent.contains(&question.name) {
                 continue;
             }
-            let records = zone.txt.get(&question.name).cloned().or_else(|| {
+            let txt = zone.txt.get(&question.name).cloned().or_else(|| {
                 let (selector, record) = zone.any_domain_key.as_ref()?;
                 let domain = question.name.strip_prefix(selector.as_str())?.strip_prefix("._domainkey.")?;
                 (!domain.is_empty()).then(|| vec![record.clone()])
             });
-            answer(&buf[..len], &question, records.as_deref())
+            let exists = txt.is_some() || zone.other.keys().any(|(n, _)| *n == question.name);
+            let rdata: Vec<Vec<u8>> = if question.qtype == TYPE_TXT {
+                txt.unwrap_or_default().iter().map(|value| txt_rdata(value)).collect()
+            } else {
+                zone.other.get(&(question.name.clone(), question.qtype)).cloned().unwrap_or_default()
+            };
+            answer(&buf[..len], &question, exists.then_some(rdata.as_slice()))
         };
         let _ = socket.send_to(&reply, peer);
     }
@@ -156,33 +210,47 @@ fn parse_question(packet: &[u8]) -> Option<Question> {
     Some(Question { name: labels.join("."), qtype, end: at + 4 })
 }
 
-fn answer(query: &[u8], question: &Question, records: Option<&[String]>) -> Vec<u8> {
+/// A name in DNS wire form (uncompressed labels).
+fn wire_name(name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for label in normalize(name).split('.').filter(|l| !l.is_empty()) {
+        out.push(u8::try_from(label.len()).unwrap_or(63));
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.push(0);
+    out
+}
+
+fn txt_rdata(value: &str) -> Vec<u8> {
+    let mut rdata = Vec::new();
+    for chunk in value.as_bytes().chunks(255) {
+        rdata.push(u8::try_from(chunk.len()).unwrap_or(255));
+        rdata.extend_from_slice(chunk);
+    }
+    rdata
+}
+
+/// The reply to `query`: `records` are the RDATA of the answers (of the
+/// question's type); `None`: the name does not exist.
+fn answer(query: &[u8], question: &Question, records: Option<&[Vec<u8>]>) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(&query[0..2]); // id
     let recursion_desired = query[2] & 0x01;
     out.push(0x84 | recursion_desired); // response, authoritative
     let rcode = if records.is_none() { 3 } else { 0 }; // NXDOMAIN or NOERROR
     out.push(0x80 | rcode); // recursion available
-    let answers: &[String] = match records {
-        Some(records) if question.qtype == TYPE_TXT => records,
-        _ => &[],
-    };
+    let answers: &[Vec<u8>] = records.unwrap_or(&[]);
     out.extend_from_slice(&1u16.to_be_bytes());
     out.extend_from_slice(&u16::try_from(answers.len()).unwrap_or(0).to_be_bytes());
     out.extend_from_slice(&[0, 0, 0, 0]); // no authority or additional records
     out.extend_from_slice(&query[12..question.end]);
-    for value in answers {
-        let mut rdata = Vec::new();
-        for chunk in value.as_bytes().chunks(255) {
-            rdata.push(u8::try_from(chunk.len()).unwrap_or(255));
-            rdata.extend_from_slice(chunk);
-        }
+    for rdata in answers {
         out.extend_from_slice(&[0xC0, 12]); // the name, pointing at the question
-        out.extend_from_slice(&TYPE_TXT.to_be_bytes());
+        out.extend_from_slice(&question.qtype.to_be_bytes());
         out.extend_from_slice(&CLASS_IN.to_be_bytes());
         out.extend_from_slice(&TTL_SECONDS.to_be_bytes());
         out.extend_from_slice(&u16::try_from(rdata.len()).unwrap_or(0).to_be_bytes());
-        out.extend_from_slice(&rdata);
+        out.extend_from_slice(rdata);
     }
     out
 }

@@ -8,6 +8,7 @@
 //!   chatmail-relay [--config FILE] render dovecot [--dir DIR] [--mail-user USER] [--dovecot-version V]
 //!   chatmail-relay [--config FILE] render postfix [--queue-dir DIR]
 //!   chatmail-relay [--config FILE] metrics
+//!   chatmail-relay [--config FILE] check [--only PARTS] [--address IP]... [--cert FILE]
 //!
 //! Exit codes: 0; 1 for an invalid chatmail.ini (the problem is printed) or
 //! files that cannot be written; 2 for bad arguments.
@@ -37,6 +38,16 @@ commands:
                   `set NAME=VALUE`, `append NAME WORD` (to a list setting),
                   `service NAME/TYPE ENTRY` (master.cf); DIR is Postfix's
                   queue_directory (default /var/spool/postfix)
+  check [--only dns,dkim,tls,wiring] [--address IP]... [--cert FILE]
+        [--postfix-config-dir DIR] [--dovecot-config FILE]
+                  check the relay as other servers and clients meet it: DNS
+                  (A/AAAA, MX, SPF, DMARC, MTA-STS, TLS-RPT, reverse DNS of
+                  the relay's addresses: --address, else the domain's), the
+                  DKIM records (chatmail-milter dkim-check), the TLS
+                  certificate (--cert, else Postfix's), and the wiring (the
+                  milter in Postfix, the plugin in Dovecot, the daemons
+                  answering). One line per check, with the record to
+                  publish for each DNS problem; exit 1 if any check failed
   metrics         print the daemons' metrics (every *.prom file in
                   metrics_dir, Prometheus text format); warns on stderr about
                   files no longer rewritten (a daemon not running)";
@@ -66,7 +77,8 @@ fn main() -> ExitCode {
         ["render", "dovecot"] => &["--dir", "--mail-user", "--dovecot-version"],
         ["render", "postfix"] => &["--queue-dir"],
         ["metrics"] => &[],
-        _ => return usage("expected: value KEY | render dovecot | render postfix | metrics"),
+        ["check"] => &["--only", "--address", "--cert", "--postfix-config-dir", "--dovecot-config"],
+        _ => return usage("expected: value KEY | render dovecot | render postfix | metrics | check"),
     };
     if let Some((option, _)) = options.iter().find(|(o, _)| !allowed.contains(&o.as_str())) {
         return usage(&format!("{option} is not an option of {}", words.join(" ")));
@@ -117,7 +129,108 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         ["metrics"] => print_metrics(config.metrics_dir.as_deref()),
+        ["check"] => {
+            let all = |name: &str| options.iter().filter(|(o, _)| o == name).map(|(_, v)| v.clone()).collect::<Vec<_>>();
+            let parts: Vec<String> = match given("--only") {
+                Some(list) => list.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect(),
+                None => CHECK_PARTS.iter().map(|p| p.to_string()).collect(),
+            };
+            if let Some(bad) = parts.iter().find(|p| !CHECK_PARTS.contains(&p.as_str())) {
+                return usage(&format!("--only: {bad:?} is none of {}", CHECK_PARTS.join(", ")));
+            }
+            let mut addresses = Vec::new();
+            for text in all("--address") {
+                match text.parse::<std::net::IpAddr>() {
+                    Ok(ip) => addresses.push(ip),
+                    Err(_) => return usage(&format!("--address {text:?} is not an IP address")),
+                }
+            }
+            let places = chatmail_accounts::relay_probe::WiringPlaces {
+                postfix_dir: given("--postfix-config-dir").map(PathBuf::from),
+                dovecot_config: given("--dovecot-config").map(PathBuf::from),
+            };
+            check(&config, &absolute(&config_file), &parts, &addresses, given("--cert").map(PathBuf::from), &places)
+        }
         _ => usage("unknown command"),
+    }
+}
+
+/// What `check` can check, in the order it reports.
+const CHECK_PARTS: &[&str] = &["dns", "dkim", "tls", "wiring"];
+
+fn check(
+    config: &Config,
+    config_file: &Path,
+    parts: &[String],
+    addresses: &[std::net::IpAddr],
+    cert: Option<PathBuf>,
+    places: &chatmail_accounts::relay_probe::WiringPlaces,
+) -> ExitCode {
+    use chatmail_accounts::relay_check::{self, Finding, Level};
+    use chatmail_accounts::relay_probe;
+    let wants = |part: &str| parts.iter().any(|p| p == part);
+    let mut findings: Vec<Finding> = Vec::new();
+    if wants("dns") {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(e) => return fail(&format!("starting the runtime: {e}")),
+        };
+        let timeout = std::time::Duration::from_secs(u64::from(config.dns_timeout));
+        let resolver = match relay_probe::resolver(&config.dns_servers, timeout) {
+            Ok(resolver) => resolver,
+            Err(e) => return fail(&e),
+        };
+        let facts = runtime.block_on(relay_probe::dns_facts(&resolver, &config.mail_domain, addresses));
+        let relay = relay_check::relay_addresses(addresses, &facts);
+        findings.extend(relay_check::dns_findings(&facts, &relay));
+    }
+    if wants("dkim") {
+        findings.extend(relay_probe::dkim_findings(config_file));
+    }
+    if wants("tls") {
+        let path = cert.or_else(|| {
+            let postconf = |name: &str| {
+                let mut command = std::process::Command::new("postconf");
+                if let Some(dir) = &places.postfix_dir {
+                    command.arg("-c").arg(dir);
+                }
+                command.args(["-h", name]).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            };
+            // smtpd_tls_chain_files lists the key first, then the chain, or
+            // one file holding both; the cert file otherwise.
+            postconf("smtpd_tls_chain_files")
+                .and_then(|files| files.split([',', ' ']).rfind(|f| !f.is_empty()).map(PathBuf::from))
+                .or_else(|| postconf("smtpd_tls_cert_file").filter(|f| !f.is_empty()).map(PathBuf::from))
+        });
+        match path {
+            None => findings.push(Finding {
+                level: Level::Warn,
+                what: "TLS certificate".into(),
+                found: "none found in Postfix's settings".into(),
+                fix: Some("give it with --cert FILE".into()),
+            }),
+            Some(path) => match relay_probe::cert_facts(&path) {
+                Ok(facts) => {
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+                    findings.extend(relay_check::cert_findings(&facts, &config.mail_domain, now));
+                }
+                Err(e) => findings.push(Finding { level: Level::Fail, what: "TLS certificate".into(), found: e, fix: None }),
+            },
+        }
+    }
+    if wants("wiring") {
+        findings.extend(relay_probe::wiring_findings(config, config_file, places));
+    }
+    for finding in &findings {
+        println!("{finding}");
+    }
+    let count = |level: Level| findings.iter().filter(|f| f.level == level).count();
+    let failed = count(Level::Fail);
+    println!("{} ok, {} warnings, {failed} failed", count(Level::Ok), count(Level::Warn));
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
