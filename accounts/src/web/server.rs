@@ -32,7 +32,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 
 use super::app::{canonical_ip, App, Outcome};
 use super::http::{check_request, head_complete, HeadError, Request, Response, MAX_BODY, MAX_HEAD, MAX_HEADERS};
@@ -342,9 +342,13 @@ async fn serve_request<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(app: 
     };
     let connection = http1::Builder::new()
         .keep_alive(false)
-        .timer(TokioTimer::new())
-        // Backstops: the gate has already held the head to smaller limits.
-        .header_read_timeout(HEAD_TIMEOUT)
+        // Head and body in one buffer: one TLS record and one write for
+        // the small pages, not one per piece.
+        .writev(false)
+        // The gate has read the head within HEAD_TIMEOUT already, and the
+        // whole exchange is under WRITE_TIMEOUT: no timer of hyper's own.
+        .header_read_timeout(None)
+        // Backstops: the gate has already held the head to these limits.
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEAD + 8192)
         .serve_connection(TokioIo::new(stream), service);
