@@ -42,6 +42,8 @@ measure() {
     wrk -t 1 -c "$connections" -d "${seconds}s" "https://127.0.0.1:$port$path" >"$dir/wrk"
     rate=$(sed -n 's/^Requests\/sec: *\([0-9.]*\)/\1/p' "$dir/wrk")
     requests=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$dir/wrk")
+    [ -n "$rate" ] && [ -n "$requests" ] || { echo "wrk against $binary failed:" >&2; cat "$dir/wrk" >&2; exit 1; }
+    kill -0 "$pid" 2>/dev/null || { echo "$binary exited:" >&2; tail -5 "$log" >&2; exit 1; }
     # The server's CPU time (user + system, in clock ticks) per request:
     # steadier than requests/s on a machine that others use too.
     ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat")
