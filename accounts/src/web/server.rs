@@ -39,7 +39,8 @@ use super::http::{check_request, head_complete, HeadError, Request, Response, MA
 
 /// Time a client has for the TLS handshake and its request head together.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time a client has to take the response.
+/// Time a client has, once its request head is in, to send the rest of
+/// the request (a body of at most 16 KiB) and to take the response.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After answering, unread request bytes are drained (so that closing does
 /// not reset the connection before the client has read the answer), for at
