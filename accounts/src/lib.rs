@@ -14,6 +14,7 @@
 mod auth;
 mod crypt;
 mod dict;
+mod https_client;
 mod keys;
 mod metadata;
 mod notifier;
@@ -30,6 +31,7 @@ pub mod web;
 pub use auth::{serve, AuthService, AuthSettings, LookupOutcome};
 pub use crypt::{hash_password, verify_password, PasswordScheme};
 pub use dict::{escape as dict_escape, parse_line as parse_dict_line, unescape as dict_unescape, Command as DictCommand, ProtocolError, Reply as DictReply};
+pub use https_client::{https_tls_config, HttpsAnswer, HttpsClient};
 pub use keys::{parse_key, KeyError, Request};
 pub use metadata::{read_turn_secret, serve as serve_metadata, MetadataService, MetadataSettings};
 pub use notifier::{spool_status, Notifier, PushClient, SpoolStatus};

@@ -20,13 +20,11 @@ use bytes::Bytes;
 use chatmail_config::files::write_atomically;
 use chatmail_config::metrics::{FamilyDoc, Kind, Registry};
 use chatmail_config::push::{valid_account_name, ARRIVED_DIR, NUDGE_SOCKET, QUEUE_DIR, TMP_DIR};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 use tokio::net::UnixDatagram;
 use tokio::sync::{mpsc, Semaphore};
 
+use crate::https_client::{https_tls_config, HttpsClient};
 use crate::metadata::{unix_now, MetadataService};
 use crate::push_queue::{after, token_label, Entry, Next, Outcome, REQUEST_TIMEOUT_SECS};
 
@@ -44,52 +42,15 @@ const MAX_RESPONSE_BODY: usize = 64 * 1024;
 /// optional extra CA file).
 #[derive(Debug, Clone)]
 pub struct PushClient {
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HttpsClient,
     url: hyper::Uri,
-}
-
-/// The TLS setup: the system's CA certificates, plus `extra_ca` if given.
-fn tls_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    let system = Path::new("/etc/ssl/certs/ca-certificates.crt");
-    for path in [Some(system), extra_ca].into_iter().flatten() {
-        let certs = match CertificateDer::pem_file_iter(path) {
-            Ok(certs) => certs,
-            Err(_) if path == system => continue,
-            Err(e) => return Err(format!("{}: {e}", path.display())),
-        };
-        for cert in certs {
-            let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
-            let _ = roots.add(cert);
-        }
-    }
-    if roots.is_empty() {
-        return Err(format!("no CA certificates (neither {} nor push_notification_ca_file)", system.display()));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 impl PushClient {
     pub fn new(url: &str, extra_ca: Option<&Path>) -> Result<PushClient, String> {
         let url: hyper::Uri = url.parse().map_err(|e| format!("push_notification_url {url:?}: {e}"))?;
-        let mut tcp = HttpConnector::new();
-        tcp.enforce_http(false);
-        // A POST is small and answered at once: without NODELAY, Nagle's
-        // algorithm holds its body until the headers are acknowledged (a
-        // delayed ACK: ~40 ms per notification).
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(Duration::from_secs(REQUEST_TIMEOUT_SECS)));
-        let connector =
-            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls_config(extra_ca)?).https_only().enable_http1().wrap_connector(tcp);
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector);
-        Ok(PushClient { client, url })
+        let tls = https_tls_config(extra_ca).map_err(|e| format!("push notifications: {e}"))?;
+        Ok(PushClient { client: HttpsClient::new(tls, Duration::from_secs(REQUEST_TIMEOUT_SECS)), url })
     }
 
     /// POSTs `token` (the whole body); the status, or `Failed` with the reason.
@@ -101,31 +62,13 @@ impl PushClient {
             Ok(request) => request,
             Err(e) => return (Outcome::Failed, Some(e.to_string())),
         };
-        let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| error_chain(&e))?;
-            let status = response.status().as_u16();
-            // Read the (small) answer so that the connection can be reused.
-            let _ = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BODY).collect().await;
-            Ok::<u16, String>(status)
-        };
-        match tokio::time::timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS), exchange).await {
-            Ok(Ok(status)) => (Outcome::Status(status), None),
-            Ok(Err(e)) => (Outcome::Failed, Some(e)),
-            Err(_) => (Outcome::Failed, Some(format!("no answer within {REQUEST_TIMEOUT_SECS} s"))),
+        // The (small) answer is read so that the connection can be reused;
+        // only its status matters.
+        match self.client.send(request, MAX_RESPONSE_BODY).await {
+            Ok(answer) => (Outcome::Status(answer.status), None),
+            Err(e) => (Outcome::Failed, Some(e)),
         }
     }
-}
-
-/// The error and its causes on one line (hyper's own message is terse).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// What `chatmail-metadata status` reports about the push spool.

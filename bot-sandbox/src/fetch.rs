@@ -6,14 +6,14 @@
 //! helper: a small process the daemon starts before it moves into its
 //! empty network namespace, so only the helper can reach the network. The
 //! helper checks the origin again, makes one HTTPS request (no redirects,
-//! a timeout, a size cap) and answers status and body.
+//! a timeout, a size cap) with the relay's HTTPS client
+//! (`chatmail_accounts::HttpsClient`) and answers status and body.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::{self, BufRead, Write};
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use chatmail_accounts::{https_tls_config, HttpsClient};
 use serde::{Deserialize, Serialize};
 
 /// Most requests one run may make.
@@ -70,122 +70,17 @@ pub fn check(url: &str, origins: &[String]) -> Result<Target, String> {
     Ok(Target { origin, host, port, path })
 }
 
-/// The TLS setup: the system's CA certificates, plus `extra_ca` if given.
-pub fn tls_config(extra_ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    let system = Path::new("/etc/ssl/certs/ca-certificates.crt");
-    for path in [Some(system), extra_ca].into_iter().flatten() {
-        let certs = match CertificateDer::pem_file_iter(path) {
-            Ok(certs) => certs,
-            Err(_) if path == system => continue,
-            Err(e) => return Err(format!("{}: {e}", path.display())),
-        };
-        for cert in certs {
-            let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
-            let _ = roots.add(cert);
-        }
+/// One HTTPS GET of `target` with `client`: status and body (at most
+/// `max` bytes; a larger body is an error, and reading stops at the cap).
+/// Redirects are answered as they are, never followed.
+pub async fn get(client: &HttpsClient, target: &Target, max: u64) -> Result<(u16, Vec<u8>), String> {
+    let url = format!("{}{}", target.origin, target.path);
+    let headers = [("user-agent", "chatmail-bots"), ("accept-encoding", "identity")];
+    let answer = client.get(&url, &headers, usize::try_from(max).unwrap_or(usize::MAX)).await?;
+    if answer.oversize {
+        return Err(format!("the response is larger than {max} bytes"));
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
-/// Reads a chunked body (RFC 9112 7.1) up to `max` bytes.
-fn read_chunked(reader: &mut impl BufRead, max: u64) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).map_err(|e| e.to_string())?;
-        let size = u64::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16).map_err(|_| "bad chunk size")?;
-        if size == 0 {
-            return Ok(body);
-        }
-        if body.len() as u64 + size > max {
-            return Err(format!("the response is larger than {max} bytes"));
-        }
-        let mut chunk = vec![0; size as usize];
-        reader.read_exact(&mut chunk).map_err(|e| e.to_string())?;
-        body.extend_from_slice(&chunk);
-        let mut end = [0u8; 2];
-        reader.read_exact(&mut end).map_err(|e| e.to_string())?;
-    }
-}
-
-/// One HTTPS GET of `target`: status and body (at most `max` bytes).
-pub fn get(target: &Target, tls: Arc<rustls::ClientConfig>, timeout: Duration, max: u64) -> Result<(u16, Vec<u8>), String> {
-    let deadline = Instant::now() + timeout;
-    let address = (target.host.as_str(), target.port)
-        .to_socket_addrs()
-        .map_err(|e| format!("resolving {}: {e}", target.host))?
-        .next()
-        .ok_or_else(|| format!("{} has no address", target.host))?;
-    let tcp = TcpStream::connect_timeout(&address, timeout).map_err(|e| format!("connecting to {address}: {e}"))?;
-    let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-    tcp.set_read_timeout(Some(left())).map_err(|e| e.to_string())?;
-    tcp.set_write_timeout(Some(left())).map_err(|e| e.to_string())?;
-    let name = rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(|e| e.to_string())?;
-    let connection = rustls::ClientConnection::new(tls, name).map_err(|e| e.to_string())?;
-    let mut stream = rustls::StreamOwned::new(connection, tcp);
-    let host_header = if target.port == 443 { target.host.clone() } else { format!("{}:{}", target.host, target.port) };
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: chatmail-bots\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
-        target.path
-    );
-    stream.write_all(request.as_bytes()).map_err(|e| format!("sending: {e}"))?;
-    let mut reader = BufReader::new(stream);
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line).map_err(|e| format!("reading: {e}"))?;
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .filter(|_| status_line.starts_with("HTTP/1."))
-        .ok_or_else(|| format!("not an HTTP response: {:?}", status_line.trim_end()))?;
-    let (mut length, mut chunked) = (None, false);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).map_err(|e| format!("reading headers: {e}"))? == 0 || line.len() > 8192 {
-            return Err("bad response headers".into());
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("content-length") {
-                length = Some(value.parse::<u64>().map_err(|_| "bad Content-Length")?);
-            } else if name.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked") {
-                chunked = true;
-            }
-        }
-    }
-    let body = if chunked {
-        read_chunked(&mut reader, max)?
-    } else {
-        if length.is_some_and(|l| l > max) {
-            return Err(format!("the response is larger than {max} bytes"));
-        }
-        let mut body = Vec::new();
-        let limit = length.unwrap_or(max + 1).min(max + 1);
-        // A server may close without close_notify after the body.
-        match reader.take(limit).read_to_end(&mut body) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && length.is_none() => {}
-            Err(e) => return Err(format!("reading the body: {e}")),
-        }
-        if body.len() as u64 > max {
-            return Err(format!("the response is larger than {max} bytes"));
-        }
-        body
-    };
-    Ok((status, body))
+    Ok((answer.status, answer.body))
 }
 
 /// What the daemon asks its fetcher helper.
@@ -206,19 +101,31 @@ pub struct FetchAnswer {
 }
 
 /// The helper's main loop: one JSON request per line on stdin, answer and
-/// body on stdout, until stdin closes.
+/// body on stdout, until stdin closes. Each request runs to its end on a
+/// current-thread runtime before the next line is read; kept-alive
+/// connections are reused between requests to the same origin.
 pub fn serve_helper(extra_ca: Option<&Path>) -> io::Result<()> {
-    let tls = tls_config(extra_ca).map_err(io::Error::other)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // Without usable CA certificates every fetch fails, with the reason;
+    // the daemon keeps its helper (bots without network are unaffected).
+    let client = https_tls_config(extra_ca).map(|tls| HttpsClient::new(tls, TIMEOUT));
+    if let Err(e) = &client {
+        eprintln!("chatmail-bots: fetcher: warning: {e}");
+    }
     let stdin = io::stdin();
     let mut stdout = io::stdout().lock();
     for line in stdin.lock().lines() {
         let line = line?;
-        let (answer, body) = match serde_json::from_str::<FetchRequest>(&line) {
-            Err(e) => (FetchAnswer { status: 0, error: Some(format!("bad request: {e}")), len: 0 }, Vec::new()),
-            Ok(request) => match check(&request.url, &request.origins).and_then(|t| get(&t, Arc::clone(&tls), TIMEOUT, MAX_BODY)) {
-                Ok((status, body)) => (FetchAnswer { status, error: None, len: body.len() as u64 }, body),
-                Err(e) => (FetchAnswer { status: 0, error: Some(e), len: 0 }, Vec::new()),
-            },
+        let result = serde_json::from_str::<FetchRequest>(&line)
+            .map_err(|e| format!("bad request: {e}"))
+            .and_then(|request| check(&request.url, &request.origins))
+            .and_then(|target| {
+                let client = client.as_ref().map_err(Clone::clone)?;
+                runtime.block_on(get(client, &target, MAX_BODY))
+            });
+        let (answer, body) = match result {
+            Ok((status, body)) => (FetchAnswer { status, error: None, len: body.len() as u64 }, body),
+            Err(e) => (FetchAnswer { status: 0, error: Some(e), len: 0 }, Vec::new()),
         };
         serde_json::to_writer(&mut stdout, &answer).map_err(io::Error::other)?;
         stdout.write_all(b"\n")?;
@@ -266,13 +173,5 @@ mod tests {
             let problem = check(url, &origins).expect_err(url);
             assert!(problem.contains(want), "{url}: {problem}");
         }
-    }
-
-    #[test]
-    fn chunked_bodies() {
-        let mut input = &b"4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\n\r\n"[..];
-        assert_eq!(read_chunked(&mut input, 100), Ok(b"Wikipedia".to_vec()));
-        let mut input = &b"4\r\nWiki\r\n5\r\npedia\r\n0\r\n\r\n"[..];
-        assert!(read_chunked(&mut input, 8).is_err());
     }
 }

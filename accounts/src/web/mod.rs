@@ -26,7 +26,8 @@ pub use cli::{
 };
 pub use dclogin::{dclogin_url, percent_encode, LoginHints, Security};
 pub use http::{
-    head_complete, parse_head, HeadError, Request, Response, MAX_BODY, MAX_HEAD, MAX_HEADERS, MAX_REQUEST_LINE,
+    check_request, head_complete, request_path, HeadError, Request, Response, MAX_BODY, MAX_HEAD, MAX_HEADERS,
+    MAX_REQUEST_LINE,
 };
 pub use chatmail_config::format_size;
 pub use pages::{escape as html_escape, index_page, info_page, privacy_page, IndexKind};

@@ -1,15 +1,20 @@
 //! The HTTPS side: TLS with a certificate that is reloaded when its files
 //! change (or on SIGHUP), connection limits, timeouts, one request per
-//! connection, one log line per request.
+//! connection served by hyper behind a gate for the request head
+//! (`http.rs`), one log line per request.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Semaphore;
@@ -22,12 +27,20 @@ use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
-use super::app::{canonical_ip, App};
-use super::http::{head_complete, parse_head, HeadError, Response};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+
+use super::app::{canonical_ip, App, Outcome};
+use super::http::{check_request, head_complete, HeadError, Request, Response, MAX_BODY, MAX_HEAD, MAX_HEADERS};
 
 /// Time a client has for the TLS handshake and its request head together.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time a client has to take the response.
+/// Time a client has, once its request head is in, to send the rest of
+/// the request (a body of at most 16 KiB) and to take the response.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After answering, unread request bytes are drained (so that closing does
 /// not reset the connection before the client has read the answer), for at
@@ -228,15 +241,15 @@ async fn accept_loop(
         certs.refresh(false);
         let (app, acceptor) = (app.clone(), acceptor.clone());
         tokio::spawn(async move {
-            handle_connection(&app, &acceptor, stream, peer).await;
+            handle_connection(app, &acceptor, stream, peer).await;
             drop(guard);
             drop(permit);
         });
     }
 }
 
-/// Reads until the request head is complete. `Ok(None)`: the client went
-/// away before sending a request.
+/// Reads until the request head is complete, under the gate's limits.
+/// `Ok(None)`: the client went away before sending a request.
 async fn read_head<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -> std::io::Result<Option<Result<usize, HeadError>>> {
     let mut chunk = [0u8; 4096];
     loop {
@@ -268,7 +281,13 @@ fn log_safe(text: &str, max: usize) -> String {
     out
 }
 
-async fn handle_connection(app: &App, acceptor: &TlsAcceptor, stream: TcpStream, peer: SocketAddr) {
+/// The one line per request.
+fn log_request(method: &str, path: &str, status: u16, ip: IpAddr, reason: Option<&str>) {
+    let reason = reason.map(|r| format!(" reason={}", log_safe(r, 40))).unwrap_or_default();
+    eprintln!("chatmail-web: method={} path={} status={status} ip={ip}{reason}", log_safe(method, 16), log_safe(path, 200));
+}
+
+async fn handle_connection(app: Arc<App>, acceptor: &TlsAcceptor, stream: TcpStream, peer: SocketAddr) {
     let ip = canonical_ip(peer.ip());
     let _ = stream.set_nodelay(true);
     let deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
@@ -284,33 +303,133 @@ async fn handle_connection(app: &App, acceptor: &TlsAcceptor, stream: TcpStream,
         }
     };
     let mut buf = Vec::with_capacity(2048);
-    let head = tokio::time::timeout_at(deadline, read_head(&mut tls, &mut buf)).await;
-    let (method, path, head_only, response, reason) = match head {
-        Err(_) => ("-".to_owned(), "-".to_owned(), false, Response::text(408, "request timeout"), Some("timeout")),
+    let (refusal, reason) = match tokio::time::timeout_at(deadline, read_head(&mut tls, &mut buf)).await {
+        Err(_) => (Response::text(408, "request timeout"), "timeout"),
         Ok(Err(_)) | Ok(Ok(None)) => return,
-        Ok(Ok(Some(Err(e)))) => {
-            ("-".to_owned(), "-".to_owned(), false, Response::text(e.status(), "bad request"), Some(e.reason()))
+        Ok(Ok(Some(Err(e)))) => (Response::text(e.status(), "bad request"), e.reason()),
+        Ok(Ok(Some(Ok(_)))) => {
+            serve_request(app, Prefixed { prefix: buf, inner: tls }, ip).await;
+            return;
         }
-        Ok(Ok(Some(Ok(end)))) => match parse_head(&buf[..end]) {
-            Err(e) => ("-".to_owned(), "-".to_owned(), false, Response::text(e.status(), "bad request"), Some(e.reason())),
-            Ok(request) => {
-                let outcome = app.respond(&request, ip);
-                let head_only = request.method == "HEAD";
-                (log_safe(&request.method, 16), log_safe(&request.path, 200), head_only, outcome.response, outcome.reason)
-            }
-        },
     };
-    let reason = reason.map(|r| format!(" reason={}", log_safe(r, 40))).unwrap_or_default();
-    eprintln!("chatmail-web: method={method} path={path} status={} ip={ip}{reason}", response.status);
-    let wire = response.serialize(head_only);
+    // The gate refused the head: answer without hyper.
+    log_request("-", "-", refusal.status, ip, Some(reason));
     let written = timeout(WRITE_TIMEOUT, async {
-        tls.write_all(&wire).await?;
+        tls.write_all(&refusal.serialize_refusal()).await?;
         tls.flush().await?;
         tls.shutdown().await
     })
     .await;
     if matches!(written, Ok(Ok(()))) {
         drain(&mut tls).await;
+    }
+}
+
+/// hyper serves the one request whose head the gate let through (one
+/// request per connection: no idle connections to keep or limit). The
+/// rest of the request and the answer get [`WRITE_TIMEOUT`] together.
+async fn serve_request<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(app: Arc<App>, stream: S, ip: IpAddr) {
+    let answered = Arc::new(AtomicBool::new(false));
+    let service = {
+        let answered = answered.clone();
+        service_fn(move |request| {
+            let (app, answered) = (app.clone(), answered.clone());
+            async move {
+                let response = answer(&app, request, ip).await;
+                answered.store(true, Ordering::Relaxed);
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+    let connection = http1::Builder::new()
+        .keep_alive(false)
+        // Head and body in one buffer: one TLS record and one write for
+        // the small pages, not one per piece.
+        .writev(false)
+        // The gate has read the head within HEAD_TIMEOUT already, and the
+        // whole exchange is under WRITE_TIMEOUT: no timer of hyper's own.
+        .header_read_timeout(None)
+        // Backstops: the gate has already held the head to these limits.
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEAD + 8192)
+        .serve_connection(TokioIo::new(stream), service);
+    match timeout(WRITE_TIMEOUT, connection).await {
+        // hyper refused the head itself and answered 400 or 431: log it
+        // like every answer.
+        Ok(Err(e)) if !answered.load(Ordering::Relaxed) && e.is_parse() => {
+            let (status, reason) = if e.is_parse_too_large() { (431, "head-too-large") } else { (400, "malformed") };
+            log_request("-", "-", status, ip, Some(reason));
+        }
+        // The client went away or was too slow: nothing more to do.
+        Ok(_) | Err(_) => {}
+    }
+}
+
+/// The answer to one request hyper parsed, logged.
+async fn answer(app: &App, request: hyper::Request<Incoming>, ip: IpAddr) -> hyper::Response<Full<Bytes>> {
+    let (head, body) = request.into_parts();
+    let request = Request::from_hyper(&head);
+    let head_only = head.method == hyper::Method::HEAD;
+    let outcome = match check_request(&head) {
+        Err(e) => Outcome { response: Response::text(e.status(), "bad request"), reason: Some(e.reason()) },
+        // The body is never needed (the only POST, `/new`, ignores it),
+        // but it is read, up to the limit, so that the connection closes
+        // cleanly after the answer instead of being reset with unread data.
+        Ok(()) => match Limited::new(body, usize::try_from(MAX_BODY).unwrap_or(usize::MAX)).collect().await {
+            Ok(_) => app.respond(&request, ip),
+            Err(e) if e.is::<LengthLimitError>() => {
+                let e = HeadError::BodyTooLarge;
+                Outcome { response: Response::text(e.status(), "bad request"), reason: Some(e.reason()) }
+            }
+            Err(_) => Outcome { response: Response::text(400, "bad request"), reason: Some("bad-body") },
+        },
+    };
+    log_request(&request.method, &request.path, outcome.response.status, ip, outcome.reason);
+    outcome.response.into_hyper(head_only)
+}
+
+/// The bytes the gate has already read, then the rest of the stream:
+/// what hyper reads from.
+struct Prefixed<S> {
+    prefix: Vec<u8>,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.prefix.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let n = self.prefix.len().min(buf.remaining());
+        buf.put_slice(&self.prefix[..n]);
+        self.prefix.drain(..n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 
