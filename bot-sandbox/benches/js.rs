@@ -14,19 +14,10 @@ use std::time::{Duration, Instant};
 
 use chatmail_bot_sandbox::{compile, RunEnd, Runner, WorkerRequest};
 
+mod common;
+use common::stats;
+
 const MEMORY_LIMIT: u64 = 128 << 20;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
-
-fn stats(name: &str, mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    let p50 = percentile(&values, 0.5);
-    println!("{name:<32} p50 {p50:>7.2} ms   p99 {:>7.2} ms", percentile(&values, 0.99));
-    p50
-}
 
 fn request(artifact: PathBuf, network_isolated: bool) -> WorkerRequest {
     WorkerRequest {
