@@ -50,7 +50,7 @@ fn main() {
         output_limit: 1 << 20,
         points: 30_000_000_000,
         cpu_seconds: 31,
-        environment: vec![("CHATMAIL_SENDER".into(), "alice@example.org".into())],
+        environment: vec![("CHATMAIL_SENDER".into(), "alice@example.org".into()), ("CHATMAIL_EVENT".into(), "message".into())],
         network_isolated: std::env::var_os("BENCH_NETNS_PER_RUN").is_none() && chatmail_bot_sandbox::isolate_network().is_ok(),
         storage: None,
         input_len: None,
@@ -67,7 +67,8 @@ fn main() {
     for _ in 0..runs {
         let result = runner.run(&request, &mail);
         let RunEnd::Reported { report, output, .. } = &result.end else { panic!("{result:?}") };
-        assert!(output.starts_with(b"echo for alice@example.org:"), "{}", String::from_utf8_lossy(output));
+        // The echo bot answers a message with a reply action carrying its text.
+        assert!(output.starts_with(b"{\"action\":\"reply\",\"text\":\"echo: From:"), "{}", String::from_utf8_lossy(output));
         let ms = |micros: u64| micros as f64 / 1000.0;
         total.push(ms(result.wall_micros));
         spawn.push(ms(result.spawn_micros));
