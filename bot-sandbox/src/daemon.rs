@@ -204,8 +204,11 @@ impl Daemon {
         self
     }
 
-    fn count_install(&self, result: &str) {
+    /// An install's outcome: counted, and logged as one `op=install` line
+    /// (`detail`: the words after `result=`, each with its leading space).
+    fn install_result(&self, job_name: &str, account: &str, result: &str, detail: &str) {
         self.metrics.inc("chatmail_bot_installs_total", &[result]);
+        log(&format!("op=install job={job_name} bot={account} result={result}{detail}"));
     }
 
     fn home(&self, account: &str) -> PathBuf {
@@ -232,8 +235,7 @@ impl Daemon {
     }
 
     fn refuse_install(&self, job_name: &str, account: &str, reason: &str, problems: &[String]) -> Disposition {
-        self.count_install("refused");
-        log(&format!("op=install job={job_name} bot={account} result=refused reason={reason} problems={}", word(&problems.join("; "))));
+        self.install_result(job_name, account, "refused", &format!(" reason={reason} problems={}", word(&problems.join("; "))));
         let mut body = String::from("Your bot was not installed. Problems found:\n\n");
         for problem in problems {
             body.push_str(&format!("- {problem}\n"));
@@ -257,8 +259,7 @@ impl Daemon {
         let newest = match maildir::newest_mail_except(&home, &self.settings.install_folder, &job.expunged) {
             Ok(newest) => newest,
             Err(e) => {
-                self.count_install("error");
-                log(&format!("op=install job={job_name} bot={account} result=error problem={}", word(&e.to_string())));
+                self.install_result(job_name, account, "error", &format!(" problem={}", word(&e.to_string())));
                 return Disposition::Retry(format!("reading the install folder: {e}"));
             }
         };
@@ -266,24 +267,20 @@ impl Daemon {
         let Some((uid, path)) = newest else {
             // An empty folder uninstalls.
             if installed.is_none() {
-                self.count_install("nothing-installed");
-                log(&format!("op=install job={job_name} bot={account} result=nothing-installed"));
+                self.install_result(job_name, account, "nothing-installed", "");
                 return Disposition::Finish;
             }
             let _ = std::fs::remove_file(home.join(BOT_MARKER));
             if let Err(e) = self.registry.uninstall(account) {
-                self.count_install("error");
-                log(&format!("op=install job={job_name} bot={account} result=error problem={}", word(&e.to_string())));
+                self.install_result(job_name, account, "error", &format!(" problem={}", word(&e.to_string())));
                 return Disposition::Retry(format!("uninstalling: {e}"));
             }
-            self.count_install("uninstalled");
-            log(&format!("op=install job={job_name} bot={account} result=uninstalled"));
+            self.install_result(job_name, account, "uninstalled", "");
             self.report(account, "Bot uninstalled", "The bot folder is empty, so the bot was uninstalled.\n");
             return Disposition::Finish;
         };
         if installed.as_ref().is_some_and(|b| b.installed.uid == uid) {
-            self.count_install("unchanged");
-            log(&format!("op=install job={job_name} bot={account} result=unchanged uid={uid}"));
+            self.install_result(job_name, account, "unchanged", &format!(" uid={uid}"));
             return Disposition::Finish;
         }
         let mail = match std::fs::read(&path) {
@@ -313,8 +310,7 @@ impl Daemon {
                     Ok(path) => path,
                     Err(e) => {
                         // The relay's own engine: nothing the author can fix.
-                        self.count_install("error");
-                        log(&format!("op=install job={job_name} bot={account} result=error problem={}", word(&e)));
+                        self.install_result(job_name, account, "error", &format!(" problem={}", word(&e)));
                         return Disposition::Retry(e);
                     }
                 };
@@ -323,8 +319,7 @@ impl Daemon {
                     Ok(problems) if problems.is_empty() => {}
                     Ok(problems) => return self.refuse_install(job_name, account, "bad-script", &problems),
                     Err(e) => {
-                        self.count_install("error");
-                        log(&format!("op=install job={job_name} bot={account} result=error problem={}", word(&e)));
+                        self.install_result(job_name, account, "error", &format!(" problem={}", word(&e)));
                         return Disposition::Retry(e);
                     }
                 }
@@ -334,13 +329,11 @@ impl Daemon {
         };
         let toml_text = package_toml(&mail).unwrap_or_default();
         if let Err(e) = self.registry.install(account, &record, &toml_text, &code) {
-            self.count_install("error");
-            log(&format!("op=install job={job_name} bot={account} result=error problem={}", word(&e.to_string())));
+            self.install_result(job_name, account, "error", &format!(" problem={}", word(&e.to_string())));
             return Disposition::Retry(format!("storing the bot: {e}"));
         }
         if let Err(e) = std::fs::write(home.join(BOT_MARKER), b"") {
-            self.count_install("error");
-            log(&format!("op=install job={job_name} bot={account} result=error problem={}", word(&format!("marker: {e}"))));
+            self.install_result(job_name, account, "error", &format!(" problem={}", word(&format!("marker: {e}"))));
             return Disposition::Retry(format!("writing the marker: {e}"));
         }
         let package_key = match package.key.as_deref().map(crate::openpgp::SecretKey::from_armor) {
@@ -356,22 +349,21 @@ impl Daemon {
         let (key, link) = match self.prepare_identity(account, package_key) {
             Ok(identity) => identity,
             Err(e) => {
-                self.count_install("error");
-                log(&format!("op=install job={job_name} bot={account} result=error problem={}", word(&format!("identity: {e}"))));
+                self.install_result(job_name, account, "error", &format!(" problem={}", word(&format!("identity: {e}"))));
                 return Disposition::Retry(format!("preparing the bot's identity: {e}"));
             }
         };
         let fingerprint = key.public().fingerprint();
         let m = &package.metadata;
-        self.count_install("installed");
-        log(&format!(
-            "op=install job={job_name} bot={account} result=installed uid={uid} name={} author={} {}_bytes={} fingerprint={fingerprint} key={}",
+        let detail = format!(
+            " uid={uid} name={} author={} {}_bytes={} fingerprint={fingerprint} key={}",
             word(&m.name),
             word(&m.author),
             if matches!(package.code, Code::Script(_)) { "script" } else { "wasm" },
             package.code.len(),
             if key_source.starts_with("from") { "package" } else { "relay" }
-        ));
+        );
+        self.install_result(job_name, account, "installed", &detail);
         let mut body = format!(
             "Your bot is installed and runs for every mail this account receives.\n\n\
              Name: {}\nDescription: {}\nAuthor: {}\n{}: {} bytes\n\n\
