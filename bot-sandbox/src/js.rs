@@ -34,22 +34,30 @@ static COMPILING: Mutex<()> = Mutex::new(());
 
 /// FNV-1a: names the artifact after what it was compiled from (not a
 /// security measure; the state directory is the daemon's own).
-fn fingerprint(parts: &[&[u8]]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for byte in *part {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        hash ^= 0xff;
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// The FNV-1a state after `part` (and a separator, so parts cannot shift).
+fn fnv_feed(mut hash: u64, part: &[u8]) -> u64 {
+    for byte in part {
+        hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    hash
+    hash ^= 0xff;
+    hash.wrapping_mul(0x0100_0000_01b3)
+}
+
+#[cfg(test)]
+fn fingerprint(parts: &[&[u8]]) -> u64 {
+    parts.iter().fold(FNV_OFFSET, |hash, part| fnv_feed(hash, part))
 }
 
 /// Where the compiled engine for `memory_limit` lives under `state_dir`.
+/// (Asked at every JavaScript run: the engine's ~1 MB is hashed once per
+/// process.)
 pub fn artifact_path(state_dir: &Path, memory_limit: u64) -> PathBuf {
-    let id = fingerprint(&[ENGINE, &memory_limit.to_le_bytes(), env!("CARGO_PKG_VERSION").as_bytes()]);
+    static ENGINE_HASHED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let engine = *ENGINE_HASHED.get_or_init(|| fnv_feed(FNV_OFFSET, ENGINE));
+    let id = fnv_feed(fnv_feed(engine, &memory_limit.to_le_bytes()), env!("CARGO_PKG_VERSION").as_bytes());
     state_dir.join("engines").join(format!("js-{id:016x}.bin"))
 }
 
@@ -124,6 +132,9 @@ mod tests {
         assert_ne!(a, artifact_path(dir, 64 << 20));
         assert!(a.to_string_lossy().starts_with("/state/engines/js-") && a.extension().is_some_and(|e| e == "bin"), "{a:?}");
         assert_ne!(fingerprint(&[b"ab", b"c"]), fingerprint(&[b"a", b"bc"]));
+        // The cached engine part gives the name hashing everything at once would.
+        let whole = fingerprint(&[ENGINE, &(128u64 << 20).to_le_bytes(), env!("CARGO_PKG_VERSION").as_bytes()]);
+        assert_eq!(artifact_path(dir, 128 << 20), dir.join("engines").join(format!("js-{whole:016x}.bin")));
     }
 
     #[test]
