@@ -120,8 +120,10 @@ pub fn relay_addresses(given: &[IpAddr], facts: &DnsFacts) -> Vec<IpAddr> {
     facts.addresses.clone().unwrap_or_default()
 }
 
-/// Judges the DNS of a receiving relay whose addresses are `relay`.
-pub fn dns_findings(facts: &DnsFacts, relay: &[IpAddr]) -> Vec<Finding> {
+/// Judges the DNS of a receiving relay whose addresses are `given` (none:
+/// those the domain resolves to).
+pub fn dns_findings(facts: &DnsFacts, given: &[IpAddr]) -> Vec<Finding> {
+    let relay = &relay_addresses(given, facts)[..];
     let domain = &facts.domain;
     let mut out = Vec::new();
     let example_ip = relay.first().map_or_else(|| format!("{domain}. A <the relay's IPv4 address>"), |ip| address_record(domain, ip));
@@ -383,8 +385,7 @@ mod tests {
     #[test]
     fn a_well_published_relay_passes() {
         let facts = good();
-        let relay = relay_addresses(&[], &facts);
-        let findings = dns_findings(&facts, &relay);
+        let findings = dns_findings(&facts, &[]);
         assert!(findings.iter().all(|f| f.level == Level::Ok), "{findings:#?}");
         assert_eq!(find(&findings, "MTA-STS").found, "not published (optional)");
     }
@@ -408,8 +409,7 @@ mod tests {
         for (name, change, what, level, fix) in table {
             let mut facts = good();
             change(&mut facts);
-            let relay = relay_addresses(&[], &facts);
-            let findings = dns_findings(&facts, &relay);
+            let findings = dns_findings(&facts, &[]);
             let finding = find(&findings, what);
             assert_eq!(finding.level, *level, "{name}: {finding:?}");
             assert!(finding.fix.as_deref().unwrap_or("").contains(fix), "{name}: {finding:?}");
@@ -422,7 +422,7 @@ mod tests {
     #[test]
     fn given_addresses_are_the_relays() {
         let facts = good();
-        let findings = dns_findings(&facts, &relay_addresses(&[ip("198.51.100.7")], &facts));
+        let findings = dns_findings(&facts, &[ip("198.51.100.7")]);
         assert_eq!(find(&findings, "A/AAAA").level, Level::Fail);
         assert!(find(&findings, "A/AAAA").fix.as_deref().is_some_and(|f| f.contains("A 198.51.100.7")));
         assert_eq!(find(&findings, "MX").level, Level::Fail);

@@ -137,6 +137,33 @@ pub fn cert_facts(path: &Path) -> Result<CertFacts, String> {
     Ok(CertFacts { path: path.display().to_string(), names, not_before: seconds(&tbs.validity.not_before), not_after: seconds(&tbs.validity.not_after) })
 }
 
+/// The certificate Postfix serves: the last file of
+/// `smtpd_tls_chain_files` (the key comes first, then the chain, or one
+/// file holds both), else `smtpd_tls_cert_file`.
+fn postfix_cert(places: &WiringPlaces) -> Option<PathBuf> {
+    let pdir = places.postfix_dir.as_deref();
+    postconf(pdir, &["-h", "smtpd_tls_chain_files"])
+        .ok()
+        .and_then(|files| files.split([',', ' ']).rfind(|f| !f.is_empty()).map(PathBuf::from))
+        .or_else(|| postconf(pdir, &["-h", "smtpd_tls_cert_file"]).ok().filter(|f| !f.is_empty()).map(PathBuf::from))
+}
+
+/// The certificate `cert` (else Postfix's) judged for `domain` at `now`.
+pub fn tls_findings(cert: Option<PathBuf>, places: &WiringPlaces, domain: &str, now: i64) -> Vec<Finding> {
+    let Some(path) = cert.or_else(|| postfix_cert(places)) else {
+        return vec![Finding {
+            level: Level::Warn,
+            what: "TLS certificate".into(),
+            found: "none found in Postfix's settings".into(),
+            fix: Some("give it with --cert FILE".into()),
+        }];
+    };
+    match cert_facts(&path) {
+        Ok(facts) => crate::relay_check::cert_findings(&facts, domain, now),
+        Err(e) => vec![Finding { level: Level::Fail, what: "TLS certificate".into(), found: e, fix: None }],
+    }
+}
+
 /// `postconf` (with `-c DIR` if given): the value of `name`, or why not.
 fn postconf(dir: Option<&Path>, args: &[&str]) -> Result<String, String> {
     let mut command = Command::new("postconf");

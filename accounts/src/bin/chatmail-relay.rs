@@ -181,42 +181,14 @@ fn check(
             Err(e) => return fail(&e),
         };
         let facts = runtime.block_on(relay_probe::dns_facts(&resolver, &config.mail_domain, addresses));
-        let relay = relay_check::relay_addresses(addresses, &facts);
-        findings.extend(relay_check::dns_findings(&facts, &relay));
+        findings.extend(relay_check::dns_findings(&facts, addresses));
     }
     if wants("dkim") {
         findings.extend(relay_probe::dkim_findings(config_file));
     }
     if wants("tls") {
-        let path = cert.or_else(|| {
-            let postconf = |name: &str| {
-                let mut command = std::process::Command::new("postconf");
-                if let Some(dir) = &places.postfix_dir {
-                    command.arg("-c").arg(dir);
-                }
-                command.args(["-h", name]).output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            };
-            // smtpd_tls_chain_files lists the key first, then the chain, or
-            // one file holding both; the cert file otherwise.
-            postconf("smtpd_tls_chain_files")
-                .and_then(|files| files.split([',', ' ']).rfind(|f| !f.is_empty()).map(PathBuf::from))
-                .or_else(|| postconf("smtpd_tls_cert_file").filter(|f| !f.is_empty()).map(PathBuf::from))
-        });
-        match path {
-            None => findings.push(Finding {
-                level: Level::Warn,
-                what: "TLS certificate".into(),
-                found: "none found in Postfix's settings".into(),
-                fix: Some("give it with --cert FILE".into()),
-            }),
-            Some(path) => match relay_probe::cert_facts(&path) {
-                Ok(facts) => {
-                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-                    findings.extend(relay_check::cert_findings(&facts, &config.mail_domain, now));
-                }
-                Err(e) => findings.push(Finding { level: Level::Fail, what: "TLS certificate".into(), found: e, fix: None }),
-            },
-        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        findings.extend(relay_probe::tls_findings(cert, places, &config.mail_domain, now));
     }
     if wants("wiring") {
         findings.extend(relay_probe::wiring_findings(config, config_file, places));
