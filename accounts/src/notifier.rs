@@ -359,6 +359,8 @@ impl Notifier {
             Outcome::Status(code) => code.to_string(),
             Outcome::Failed => "none".into(),
         };
+        // The outcome's log line; each outcome makes exactly one, so it is
+        // counted here too.
         let line = |result: &str| {
             self.metrics.inc("chatmail_push_notifications_total", &[result]);
             let mut text = format!(
